@@ -1,0 +1,55 @@
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use tracing_subscriber::prelude::*;
+
+#[derive(Parser)]
+#[command(version, about = "Veil node bootstrapper (runs as veil-bootstrapper.service)")]
+struct Args {
+    /// Root of the file system to inspect; only tests change it.
+    #[arg(long, default_value = "/")]
+    root: PathBuf,
+    /// Exit after reporting instead of staying up as the node's service.
+    #[arg(long)]
+    once: bool,
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let registry = tracing_subscriber::registry().with(filter);
+    // Under systemd log to journald; anywhere else (tests, a shell) to stderr.
+    let journald = std::env::var_os("JOURNAL_STREAM")
+        .and_then(|_| tracing_journald::layer().ok());
+    match journald {
+        Some(layer) => registry.with(layer).init(),
+        None => registry
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .init(),
+    }
+}
+
+fn main() -> Result<()> {
+    init_logging();
+    let args = Args::parse();
+    let mut stdout = std::io::stdout().lock();
+    let platform = veil_bootstrapper::report(&args.root, &mut stdout)
+        .context("reporting the node's platform and measurements")?;
+    tracing::info!(platform = platform.kind(), "platform detected");
+
+    use std::io::Write;
+    writeln!(stdout, "veil-ready")?;
+    stdout.flush()?;
+    drop(stdout);
+    // Ignored outside systemd (NOTIFY_SOCKET unset), which is what tests want.
+    sd_notify::notify(false, &[sd_notify::NotifyState::Ready])
+        .context("notifying systemd of readiness")?;
+    if args.once {
+        return Ok(());
+    }
+    // The node's APIs will run here; until then stay up so the unit reads as active.
+    loop {
+        std::thread::park();
+    }
+}

@@ -1,0 +1,50 @@
+//! Runs the real binary against a fake sysfs tree and checks the console protocol.
+
+use std::fs;
+use std::process::Command;
+
+#[test]
+fn prints_platform_pcrs_and_ready() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let bank = root.path().join("sys/class/tpm/tpm0/pcr-sha256");
+    fs::create_dir_all(&bank).expect("mkdir");
+    for i in 0..=15u8 {
+        fs::write(bank.join(i.to_string()), format!("{}\n", format!("{i:02X}").repeat(32)))
+            .expect("write pcr");
+    }
+    fs::create_dir_all(root.path().join("dev")).expect("mkdir dev");
+    fs::write(root.path().join("dev/tpmrm0"), b"").expect("write tpm");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_veil-bootstrapper"))
+        .args(["--once", "--root"])
+        .arg(root.path())
+        .output()
+        .expect("run veil-bootstrapper");
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).expect("utf-8");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].starts_with("veil-platform tpm tpm="), "{stdout}");
+    assert_eq!(lines.len(), 1 + 16 + 1, "{stdout}");
+    assert_eq!(lines[1 + 11], format!("veil-pcr 11 {}", "0b".repeat(32)));
+    assert_eq!(*lines.last().expect("lines"), "veil-ready");
+}
+
+#[test]
+fn malformed_pcr_fails_naming_the_file() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let bank = root.path().join("sys/class/tpm/tpm0/pcr-sha256");
+    fs::create_dir_all(&bank).expect("mkdir");
+    for i in 0..=15u8 {
+        fs::write(bank.join(i.to_string()), "00".repeat(32)).expect("write pcr");
+    }
+    fs::write(bank.join("9"), "zz").expect("write bad pcr");
+    let out = Command::new(env!("CARGO_BIN_EXE_veil-bootstrapper"))
+        .args(["--once", "--root"])
+        .arg(root.path())
+        .output()
+        .expect("run veil-bootstrapper");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("pcr-sha256/9"), "{stderr}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("veil-ready"));
+}
