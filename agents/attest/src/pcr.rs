@@ -104,7 +104,10 @@ mod tests {
         fs::write(bank.join("4"), "abcd").expect("write");
         let err = read_sysfs_pcrs(dir.path(), PcrBank::Sha256, [4]).expect_err("short");
         let msg = err.to_string();
-        assert!(msg.contains("pcr-sha256/4") && msg.contains("32 bytes"), "{msg}");
+        assert!(
+            msg.contains("pcr-sha256/4") && msg.contains("32 bytes"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -36,13 +36,20 @@ pub fn report(root: &Path, out: &mut impl Write) -> Result<Platform> {
         platform.tsm_report,
     )?;
     if platform.tpm_sysfs_pcrs {
-        let pcrs = read_sysfs_pcrs(&root.join("sys/class/tpm/tpm0"), PcrBank::Sha256, REPORTED_PCRS)
-            .context("reading the TPM's sha256 PCR bank")?;
+        let pcrs = read_sysfs_pcrs(
+            &root.join("sys/class/tpm/tpm0"),
+            PcrBank::Sha256,
+            REPORTED_PCRS,
+        )
+        .context("reading the TPM's sha256 PCR bank")?;
         for (index, value) in pcrs {
             writeln!(out, "veil-pcr {index} {}", hex_lower(&value))?;
         }
     } else {
-        tracing::warn!("no TPM PCRs in sysfs under {}: nothing to report", root.display());
+        tracing::warn!(
+            "no TPM PCRs in sysfs under {}: nothing to report",
+            root.display()
+        );
     }
     out.flush()?;
     Ok(platform)

@@ -5,7 +5,10 @@ use clap::Parser;
 use tracing_subscriber::prelude::*;
 
 #[derive(Parser)]
-#[command(version, about = "Veil node bootstrapper (runs as veil-bootstrapper.service)")]
+#[command(
+    version,
+    about = "Veil node bootstrapper (runs as veil-bootstrapper.service)"
+)]
 struct Args {
     /// Root of the file system to inspect; only tests change it.
     #[arg(long, default_value = "/")]
@@ -20,8 +23,7 @@ fn init_logging() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let registry = tracing_subscriber::registry().with(filter);
     // Under systemd log to journald; anywhere else (tests, a shell) to stderr.
-    let journald = std::env::var_os("JOURNAL_STREAM")
-        .and_then(|_| tracing_journald::layer().ok());
+    let journald = std::env::var_os("JOURNAL_STREAM").and_then(|_| tracing_journald::layer().ok());
     match journald {
         Some(layer) => registry.with(layer).init(),
         None => registry

@@ -9,8 +9,11 @@ fn prints_platform_pcrs_and_ready() {
     let bank = root.path().join("sys/class/tpm/tpm0/pcr-sha256");
     fs::create_dir_all(&bank).expect("mkdir");
     for i in 0..=15u8 {
-        fs::write(bank.join(i.to_string()), format!("{}\n", format!("{i:02X}").repeat(32)))
-            .expect("write pcr");
+        fs::write(
+            bank.join(i.to_string()),
+            format!("{}\n", format!("{i:02X}").repeat(32)),
+        )
+        .expect("write pcr");
     }
     fs::create_dir_all(root.path().join("dev")).expect("mkdir dev");
     fs::write(root.path().join("dev/tpmrm0"), b"").expect("write tpm");
@@ -20,7 +23,11 @@ fn prints_platform_pcrs_and_ready() {
         .arg(root.path())
         .output()
         .expect("run veil-bootstrapper");
-    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8(out.stdout).expect("utf-8");
     let lines: Vec<&str> = stdout.lines().collect();
     assert!(lines[0].starts_with("veil-platform tpm tpm="), "{stdout}");
