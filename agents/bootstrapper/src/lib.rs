@@ -8,8 +8,15 @@
 //! ```text
 //! veil-platform <kind> tpm=<path|none> sev-snp=<bool> tdx=<bool> tsm-report=<bool>
 //! veil-pcr <index> <sha256 hex>
+//! veil-eventlog <firmware|systemd> <length> <sha256 hex>
+//! veil-eventlog-data <firmware|systemd> <base64 chunk>      (repeated)
+//! veil-eventlog-end <firmware|systemd>
 //! veil-ready
 //! ```
+//!
+//! The event logs (the firmware's TCG log and systemd's `tpm2-measure.log`) let anyone
+//! replay the PCRs and see which component made a value what it is; the length and
+//! hash let a reader of the console notice a garbled transfer.
 
 use std::io::Write;
 use std::path::Path;
@@ -53,6 +60,48 @@ pub fn report(root: &Path, out: &mut impl Write) -> Result<Platform> {
     }
     out.flush()?;
     Ok(platform)
+}
+
+/// Event logs reported on the console: (tag, path under the root).
+pub const EVENT_LOGS: [(&str, &str); 2] = [
+    (
+        "firmware",
+        "sys/kernel/security/tpm0/binary_bios_measurements",
+    ),
+    ("systemd", "run/log/systemd/tpm2-measure.log"),
+];
+
+/// Writes the event logs that exist under `root` to `out` (see the crate docs).
+pub fn report_event_logs(root: &Path, out: &mut impl Write) -> Result<()> {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    for (tag, rel) in EVENT_LOGS {
+        let path = root.join(rel);
+        let data = match std::fs::read(&path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tracing::info!("no {tag} event log at {}", path.display());
+                continue;
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("reading event log {}", path.display()));
+            }
+        };
+        let digest = sha2::Sha256::digest(&data);
+        writeln!(
+            out,
+            "veil-eventlog {tag} {} {}",
+            data.len(),
+            hex_lower(&digest)
+        )?;
+        for chunk in data.chunks(57) {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(chunk);
+            writeln!(out, "veil-eventlog-data {tag} {b64}")?;
+        }
+        writeln!(out, "veil-eventlog-end {tag}")?;
+    }
+    out.flush()?;
+    Ok(())
 }
 
 fn hex_lower(bytes: &[u8]) -> String {

@@ -39,6 +39,8 @@ fn main() -> Result<()> {
     let platform = veil_bootstrapper::report(&args.root, &mut stdout)
         .context("reporting the node's platform and measurements")?;
     tracing::info!(platform = platform.kind(), "platform detected");
+    veil_bootstrapper::report_event_logs(&args.root, &mut stdout)
+        .context("reporting the TPM event logs")?;
 
     use std::io::Write;
     writeln!(stdout, "veil-ready")?;

@@ -29,7 +29,10 @@ fn prints_platform_pcrs_and_ready() {
         String::from_utf8_lossy(&out.stderr)
     );
     let stdout = String::from_utf8(out.stdout).expect("utf-8");
-    let lines: Vec<&str> = stdout.lines().collect();
+    let lines: Vec<&str> = stdout
+        .lines()
+        .filter(|l| !l.starts_with("veil-eventlog"))
+        .collect();
     assert!(lines[0].starts_with("veil-platform tpm tpm="), "{stdout}");
     assert_eq!(lines.len(), 1 + 16 + 1, "{stdout}");
     assert_eq!(lines[1 + 11], format!("veil-pcr 11 {}", "0b".repeat(32)));
@@ -54,4 +57,50 @@ fn malformed_pcr_fails_naming_the_file() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("pcr-sha256/9"), "{stderr}");
     assert!(!String::from_utf8_lossy(&out.stdout).contains("veil-ready"));
+}
+
+#[test]
+fn event_logs_round_trip_through_the_console() {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+
+    let root = tempfile::tempdir().expect("tempdir");
+    let fw = root
+        .path()
+        .join("sys/kernel/security/tpm0/binary_bios_measurements");
+    fs::create_dir_all(fw.parent().expect("parent")).expect("mkdir");
+    // Not a multiple of the chunk size, and every byte value.
+    let log: Vec<u8> = (0..1000u32).map(|i| (i * 7 % 256) as u8).collect();
+    fs::write(&fw, &log).expect("write log");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_veil-bootstrapper"))
+        .args(["--once", "--root"])
+        .arg(root.path())
+        .output()
+        .expect("run veil-bootstrapper");
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).expect("utf-8");
+    let header = stdout
+        .lines()
+        .find(|l| l.starts_with("veil-eventlog firmware "))
+        .expect("firmware event log header");
+    let want = format!(
+        "veil-eventlog firmware 1000 {}",
+        hex::encode(sha2::Sha256::digest(&log))
+    );
+    assert_eq!(header, want);
+    let mut got = Vec::new();
+    for l in stdout.lines() {
+        if let Some(b64) = l.strip_prefix("veil-eventlog-data firmware ") {
+            got.extend(
+                base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .expect("base64"),
+            );
+        }
+    }
+    assert_eq!(got, log);
+    assert!(stdout.contains("veil-eventlog-end firmware"));
+    // No systemd log under this root: nothing printed for it.
+    assert!(!stdout.contains("veil-eventlog systemd"));
 }
