@@ -7,6 +7,7 @@
 //!
 //! ```text
 //! veil-platform <kind> tpm=<path|none> sev-snp=<bool> tdx=<bool> tsm-report=<bool>
+//! veil-root <major:minor> verity=<bool> dm-uuid=<uuid|none>
 //! veil-pcr <index> <sha256 hex>
 //! veil-eventlog <firmware|systemd> <length> <sha256 hex>
 //! veil-eventlog-data <firmware|systemd> <base64 chunk>      (repeated)
@@ -42,6 +43,14 @@ pub fn report(root: &Path, out: &mut impl Write) -> Result<Platform> {
         platform.tdx,
         platform.tsm_report,
     )?;
+    let root_dev = root_device(root)?;
+    writeln!(
+        out,
+        "veil-root {} verity={} dm-uuid={}",
+        root_dev.dev,
+        root_dev.is_verity(),
+        root_dev.dm_uuid.as_deref().unwrap_or("none")
+    )?;
     if platform.tpm_sysfs_pcrs {
         let pcrs = read_sysfs_pcrs(
             &root.join("sys/class/tpm/tpm0"),
@@ -60,6 +69,45 @@ pub fn report(root: &Path, out: &mut impl Write) -> Result<Platform> {
     }
     out.flush()?;
     Ok(platform)
+}
+
+/// The block device mounted at `/` and, if it is a device-mapper device, its DM UUID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootDevice {
+    /// `major:minor` as in mountinfo.
+    pub dev: String,
+    pub dm_uuid: Option<String>,
+}
+
+impl RootDevice {
+    /// systemd-veritysetup (libcryptsetup) names verity devices `CRYPT-VERITY-…`.
+    pub fn is_verity(&self) -> bool {
+        self.dm_uuid
+            .as_deref()
+            .is_some_and(|u| u.starts_with("CRYPT-VERITY-"))
+    }
+}
+
+/// Finds the device of `/` from `proc/self/mountinfo` under `root` (the last mount on
+/// `/` wins, as the kernel stacks them) and its DM UUID from sysfs.
+pub fn root_device(root: &Path) -> Result<RootDevice> {
+    let mountinfo_path = root.join("proc/self/mountinfo");
+    let mountinfo = std::fs::read_to_string(&mountinfo_path)
+        .with_context(|| format!("reading {}", mountinfo_path.display()))?;
+    // Fields: id parent major:minor root mountpoint ...
+    let dev = mountinfo
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(4) == Some(&"/")).then(|| f.get(2).map(|d| d.to_string()))?
+        })
+        .last()
+        .with_context(|| format!("no mount on / in {}", mountinfo_path.display()))?;
+    let uuid_path = root.join(format!("sys/dev/block/{dev}/dm/uuid"));
+    let dm_uuid = std::fs::read_to_string(uuid_path)
+        .ok()
+        .map(|u| u.trim().to_owned());
+    Ok(RootDevice { dev, dm_uuid })
 }
 
 /// Event logs reported on the console: (tag, path under the root).
