@@ -1,12 +1,26 @@
 //! Attestation for Veil nodes: finding out which confidential-computing platform a node
-//! runs on, and reading the evidence that platform offers.
+//! runs on, producing evidence of what it booted, and verifying such evidence.
 //!
-//! Everything here reads real kernel interfaces (`/dev/tpmrm0`, `/dev/sev-guest`,
-//! configfs-tsm, the TPM's sysfs PCR files). Paths are taken relative to a root
-//! directory so the logic can be tested against a fake sysfs tree in a temp dir.
+//! - [`platform`] and [`pcr`] read real kernel interfaces (`/dev/tpmrm0`,
+//!   `/dev/sev-guest`, configfs-tsm, the TPM's sysfs PCR files). Paths are taken relative
+//!   to a root directory so the logic can be tested against a fake sysfs tree.
+//! - [`evidence`] defines the platform-independent [`Attester`] / [`Verifier`] pair and
+//!   the versioned [`Evidence`] encoding; [`tpm`] implements them for TPM 2.0 (quotes,
+//!   EK certificate chains, credential activation of the attestation key).
+//! - [`reference`](mod@reference) compares verified PCR values with reference values.
 
+mod encoding;
+pub mod evidence;
 pub mod pcr;
 pub mod platform;
+pub mod reference;
+pub mod tpm;
 
+pub use encoding::Digest32;
+pub use evidence::{
+    Attester, EVIDENCE_VERSION, Evidence, EvidenceError, EvidencePlatform, TpmVerifiedInfo,
+    Verified, Verifier,
+};
 pub use pcr::{PcrBank, PcrError, read_sysfs_pcrs};
 pub use platform::{Platform, detect};
+pub use reference::{PcrCheck, PcrOutcome, PcrPolicyError, compare_pcrs};

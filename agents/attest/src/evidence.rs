@@ -1,0 +1,165 @@
+//! The platform-independent interface: an [`Attester`] produces [`Evidence`] bound to
+//! 32 bytes of caller data, a [`Verifier`] checks it and returns what it proved.
+//!
+//! For aTLS the caller binds `SHA-256(peer nonce || SubjectPublicKeyInfo)`, so evidence
+//! is fresh (the peer's nonce) and tied to the TLS key.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::tpm::{ClockInfo, TpmEvidence};
+
+/// Version of the wire encoding produced by [`Evidence::encode`].
+pub const EVIDENCE_VERSION: u32 = 1;
+
+/// Evidence from one platform. New platforms (SEV-SNP, TDX) become new variants.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "body", rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum Evidence {
+    Tpm(TpmEvidence),
+}
+
+/// Which platform vouched for a [`Verified`] result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum EvidencePlatform {
+    Tpm,
+}
+
+/// The stable wire form: `{"version":1,"evidence":{"kind":"tpm","body":{...}}}`.
+#[derive(Serialize)]
+struct EnvelopeOut<'a> {
+    version: u32,
+    evidence: &'a Evidence,
+}
+
+/// First pass: only the version, so a newer encoding is reported as such rather than as
+/// a malformed body.
+#[derive(Deserialize)]
+struct VersionOnly {
+    version: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnvelopeIn {
+    #[serde(rename = "version")]
+    _version: u32,
+    evidence: Evidence,
+}
+
+#[derive(Debug, Error)]
+pub enum EvidenceError {
+    #[error("evidence ends early ({what}, near offset {offset})")]
+    Truncated { what: &'static str, offset: usize },
+    #[error("malformed evidence ({what}): {reason}")]
+    Malformed { what: &'static str, reason: String },
+    #[error(
+        "evidence encoding version {version} is not supported (this build reads {EVIDENCE_VERSION})"
+    )]
+    UnsupportedVersion { version: u32 },
+}
+
+impl Evidence {
+    /// Encodes as versioned JSON.
+    pub fn encode(&self) -> Vec<u8> {
+        let env = EnvelopeOut {
+            version: EVIDENCE_VERSION,
+            evidence: self,
+        };
+        // Serializing plain structs, strings and maps into a Vec cannot fail.
+        serde_json::to_vec(&env).unwrap_or_default()
+    }
+
+    /// Decodes what [`Evidence::encode`] produced. Never panics on arbitrary input.
+    pub fn decode(bytes: &[u8]) -> Result<Self, EvidenceError> {
+        let v: VersionOnly =
+            serde_json::from_slice(bytes).map_err(|e| json_error("envelope", bytes, &e))?;
+        if v.version != EVIDENCE_VERSION {
+            return Err(EvidenceError::UnsupportedVersion { version: v.version });
+        }
+        let env: EnvelopeIn =
+            serde_json::from_slice(bytes).map_err(|e| json_error("evidence body", bytes, &e))?;
+        Ok(env.evidence)
+    }
+}
+
+fn json_error(what: &'static str, bytes: &[u8], e: &serde_json::Error) -> EvidenceError {
+    if e.is_eof() {
+        EvidenceError::Truncated {
+            what,
+            offset: bytes.len(),
+        }
+    } else {
+        EvidenceError::Malformed {
+            what,
+            reason: e.to_string(),
+        }
+    }
+}
+
+/// TPM-specific facts of a verified quote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TpmVerifiedInfo {
+    /// Name of the AK that signed (nameAlg || SHA-256 of its public area).
+    pub ak_name: Vec<u8>,
+    /// The TPM's clock and boot counters at quote time (resetCount changes on reboot).
+    pub clock_info: ClockInfo,
+    pub firmware_version: u64,
+}
+
+/// What a verifier established.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub platform: EvidencePlatform,
+    /// The caller data the evidence is bound to (equal to what the verifier expected).
+    pub user_data: [u8; 32],
+    /// Measured values: SHA-256 PCRs for TPM evidence, covered by the signature.
+    pub pcrs: BTreeMap<u32, [u8; 32]>,
+    /// The TCG event log, *not* covered by the signature: replay it against `pcrs`
+    /// before believing any of its entries.
+    pub event_log: Option<Vec<u8>>,
+    pub tpm: Option<TpmVerifiedInfo>,
+}
+
+/// Produces evidence on this node.
+pub trait Attester {
+    type Error: std::error::Error + Send + Sync + 'static;
+    /// Evidence bound to `user_data`.
+    fn evidence(&mut self, user_data: &[u8; 32]) -> Result<Evidence, Self::Error>;
+}
+
+/// Checks evidence from a peer.
+pub trait Verifier {
+    type Error: std::error::Error + Send + Sync + 'static;
+    /// Verifies `evidence` and that it is bound to `expected_user_data`.
+    fn verify(
+        &self,
+        evidence: &Evidence,
+        expected_user_data: &[u8; 32],
+    ) -> Result<Verified, Self::Error>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_is_checked_before_the_body() {
+        let err = Evidence::decode(br#"{"version":2,"evidence":{"kind":"snp"}}"#)
+            .expect_err("future version");
+        assert!(
+            matches!(err, EvidenceError::UnsupportedVersion { version: 2 }),
+            "{err}"
+        );
+        let err = Evidence::decode(br#"{"version":1,"evidence":{"kind":"snp","body":{}}}"#)
+            .expect_err("unknown kind");
+        assert!(matches!(err, EvidenceError::Malformed { .. }), "{err}");
+        let err = Evidence::decode(br#"{"version":1,"evid"#).expect_err("cut");
+        assert!(matches!(err, EvidenceError::Truncated { .. }), "{err}");
+    }
+}
