@@ -97,11 +97,11 @@ pub fn root_device(root: &Path) -> Result<RootDevice> {
     // Fields: id parent major:minor root mountpoint ...
     let dev = mountinfo
         .lines()
-        .filter_map(|l| {
+        .rev()
+        .find_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
             (f.get(4) == Some(&"/")).then(|| f.get(2).map(|d| d.to_string()))?
         })
-        .last()
         .with_context(|| format!("no mount on / in {}", mountinfo_path.display()))?;
     let uuid_path = root.join(format!("sys/dev/block/{dev}/dm/uuid"));
     let dm_uuid = std::fs::read_to_string(uuid_path)
