@@ -1,6 +1,7 @@
 //! `veil`: the one tool outside the image. It recomputes an image's expected
 //! measurements (`veil measure`); verifying nodes and initialising clusters follow.
 
+mod eventlog;
 mod measure;
 
 use clap::{Parser, Subcommand};
@@ -19,10 +20,27 @@ struct Cli {
 enum Command {
     /// Compute the PCR values a node booted from IMAGE will have.
     Measure(measure::Args),
+    /// Replay a node's TPM event logs; with --image, explain where they differ from it.
+    Eventlog(eventlog::Args),
 }
 
-fn main() -> anyhow::Result<()> {
+/// How results are printed.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// For people.
+    Human,
+    /// JSON, for machines.
+    Json,
+}
+
+fn main() -> anyhow::Result<std::process::ExitCode> {
     match Cli::parse().command {
-        Command::Measure(args) => measure::run(&args),
+        Command::Measure(args) => measure::run(&args)?,
+        Command::Eventlog(args) => {
+            if !eventlog::run(&args)? {
+                return Ok(std::process::ExitCode::FAILURE);
+            }
+        }
     }
+    Ok(std::process::ExitCode::SUCCESS)
 }

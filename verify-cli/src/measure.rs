@@ -1,6 +1,7 @@
 //! `veil measure IMAGE|UKI [--output json]`: the expected PCRs of an image, as a table
 //! for people or as the reference measurements file the verifier loads.
 
+use crate::Output;
 use anyhow::Context as _;
 use measured_boot::image::Source;
 use measured_boot::reference::ReferenceMeasurements;
@@ -14,14 +15,6 @@ pub struct Args {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Output::Human)]
     output: Output,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Output {
-    /// A table.
-    Human,
-    /// The reference measurements JSON.
-    Json,
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
