@@ -73,3 +73,18 @@ impl Drop for TreeDir {
         let _ = std::fs::remove_dir_all(&self.host);
     }
 }
+
+/// The diff of a UKI whose `.cmdline` changed (and nothing else) names exactly the
+/// components that measure the command line.
+pub fn assert_cmdline_change_named(lines: &[String]) {
+    for want in [
+        "PCR 11: .cmdline changed",
+        "PCR 4: UKI PE hash changed",
+        "PCR 9: kernel command line (LoadOptions) changed",
+    ] {
+        assert!(
+            lines.iter().any(|l| l.starts_with(want)),
+            "no '{want}' in {lines:#?}"
+        );
+    }
+}
