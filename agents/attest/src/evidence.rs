@@ -9,6 +9,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::snp::SnpEvidence;
+pub use crate::snp::SnpVerifiedInfo;
+use crate::tdx::TdxEvidence;
+pub use crate::tdx::verifier::TdxVerifiedInfo;
 use crate::tpm::{ClockInfo, TpmEvidence};
 
 /// Version of the wire encoding produced by [`Evidence::encode`].
@@ -20,6 +24,10 @@ pub const EVIDENCE_VERSION: u32 = 1;
 #[non_exhaustive]
 pub enum Evidence {
     Tpm(TpmEvidence),
+    /// An Intel TDX quote with its collateral (kind `"tdx"`).
+    Tdx(TdxEvidence),
+    /// An AMD SEV-SNP report with its VCEK (kind `"sev-snp"`).
+    SevSnp(SnpEvidence),
 }
 
 /// Which platform vouched for a [`Verified`] result.
@@ -28,6 +36,8 @@ pub enum Evidence {
 #[non_exhaustive]
 pub enum EvidencePlatform {
     Tpm,
+    Tdx,
+    SevSnp,
 }
 
 /// The stable wire form: `{"version":1,"evidence":{"kind":"tpm","body":{...}}}`.
@@ -124,6 +134,10 @@ pub struct Verified {
     /// before believing any of its entries.
     pub event_log: Option<Vec<u8>>,
     pub tpm: Option<TpmVerifiedInfo>,
+    /// Set for TDX evidence: MRTD, RTMRs and Intel's TCB verdict.
+    pub tdx: Option<TdxVerifiedInfo>,
+    /// Set for SEV-SNP evidence: measurement, policy, reported TCB, chip ID, VMPL.
+    pub snp: Option<SnpVerifiedInfo>,
 }
 
 /// Produces evidence on this node.

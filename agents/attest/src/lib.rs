@@ -6,7 +6,11 @@
 //!   to a root directory so the logic can be tested against a fake sysfs tree.
 //! - [`evidence`] defines the platform-independent [`Attester`] / [`Verifier`] pair and
 //!   the versioned [`Evidence`] encoding; [`tpm`] implements them for TPM 2.0 (quotes,
-//!   EK certificate chains, credential activation of the attestation key).
+//!   EK certificate chains, credential activation of the attestation key); [`tdx`]
+//!   for Intel TDX (configfs-tsm quotes, verified offline with `dcap-qvl` against the
+//!   pinned Intel SGX Root CA and collateral carried in the evidence).
+//! - [`snp`] implements them for AMD SEV-SNP (configfs-tsm reports; VCEK → ASK → ARK
+//!   checked against AMD roots pinned in the crate, pure-Rust `sev` backend).
 //! - [`reference`](mod@reference) compares verified PCR values with reference values.
 
 mod encoding;
@@ -14,13 +18,17 @@ pub mod evidence;
 pub mod pcr;
 pub mod platform;
 pub mod reference;
+pub mod snp;
+pub mod tdx;
 pub mod tpm;
 
 pub use encoding::Digest32;
 pub use evidence::{
-    Attester, EVIDENCE_VERSION, Evidence, EvidenceError, EvidencePlatform, TpmVerifiedInfo,
-    Verified, Verifier,
+    Attester, EVIDENCE_VERSION, Evidence, EvidenceError, EvidencePlatform, SnpVerifiedInfo,
+    TdxVerifiedInfo, TpmVerifiedInfo, Verified, Verifier,
 };
 pub use pcr::{PcrBank, PcrError, read_sysfs_pcrs};
 pub use platform::{Platform, detect};
 pub use reference::{PcrCheck, PcrOutcome, PcrPolicyError, compare_pcrs};
+pub use snp::{SnpAttester, SnpEvidence, SnpPolicy, SnpProduct, SnpVerifier, SnpVerifyError};
+pub use tdx::{TdxAttester, TdxEvidence, TdxPolicy, TdxVerifier, TdxVerifyError};

@@ -298,6 +298,8 @@ impl TpmVerifier {
                 clock_info: quote.clock_info,
                 firmware_version: quote.firmware_version,
             }),
+            tdx: None,
+            snp: None,
         })
     }
 }
@@ -312,6 +314,11 @@ impl Verifier for TpmVerifier {
     ) -> Result<Verified, TpmVerifyError> {
         match evidence {
             Evidence::Tpm(ev) => self.verify_tpm(ev, expected_user_data),
+            #[allow(unreachable_patterns)]
+            _ => Err(TpmVerifyError::Unsupported {
+                what: "evidence",
+                reason: "not TPM evidence".into(),
+            }),
         }
     }
 }

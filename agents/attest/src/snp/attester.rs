@@ -1,0 +1,309 @@
+//! SEV-SNP report generation through configfs-tsm (Linux ≥ 6.7).
+//!
+//! Protocol (Documentation/ABI/testing/configfs-tsm): `mkdir <root>/<entry>`; write the
+//! 64-byte `inblob`; read `outblob` (the report) and `auxblob` (the host's certificate
+//! table: VCEK, ASK, ARK); `generation` counts writes to the entry, so it must read the
+//! same before and after the reads or another writer raced us; `rmdir` the entry.
+//! `provider` must be `sev_guest`. Our own code: the configfs-tsm crates on crates.io
+//! are AGPL-3.0.
+//!
+//! The root is configurable so this can be tested against a plain directory: an entry
+//! that already exists is reused (and left in place), which is also what lets a test
+//! pre-populate `outblob`.
+
+use std::fs;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use thiserror::Error;
+
+use super::report::{REPORT_LEN, SnpReport};
+use super::{SnpCertChain, SnpEvidence};
+use crate::evidence::{Attester, Evidence};
+
+/// Where configfs-tsm report entries live.
+pub const TSM_REPORT_DIR: &str = "/sys/kernel/config/tsm/report";
+
+/// `provider` of SEV-SNP guests.
+pub const SNP_PROVIDER: &str = "sev_guest";
+
+/// GUIDs of the certificate table (GHCB spec, "SNP Extended Guest Request"), in RFC 4122
+/// byte order as the table stores them.
+const GUID_VCEK: [u8; 16] = guid(0x63da758d, 0xe664, 0x4564, 0xadc5, 0xf4b93be8accd);
+const GUID_ASK: [u8; 16] = guid(0x4ab7b379, 0xbbac, 0x4fe4, 0xa02f, 0x05aef327c782);
+const GUID_ARK: [u8; 16] = guid(0xc0b406a4, 0xa803, 0x4952, 0x9743, 0x3fb6014cd0ae);
+
+const fn guid(a: u32, b: u16, c: u16, d: u16, e: u64) -> [u8; 16] {
+    let a = a.to_be_bytes();
+    let b = b.to_be_bytes();
+    let c = c.to_be_bytes();
+    let d = d.to_be_bytes();
+    let e = e.to_be_bytes();
+    [
+        a[0], a[1], a[2], a[3], b[0], b[1], c[0], c[1], d[0], d[1], e[2], e[3], e[4], e[5], e[6],
+        e[7],
+    ]
+}
+
+#[derive(Debug, Error)]
+pub enum SnpAttestError {
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("configfs-tsm provider is {got:?}, not {SNP_PROVIDER:?} (not an SEV-SNP guest)")]
+    WrongProvider { got: String },
+    #[error(
+        "{path}: generation changed from {before} to {after} while reading (concurrent use of the entry)"
+    )]
+    Raced {
+        path: PathBuf,
+        before: u64,
+        after: u64,
+    },
+    #[error("{path}: {reason}")]
+    BadOutput { path: PathBuf, reason: String },
+    #[error("the host supplied no VCEK in auxblob ({path}); fetch it from AMD KDS")]
+    NoVcek { path: PathBuf },
+}
+
+/// Produces [`Evidence::SevSnp`] through configfs-tsm.
+#[derive(Debug, Clone)]
+pub struct SnpAttester {
+    root: PathBuf,
+    entry: Option<String>,
+}
+
+impl Default for SnpAttester {
+    fn default() -> Self {
+        Self::new(TSM_REPORT_DIR)
+    }
+}
+
+impl SnpAttester {
+    /// Uses `root` instead of [`TSM_REPORT_DIR`].
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        SnpAttester {
+            root: root.into(),
+            entry: None,
+        }
+    }
+
+    /// Uses a fixed entry name instead of a fresh one per request.
+    pub fn with_entry_name(mut self, name: impl Into<String>) -> Self {
+        self.entry = Some(name.into());
+        self
+    }
+
+    /// Requests a report over `report_data`; returns (report, auxblob).
+    pub fn raw_report(&self, report_data: &[u8; 64]) -> Result<(Vec<u8>, Vec<u8>), SnpAttestError> {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let name = self.entry.clone().unwrap_or_else(|| {
+            format!(
+                "veil-{}-{}",
+                std::process::id(),
+                COUNTER.fetch_add(1, Ordering::Relaxed)
+            )
+        });
+        let dir = self.root.join(name);
+        let created = match fs::create_dir(&dir) {
+            Ok(()) => true,
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => false,
+            Err(source) => {
+                return Err(SnpAttestError::Io {
+                    op: "mkdir",
+                    path: dir,
+                    source,
+                });
+            }
+        };
+        let result = request(&dir, report_data);
+        if created {
+            // Best effort: a leftover entry costs nothing but a directory.
+            let _ = fs::remove_dir(&dir);
+        }
+        result
+    }
+}
+
+fn request(dir: &Path, report_data: &[u8; 64]) -> Result<(Vec<u8>, Vec<u8>), SnpAttestError> {
+    let provider = read(&dir.join("provider"))?;
+    let provider = String::from_utf8_lossy(&provider).trim().to_owned();
+    if provider != SNP_PROVIDER {
+        return Err(SnpAttestError::WrongProvider { got: provider });
+    }
+    let inblob = dir.join("inblob");
+    fs::write(&inblob, report_data).map_err(|source| SnpAttestError::Io {
+        op: "write",
+        path: inblob,
+        source,
+    })?;
+    let gen_path = dir.join("generation");
+    let before = generation(&gen_path)?;
+    let report = read(&dir.join("outblob"))?;
+    let aux_path = dir.join("auxblob");
+    let aux = match fs::read(&aux_path) {
+        Ok(a) => a,
+        // No certificates configured on the host: the kernel reports ENOENT or no data.
+        Err(e) if e.kind() == ErrorKind::NotFound => Vec::new(),
+        Err(source) => {
+            return Err(SnpAttestError::Io {
+                op: "read",
+                path: aux_path,
+                source,
+            });
+        }
+    };
+    let after = generation(&gen_path)?;
+    if before != after {
+        return Err(SnpAttestError::Raced {
+            path: dir.to_owned(),
+            before,
+            after,
+        });
+    }
+    Ok((report, aux))
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, SnpAttestError> {
+    fs::read(path).map_err(|source| SnpAttestError::Io {
+        op: "read",
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn generation(path: &Path) -> Result<u64, SnpAttestError> {
+    let raw = read(path)?;
+    String::from_utf8_lossy(&raw)
+        .trim()
+        .parse()
+        .map_err(|e| SnpAttestError::BadOutput {
+            path: path.to_owned(),
+            reason: format!("generation is not a number: {e}"),
+        })
+}
+
+/// One certificate-table entry: GUID and data.
+pub type CertEntry = ([u8; 16], Vec<u8>);
+
+/// Parses the SNP certificate table (`auxblob`): entries of GUID (16 bytes), offset and
+/// length (u32 LE, relative to the table's start), ended by an all-zero entry. Returns
+/// (GUID, data) pairs; never panics.
+pub fn parse_cert_table(aux: &[u8]) -> Result<Vec<CertEntry>, String> {
+    let mut out = Vec::new();
+    for i in 0.. {
+        let at = i * 24;
+        let Some(entry) = aux.get(at..at + 24) else {
+            return Err(format!("table ends at {at} without a terminating entry"));
+        };
+        if entry.iter().all(|b| *b == 0) {
+            return Ok(out);
+        }
+        let mut g = [0u8; 16];
+        g.copy_from_slice(&entry[..16]);
+        let off = u32::from_le_bytes([entry[16], entry[17], entry[18], entry[19]]) as usize;
+        let len = u32::from_le_bytes([entry[20], entry[21], entry[22], entry[23]]) as usize;
+        let data = off
+            .checked_add(len)
+            .and_then(|end| aux.get(off..end))
+            .ok_or_else(|| format!("entry {i}: {off}+{len} is outside the {} bytes", aux.len()))?;
+        out.push((g, data.to_vec()));
+    }
+    Ok(out)
+}
+
+/// Builds a certificate table (for tests and tools).
+pub fn build_cert_table(entries: &[([u8; 16], &[u8])]) -> Vec<u8> {
+    let mut head = Vec::new();
+    let mut body = Vec::new();
+    let base = (entries.len() + 1) * 24;
+    for (g, data) in entries {
+        head.extend_from_slice(g);
+        let off = u32::try_from(base + body.len()).unwrap_or(u32::MAX);
+        let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
+        head.extend_from_slice(&off.to_le_bytes());
+        head.extend_from_slice(&len.to_le_bytes());
+        body.extend_from_slice(data);
+    }
+    head.extend_from_slice(&[0u8; 24]);
+    head.extend_from_slice(&body);
+    head
+}
+
+/// GUIDs of the VCEK, ASK and ARK entries.
+pub fn cert_guids() -> ([u8; 16], [u8; 16], [u8; 16]) {
+    (GUID_VCEK, GUID_ASK, GUID_ARK)
+}
+
+impl Attester for SnpAttester {
+    type Error = SnpAttestError;
+
+    /// `report_data` = `user_data` followed by 32 zero bytes.
+    fn evidence(&mut self, user_data: &[u8; 32]) -> Result<Evidence, SnpAttestError> {
+        let mut rd = [0u8; 64];
+        rd[..32].copy_from_slice(user_data);
+        let (report, aux) = self.raw_report(&rd)?;
+        let out_path = self.root.join("outblob");
+        if report.len() != REPORT_LEN {
+            return Err(SnpAttestError::BadOutput {
+                path: out_path,
+                reason: format!("outblob is {} bytes, expected {REPORT_LEN}", report.len()),
+            });
+        }
+        SnpReport::parse(&report).map_err(|e| SnpAttestError::BadOutput {
+            path: out_path,
+            reason: e.to_string(),
+        })?;
+        let aux_path = self.root.join("auxblob");
+        let table = if aux.is_empty() {
+            Vec::new()
+        } else {
+            parse_cert_table(&aux).map_err(|reason| SnpAttestError::BadOutput {
+                path: aux_path.clone(),
+                reason,
+            })?
+        };
+        let find = |g: &[u8; 16]| table.iter().find(|(id, _)| id == g).map(|(_, d)| d.clone());
+        let vcek = find(&GUID_VCEK).ok_or(SnpAttestError::NoVcek { path: aux_path })?;
+        let cert_chain = match (find(&GUID_ASK), find(&GUID_ARK)) {
+            (Some(ask), Some(ark)) => Some(SnpCertChain { ask, ark }),
+            _ => None,
+        };
+        Ok(Evidence::SevSnp(SnpEvidence {
+            report,
+            vcek,
+            cert_chain,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guid_bytes_match_the_text_form() {
+        assert_eq!(hex::encode(GUID_VCEK), "63da758de6644564adc5f4b93be8accd");
+        assert_eq!(hex::encode(GUID_ARK), "c0b406a4a803495297433fb6014cd0ae");
+    }
+
+    #[test]
+    fn cert_table_round_trip_and_garbage() {
+        let t = build_cert_table(&[(GUID_VCEK, b"vcek"), (GUID_ARK, b"ark!")]);
+        let p = parse_cert_table(&t).expect("parses");
+        assert_eq!(
+            p,
+            vec![(GUID_VCEK, b"vcek".to_vec()), (GUID_ARK, b"ark!".to_vec())]
+        );
+        for n in 0..t.len() {
+            let _ = parse_cert_table(&t[..n]);
+        }
+        let mut bad = t.clone();
+        bad[16..20].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(parse_cert_table(&bad).is_err());
+    }
+}
