@@ -1,0 +1,143 @@
+//! The connecting side.
+
+use std::io::{Read, Write};
+use std::sync::{Arc, Mutex};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{ClientConfig, ClientConnection, ResolvesClientCert};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::sign::CertifiedKey;
+use rustls::{DigitallySignedStruct, SignatureScheme, StreamOwned};
+use veil_attest::Verified;
+
+use crate::binding::{fresh_nonce, user_data};
+use crate::verify::{self, PeerCheck};
+use crate::{ALPN, AtlsError, EvidenceIssuer, EvidenceValidator, cert, nonce};
+
+#[derive(Debug)]
+struct ServerCheck(PeerCheck);
+
+impl ServerCertVerifier for ServerCheck {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        // No names, no chains: the server is trusted for what its evidence proves.
+        self.0.check(end_entity)?;
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(verify::no_tls12())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify::tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        verify::schemes()
+    }
+}
+
+/// Makes the client certificate once the server's nonce is known (it arrives in the
+/// CertificateRequest, after the client's own flight).
+struct ClientCert {
+    issuer: Arc<dyn EvidenceIssuer>,
+    error: Mutex<Option<String>>,
+}
+
+impl std::fmt::Debug for ClientCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientCert").finish_non_exhaustive()
+    }
+}
+
+impl ClientCert {
+    fn make(&self, hints: &[&[u8]]) -> Result<Arc<CertifiedKey>, AtlsError> {
+        let server_nonce = nonce::find(hints.iter().copied()).ok_or(AtlsError::NoNonce(
+            "no veil-nonce hint in the server's CertificateRequest",
+        ))?;
+        let key = cert::FreshKey::generate()?;
+        let evidence = self
+            .issuer
+            .issue(&user_data(&server_nonce, &key.spki_der()))?;
+        key.certify(&evidence)
+    }
+}
+
+impl ResolvesClientCert for ClientCert {
+    fn resolve(
+        &self,
+        root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        match self.make(root_hint_subjects) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                if let Ok(mut slot) = self.error.lock() {
+                    *slot = Some(e.to_string());
+                }
+                None
+            }
+        }
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// Runs the client side of an aTLS handshake on `stream` and returns the connection
+/// with what the server's evidence proved. Fails — before any application data — if
+/// the server's evidence does not verify or is bound to another nonce or key.
+pub fn connect<S: Read + Write>(
+    mut stream: S,
+    issuer: Arc<dyn EvidenceIssuer>,
+    validator: Arc<dyn EvidenceValidator>,
+) -> Result<(StreamOwned<ClientConnection, S>, Verified), AtlsError> {
+    let client_nonce = fresh_nonce();
+    let check = Arc::new(ServerCheck(PeerCheck::new(client_nonce, validator)));
+    let own = Arc::new(ClientCert {
+        issuer,
+        error: Mutex::new(None),
+    });
+    let mut config = ClientConfig::builder_with_provider(verify::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(check.clone())
+        .with_client_cert_resolver(own.clone());
+    config.alpn_protocols = vec![ALPN.to_vec(), nonce::encode(&client_nonce)];
+    // The name is not checked (see ServerCheck) but TLS needs one.
+    let name = ServerName::try_from("veil-node")
+        .map_err(|e| AtlsError::Certificate(format!("server name: {e}")))?;
+    let mut conn = ClientConnection::new(Arc::new(config), name)?;
+    while conn.is_handshaking() {
+        if let Err(e) = conn.complete_io(&mut stream) {
+            let ours = own.error.lock().ok().and_then(|mut s| s.take());
+            return Err(match (check.0.refusal(), ours) {
+                (Some(reason), _) => AtlsError::Refused(reason),
+                (None, Some(ours)) => AtlsError::Issue(ours),
+                (None, None) => AtlsError::Io(e),
+            });
+        }
+    }
+    // TLS 1.3: the client finishes before the server has checked the client's
+    // certificate; a refusal shows up as an alert on the first read.
+    let verified = check.0.take()?;
+    Ok((StreamOwned::new(conn, stream), verified))
+}
