@@ -1,0 +1,76 @@
+//! CPU cost of verifying recorded SEV-SNP and TDX evidence (the real vectors under
+//! tests/data/), so hardware we lack still gets a figure:
+//! `cargo run --release -p veil-attest --example recorded_bench [-- N]`.
+//! Prints the mean wall time per verification (single thread, after a warm-up).
+
+use std::time::Instant;
+
+use veil_attest::snp::{SnpCertChain, SnpEvidence, SnpPolicy, SnpVerifier};
+use veil_attest::tdx::{TdQuote, TdxEvidence, TdxPolicy, TdxVerifier};
+use veil_attest::{Evidence, Verifier};
+
+const SNP_REPORT_HEX: &str = include_str!("../tests/data/snp/report_milan.hex");
+const SNP_VCEK: &[u8] = include_bytes!("../tests/data/snp/vcek_milan.der");
+const SNP_ARK: &[u8] = include_bytes!("../tests/data/snp/milan_ark.pem");
+const SNP_ASK: &[u8] = include_bytes!("../tests/data/snp/milan_ask.pem");
+const TDX_QUOTE: &[u8] = include_bytes!("../tests/data/tdx/tdx_quote.bin");
+const TDX_COLLATERAL: &str = include_str!("../tests/data/tdx/tdx_quote_collateral.json");
+/// Inside the recorded TDX collateral's validity window (see tests/data/tdx/README.md).
+const TDX_NOW: u64 = 1_751_328_000;
+
+fn der(pem: &[u8]) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
+    Ok(sev::certs::snp::Certificate::from_pem(pem)?.to_der()?)
+}
+
+fn time(label: &str, n: u32, mut f: impl FnMut() -> bool) {
+    for _ in 0..n.min(10) {
+        assert!(f(), "{label}: recorded evidence did not verify");
+    }
+    let start = Instant::now();
+    for _ in 0..n {
+        assert!(f(), "{label}: recorded evidence did not verify");
+    }
+    let per = start.elapsed() / n;
+    println!("{label}: mean {per:?} per verification over {n} (1 thread)");
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let n: u32 = std::env::args().nth(1).map_or(Ok(200), |s| s.parse())?;
+
+    let report = hex::decode(SNP_REPORT_HEX.trim())?;
+    let mut snp_user = [0u8; 32];
+    snp_user.copy_from_slice(&report[0x50..0x70]);
+    let snp = Evidence::SevSnp(SnpEvidence {
+        report,
+        vcek: SNP_VCEK.to_vec(),
+        cert_chain: Some(SnpCertChain {
+            ask: der(SNP_ASK)?,
+            ark: der(SNP_ARK)?,
+        }),
+    });
+    // The recorded report fills all of report_data (it was not made by Veil).
+    let snp_verifier = SnpVerifier::new(SnpPolicy {
+        require_zero_report_data_tail: false,
+        ..SnpPolicy::default()
+    })?;
+    time("SEV-SNP report + VCEK chain", n, || {
+        snp_verifier.verify(&snp, &snp_user).is_ok()
+    });
+
+    let td = TdQuote::parse(TDX_QUOTE)?;
+    let mut tdx_user = [0u8; 32];
+    tdx_user.copy_from_slice(&td.report_data[..32]);
+    let tdx = Evidence::Tdx(TdxEvidence {
+        quote: TDX_QUOTE.to_vec(),
+        collateral: Some(TDX_COLLATERAL.to_owned()),
+    });
+    let tdx_verifier = TdxVerifier::new(TdxPolicy {
+        now: Some(TDX_NOW),
+        ignore_report_data_tail: true,
+        ..TdxPolicy::default()
+    });
+    time("TDX quote + collateral", n, || {
+        tdx_verifier.verify(&tdx, &tdx_user).is_ok()
+    });
+    Ok(())
+}
