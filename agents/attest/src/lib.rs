@@ -21,6 +21,7 @@ pub mod reference;
 pub mod snp;
 pub mod tdx;
 pub mod tpm;
+pub mod tsm;
 
 pub use encoding::Digest32;
 pub use evidence::{

@@ -4,7 +4,6 @@
 //! DMI strings a hypervisor controls, so detection cannot be talked into a platform the
 //! kernel does not actually drive.
 
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -42,7 +41,7 @@ impl Platform {
 pub fn detect(root: &Path) -> Platform {
     let tpm = root.join("dev/tpmrm0");
     let tsm = root.join("sys/kernel/config/tsm/report");
-    let tsm_provider = tsm_provider(&tsm);
+    let tsm_provider = crate::tsm::provider(&tsm);
     Platform {
         tpm: tpm.exists().then_some(tpm),
         sev_snp: root.join("dev/sev-guest").exists()
@@ -53,24 +52,10 @@ pub fn detect(root: &Path) -> Platform {
     }
 }
 
-/// configfs-tsm names its provider only inside a report entry; creating one (mkdir) is
-/// how the kernel ABI works and has no lasting effect once removed again.
-fn tsm_provider(tsm: &Path) -> Option<String> {
-    if !tsm.is_dir() {
-        return None;
-    }
-    let entry = tsm.join(format!("veil-detect-{}", std::process::id()));
-    fs::create_dir(&entry).ok()?;
-    let provider = fs::read_to_string(entry.join("provider"))
-        .ok()
-        .map(|s| s.trim().to_owned());
-    let _ = fs::remove_dir(&entry);
-    provider
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn touch(root: &Path, rel: &str) {
         let p = root.join(rel);

@@ -8,6 +8,7 @@ use veil_attest::tdx::{
     TdQuote, TdxAttestError, TdxAttester, TdxEvidence, TdxPolicy, TdxVerifier, TdxVerifyError,
     check_td_attributes,
 };
+use veil_attest::tsm::TsmError;
 use veil_attest::{Attester, Evidence, EvidencePlatform, Verifier};
 
 const QUOTE: &[u8] = include_bytes!("data/tdx/tdx_quote.bin");
@@ -349,7 +350,10 @@ fn attester_rejects_wrong_provider_and_missing_configfs() {
     let entry = fake_entry(dir.path(), "sev_guest");
     let err =
         veil_attest::tdx::attester::generate_in_entry(&entry, &[0; 64]).expect_err("sev provider");
-    assert!(matches!(err, TdxAttestError::WrongProvider { .. }), "{err}");
+    assert!(
+        matches!(err, TdxAttestError::Tsm(TsmError::WrongProvider { .. })),
+        "{err}"
+    );
 
     // A plain directory has no configfs files: the attester creates an entry, fails
     // cleanly naming the file, and removes the entry again.
@@ -358,14 +362,17 @@ fn attester_rejects_wrong_provider_and_missing_configfs() {
     let mut att = TdxAttester::with_root(&root);
     let err = att.evidence(&[0; 32]).expect_err("no configfs");
     assert!(
-        matches!(&err, TdxAttestError::Io { path, .. } if path.ends_with("provider")),
+        matches!(&err, TdxAttestError::Tsm(TsmError::Io { path, .. }) if path.ends_with("provider")),
         "{err}"
     );
     assert_eq!(fs::read_dir(&root).expect("read root").count(), 0);
 
     let mut att = TdxAttester::with_root(dir.path().join("absent"));
     let err = att.evidence(&[0; 32]).expect_err("no root");
-    assert!(matches!(err, TdxAttestError::Io { .. }), "{err}");
+    assert!(
+        matches!(err, TdxAttestError::Tsm(TsmError::Io { .. })),
+        "{err}"
+    );
 }
 
 #[test]

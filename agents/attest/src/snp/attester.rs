@@ -1,20 +1,8 @@
-//! SEV-SNP report generation through configfs-tsm (Linux ≥ 6.7).
-//!
-//! Protocol (Documentation/ABI/testing/configfs-tsm): `mkdir <root>/<entry>`; write the
-//! 64-byte `inblob`; read `outblob` (the report) and `auxblob` (the host's certificate
-//! table: VCEK, ASK, ARK); `generation` counts writes to the entry, so it must read the
-//! same before and after the reads or another writer raced us; `rmdir` the entry.
-//! `provider` must be `sev_guest`. Our own code: the configfs-tsm crates on crates.io
-//! are AGPL-3.0.
-//!
-//! The root is configurable so this can be tested against a plain directory: an entry
-//! that already exists is reused (and left in place), which is also what lets a test
-//! pre-populate `outblob`.
+//! SEV-SNP report generation through configfs-tsm ([`crate::tsm`]): `outblob` is the
+//! report, `auxblob` the host's certificate table (VCEK, ASK, ARK); `provider` must be
+//! `sev_guest`.
 
-use std::fs;
-use std::io::ErrorKind;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::PathBuf;
 
 use thiserror::Error;
 
@@ -22,8 +10,8 @@ use super::report::{REPORT_LEN, SnpReport};
 use super::{SnpCertChain, SnpEvidence};
 use crate::evidence::{Attester, Evidence};
 
-/// Where configfs-tsm report entries live.
-pub const TSM_REPORT_DIR: &str = "/sys/kernel/config/tsm/report";
+pub use crate::tsm::TSM_REPORT_DIR;
+use crate::tsm::{self, TsmError, TsmReport};
 
 /// `provider` of SEV-SNP guests.
 pub const SNP_PROVIDER: &str = "sev_guest";
@@ -48,22 +36,8 @@ const fn guid(a: u32, b: u16, c: u16, d: u16, e: u64) -> [u8; 16] {
 
 #[derive(Debug, Error)]
 pub enum SnpAttestError {
-    #[error("{op} {path}: {source}")]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("configfs-tsm provider is {got:?}, not {SNP_PROVIDER:?} (not an SEV-SNP guest)")]
-    WrongProvider { got: String },
-    #[error(
-        "{path}: generation changed from {before} to {after} while reading (concurrent use of the entry)"
-    )]
-    Raced {
-        path: PathBuf,
-        before: u64,
-        after: u64,
-    },
+    #[error(transparent)]
+    Tsm(#[from] TsmError),
     #[error("{path}: {reason}")]
     BadOutput { path: PathBuf, reason: String },
     #[error("the host supplied no VCEK in auxblob ({path}); fetch it from AMD KDS")]
@@ -98,93 +72,17 @@ impl SnpAttester {
         self
     }
 
-    /// Requests a report over `report_data`; returns (report, auxblob).
-    pub fn raw_report(&self, report_data: &[u8; 64]) -> Result<(Vec<u8>, Vec<u8>), SnpAttestError> {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let name = self.entry.clone().unwrap_or_else(|| {
-            format!(
-                "veil-{}-{}",
-                std::process::id(),
-                COUNTER.fetch_add(1, Ordering::Relaxed)
-            )
-        });
-        let dir = self.root.join(name);
-        let created = match fs::create_dir(&dir) {
-            Ok(()) => true,
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => false,
-            Err(source) => {
-                return Err(SnpAttestError::Io {
-                    op: "mkdir",
-                    path: dir,
-                    source,
-                });
-            }
-        };
-        let result = request(&dir, report_data);
-        if created {
-            // Best effort: a leftover entry costs nothing but a directory.
-            let _ = fs::remove_dir(&dir);
-        }
-        result
+    /// Requests a report over `report_data` (outblob: the report; auxblob: the
+    /// certificate table).
+    pub fn raw_report(&self, report_data: &[u8; 64]) -> Result<TsmReport, SnpAttestError> {
+        Ok(tsm::request(
+            &self.root,
+            self.entry.as_deref(),
+            SNP_PROVIDER,
+            report_data,
+            true,
+        )?)
     }
-}
-
-fn request(dir: &Path, report_data: &[u8; 64]) -> Result<(Vec<u8>, Vec<u8>), SnpAttestError> {
-    let provider = read(&dir.join("provider"))?;
-    let provider = String::from_utf8_lossy(&provider).trim().to_owned();
-    if provider != SNP_PROVIDER {
-        return Err(SnpAttestError::WrongProvider { got: provider });
-    }
-    let inblob = dir.join("inblob");
-    fs::write(&inblob, report_data).map_err(|source| SnpAttestError::Io {
-        op: "write",
-        path: inblob,
-        source,
-    })?;
-    let gen_path = dir.join("generation");
-    let before = generation(&gen_path)?;
-    let report = read(&dir.join("outblob"))?;
-    let aux_path = dir.join("auxblob");
-    let aux = match fs::read(&aux_path) {
-        Ok(a) => a,
-        // No certificates configured on the host: the kernel reports ENOENT or no data.
-        Err(e) if e.kind() == ErrorKind::NotFound => Vec::new(),
-        Err(source) => {
-            return Err(SnpAttestError::Io {
-                op: "read",
-                path: aux_path,
-                source,
-            });
-        }
-    };
-    let after = generation(&gen_path)?;
-    if before != after {
-        return Err(SnpAttestError::Raced {
-            path: dir.to_owned(),
-            before,
-            after,
-        });
-    }
-    Ok((report, aux))
-}
-
-fn read(path: &Path) -> Result<Vec<u8>, SnpAttestError> {
-    fs::read(path).map_err(|source| SnpAttestError::Io {
-        op: "read",
-        path: path.to_owned(),
-        source,
-    })
-}
-
-fn generation(path: &Path) -> Result<u64, SnpAttestError> {
-    let raw = read(path)?;
-    String::from_utf8_lossy(&raw)
-        .trim()
-        .parse()
-        .map_err(|e| SnpAttestError::BadOutput {
-            path: path.to_owned(),
-            reason: format!("generation is not a number: {e}"),
-        })
 }
 
 /// One certificate-table entry: GUID and data.
@@ -246,8 +144,12 @@ impl Attester for SnpAttester {
     fn evidence(&mut self, user_data: &[u8; 32]) -> Result<Evidence, SnpAttestError> {
         let mut rd = [0u8; 64];
         rd[..32].copy_from_slice(user_data);
-        let (report, aux) = self.raw_report(&rd)?;
-        let out_path = self.root.join("outblob");
+        let TsmReport {
+            entry,
+            outblob: report,
+            auxblob: aux,
+        } = self.raw_report(&rd)?;
+        let out_path = entry.join("outblob");
         if report.len() != REPORT_LEN {
             return Err(SnpAttestError::BadOutput {
                 path: out_path,
@@ -258,7 +160,7 @@ impl Attester for SnpAttester {
             path: out_path,
             reason: e.to_string(),
         })?;
-        let aux_path = self.root.join("auxblob");
+        let aux_path = entry.join("auxblob");
         let table = if aux.is_empty() {
             Vec::new()
         } else {
