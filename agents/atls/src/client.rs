@@ -106,21 +106,41 @@ impl ResolvesClientCert for ClientCert {
 /// with what the server's evidence proved. Fails — before any application data — if
 /// the server's evidence does not verify or is bound to another nonce or key.
 pub fn connect<S: Read + Write>(
-    mut stream: S,
+    stream: S,
     issuer: Arc<dyn EvidenceIssuer>,
     validator: Arc<dyn EvidenceValidator>,
 ) -> Result<(StreamOwned<ClientConnection, S>, Verified), AtlsError> {
-    let client_nonce = fresh_nonce();
-    let check = Arc::new(ServerCheck(PeerCheck::new(client_nonce, validator)));
     let own = Arc::new(ClientCert {
         issuer,
         error: Mutex::new(None),
     });
-    let mut config = ClientConfig::builder_with_provider(verify::provider())
+    handshake(stream, validator, Some(own))
+}
+
+/// One-way aTLS (see [`crate::accept_one_way`]): verifies the server and presents no
+/// certificate of its own.
+pub fn connect_one_way<S: Read + Write>(
+    stream: S,
+    validator: Arc<dyn EvidenceValidator>,
+) -> Result<(StreamOwned<ClientConnection, S>, Verified), AtlsError> {
+    handshake(stream, validator, None)
+}
+
+fn handshake<S: Read + Write>(
+    mut stream: S,
+    validator: Arc<dyn EvidenceValidator>,
+    own: Option<Arc<ClientCert>>,
+) -> Result<(StreamOwned<ClientConnection, S>, Verified), AtlsError> {
+    let client_nonce = fresh_nonce();
+    let check = Arc::new(ServerCheck(PeerCheck::new(client_nonce, validator)));
+    let builder = ClientConfig::builder_with_provider(verify::provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
-        .with_custom_certificate_verifier(check.clone())
-        .with_client_cert_resolver(own.clone());
+        .with_custom_certificate_verifier(check.clone());
+    let mut config = match &own {
+        Some(own) => builder.with_client_cert_resolver(own.clone()),
+        None => builder.with_no_client_auth(),
+    };
     config.alpn_protocols = vec![ALPN.to_vec(), nonce::encode(&client_nonce)];
     // The name is not checked (see ServerCheck) but TLS needs one.
     let name = ServerName::try_from("veil-node")
@@ -128,7 +148,9 @@ pub fn connect<S: Read + Write>(
     let mut conn = ClientConnection::new(Arc::new(config), name)?;
     while conn.is_handshaking() {
         if let Err(e) = conn.complete_io(&mut stream) {
-            let ours = own.error.lock().ok().and_then(|mut s| s.take());
+            let ours = own
+                .as_ref()
+                .and_then(|o| o.error.lock().ok().and_then(|mut s| s.take()));
             return Err(match (check.0.refusal(), ours) {
                 (Some(reason), _) => AtlsError::Refused(reason),
                 (None, Some(ours)) => AtlsError::Issue(ours),

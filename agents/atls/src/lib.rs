@@ -26,8 +26,8 @@ pub mod nonce;
 mod server;
 mod verify;
 
-pub use client::connect;
-pub use server::accept;
+pub use client::{connect, connect_one_way};
+pub use server::{accept, accept_one_way};
 
 use std::sync::Mutex;
 

@@ -76,10 +76,36 @@ impl ClientCertVerifier for ClientCheck {
 /// the client offers no nonce, its evidence does not verify, or it is bound to another
 /// nonce or key.
 pub fn accept<S: Read + Write>(
-    mut stream: S,
+    stream: S,
     issuer: &dyn EvidenceIssuer,
     validator: Arc<dyn EvidenceValidator>,
 ) -> Result<(StreamOwned<ServerConnection, S>, Verified), AtlsError> {
+    let server_nonce = fresh_nonce();
+    let check = Arc::new(ClientCheck {
+        peer: PeerCheck::new(server_nonce, validator),
+        hints: vec![DistinguishedName::from(nonce::encode(&server_nonce))],
+    });
+    let conn = handshake(stream, issuer, Some(check.clone()))
+        .map_err(|e| check.peer.refusal().map_or(e, AtlsError::Refused))?;
+    let verified = check.peer.take()?;
+    Ok((conn, verified))
+}
+
+/// One-way aTLS: the server proves what it runs; the client stays anonymous (an
+/// operator's tool has nothing to attest). Only for endpoints that hand out nothing
+/// secret, such as the node's attestation endpoint.
+pub fn accept_one_way<S: Read + Write>(
+    stream: S,
+    issuer: &dyn EvidenceIssuer,
+) -> Result<StreamOwned<ServerConnection, S>, AtlsError> {
+    handshake(stream, issuer, None)
+}
+
+fn handshake<S: Read + Write>(
+    mut stream: S,
+    issuer: &dyn EvidenceIssuer,
+    client_check: Option<Arc<ClientCheck>>,
+) -> Result<StreamOwned<ServerConnection, S>, AtlsError> {
     let mut acceptor = Acceptor::default();
     let accepted = loop {
         acceptor.read_tls(&mut stream)?;
@@ -92,27 +118,26 @@ pub fn accept<S: Read + Write>(
             }
         }
     };
-    let hello = accepted.client_hello();
-    let client_nonce = hello
-        .alpn()
-        .and_then(nonce::find)
-        .ok_or(AtlsError::NoNonce(
-            "no veil-nonce entry in the client's ALPN list",
-        ))?;
+    let client_nonce =
+        accepted
+            .client_hello()
+            .alpn()
+            .and_then(nonce::find)
+            .ok_or(AtlsError::NoNonce(
+                "no veil-nonce entry in the client's ALPN list",
+            ))?;
 
     let key = cert::FreshKey::generate()?;
     let evidence = issuer.issue(&user_data(&client_nonce, &key.spki_der()))?;
     let certified = key.certify(&evidence)?;
 
-    let server_nonce = fresh_nonce();
-    let check = Arc::new(ClientCheck {
-        peer: PeerCheck::new(server_nonce, validator),
-        hints: vec![DistinguishedName::from(nonce::encode(&server_nonce))],
-    });
-    let mut config = ServerConfig::builder_with_provider(verify::provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_client_cert_verifier(check.clone())
-        .with_cert_resolver(Arc::new(FixedCert(certified)));
+    let builder = ServerConfig::builder_with_provider(verify::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?;
+    let builder = match client_check {
+        Some(check) => builder.with_client_cert_verifier(check),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(Arc::new(FixedCert(certified)));
     config.alpn_protocols = vec![ALPN.to_vec()];
     let mut conn = match accepted.into_connection(Arc::new(config)) {
         Ok(c) => c,
@@ -122,13 +147,7 @@ pub fn accept<S: Read + Write>(
         }
     };
     while conn.is_handshaking() {
-        if let Err(e) = conn.complete_io(&mut stream) {
-            return Err(check
-                .peer
-                .refusal()
-                .map_or(AtlsError::Io(e), AtlsError::Refused));
-        }
+        conn.complete_io(&mut stream)?;
     }
-    let verified = check.peer.take()?;
-    Ok((StreamOwned::new(conn, stream), verified))
+    Ok(StreamOwned::new(conn, stream))
 }

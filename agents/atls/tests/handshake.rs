@@ -240,3 +240,30 @@ fn rustls_client_without_nonce() -> Arc<rustls::ClientConfig> {
     config.alpn_protocols = vec![veil_atls::ALPN.to_vec()];
     Arc::new(config)
 }
+
+#[test]
+fn one_way_handshake_proves_the_server_only() {
+    let p = Pair::new();
+    let mut server_att = attester(&p.server_tpm);
+    let trusts_server = verifier_for(&mut server_att, p.ca);
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let issuer = AttesterIssuer(Mutex::new(server_att));
+    let server = thread::spawn(move || -> Result<(), AtlsError> {
+        let (sock, _) = listener.accept().expect("accept");
+        let mut conn = veil_atls::accept_one_way(sock, &issuer)?;
+        conn.write_all(b"measured")?;
+        conn.conn.send_close_notify();
+        let _ = conn.flush();
+        Ok(())
+    });
+    let sock = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let (mut conn, verified) =
+        veil_atls::connect_one_way(sock, Arc::new(VerifierValidator(trusts_server)))
+            .expect("one-way handshake");
+    assert_eq!(verified.platform, EvidencePlatform::Tpm);
+    let mut got = Vec::new();
+    conn.read_to_end(&mut got).expect("read");
+    assert_eq!(got, b"measured");
+    server.join().expect("server thread").expect("server side");
+}

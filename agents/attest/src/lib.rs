@@ -30,6 +30,6 @@ pub use evidence::{
 };
 pub use pcr::{PcrBank, PcrError, read_sysfs_pcrs};
 pub use platform::{Platform, detect};
-pub use reference::{PcrCheck, PcrOutcome, PcrPolicyError, compare_pcrs};
+pub use reference::{PcrCheck, PcrOutcome, PcrPolicyError, check_pcrs, compare_pcrs};
 pub use snp::{SnpAttester, SnpEvidence, SnpPolicy, SnpProduct, SnpVerifier, SnpVerifyError};
 pub use tdx::{TdxAttester, TdxEvidence, TdxPolicy, TdxVerifier, TdxVerifyError};

@@ -62,13 +62,13 @@ fn list(checks: &[PcrCheck]) -> String {
         .join("; ")
 }
 
-/// Compares `verified` PCRs with `expected` (index → (value, warn_only)). Returns every
-/// check (for logging warn-only differences) or an error listing the enforced failures.
-pub fn compare_pcrs(
+/// Compares `verified` PCRs with `expected` (index → (value, warn_only)): one check per
+/// reference PCR, whatever the outcome (for a full report).
+pub fn check_pcrs(
     verified: &BTreeMap<u32, [u8; 32]>,
     expected: &BTreeMap<u32, ([u8; 32], bool)>,
-) -> Result<Vec<PcrCheck>, PcrPolicyError> {
-    let checks: Vec<PcrCheck> = expected
+) -> Vec<PcrCheck> {
+    expected
         .iter()
         .map(|(&index, &(value, warn_only))| {
             let actual = verified.get(&index).copied();
@@ -85,7 +85,15 @@ pub fn compare_pcrs(
                 outcome,
             }
         })
-        .collect();
+        .collect()
+}
+
+/// Like [`check_pcrs`], but an error listing the enforced failures if there are any.
+pub fn compare_pcrs(
+    verified: &BTreeMap<u32, [u8; 32]>,
+    expected: &BTreeMap<u32, ([u8; 32], bool)>,
+) -> Result<Vec<PcrCheck>, PcrPolicyError> {
+    let checks = check_pcrs(verified, expected);
     let failed: Vec<PcrCheck> = checks
         .iter()
         .filter(|c| {
