@@ -19,6 +19,8 @@
 //! replay the PCRs and see which component made a value what it is; the length and
 //! hash let a reader of the console notice a garbled transfer.
 
+pub mod attestation;
+
 use std::io::Write;
 use std::path::Path;
 

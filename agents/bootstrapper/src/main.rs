@@ -16,6 +16,12 @@ struct Args {
     /// Exit after reporting instead of staying up as the node's service.
     #[arg(long)]
     once: bool,
+    /// The TPM to attest with (a TSS2 TCTI string).
+    #[arg(long, default_value = "device:/dev/tpmrm0")]
+    tcti: String,
+    /// The agent port (attestation endpoint).
+    #[arg(long, default_value_t = veil_protocol::AGENT_PORT)]
+    port: u16,
 }
 
 fn init_logging() {
@@ -43,6 +49,16 @@ fn main() -> Result<()> {
         .context("reporting the TPM event logs")?;
 
     use std::io::Write;
+    if !args.once {
+        match platform.tpm {
+            Some(_) => {
+                let listener = std::net::TcpListener::bind(("0.0.0.0", args.port))
+                    .with_context(|| format!("listening on the agent port {}", args.port))?;
+                veil_bootstrapper::attestation::start(&args.tcti, listener)?;
+            }
+            None => tracing::warn!("no TPM: the attestation endpoint is not served"),
+        }
+    }
     writeln!(stdout, "veil-ready")?;
     stdout.flush()?;
     drop(stdout);
