@@ -3,6 +3,7 @@
 
 mod eventlog;
 mod measure;
+mod verify;
 
 use clap::{Parser, Subcommand};
 
@@ -22,6 +23,8 @@ enum Command {
     Measure(measure::Args),
     /// Replay a node's TPM event logs; with --image, explain where they differ from it.
     Eventlog(eventlog::Args),
+    /// Attest a running node and compare its PCRs with reference measurements.
+    Verify(verify::Args),
 }
 
 /// How results are printed.
@@ -38,6 +41,11 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
         Command::Measure(args) => measure::run(&args)?,
         Command::Eventlog(args) => {
             if !eventlog::run(&args)? {
+                return Ok(std::process::ExitCode::FAILURE);
+            }
+        }
+        Command::Verify(args) => {
+            if !verify::run(&args)? {
                 return Ok(std::process::ExitCode::FAILURE);
             }
         }

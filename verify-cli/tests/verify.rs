@@ -1,0 +1,104 @@
+//! `veil verify` against the node's real attestation endpoint (veil-bootstrapper's,
+//! in-process) backed by a real swtpm with an EK certificate from a local CA.
+
+#[path = "../../agents/attest/tests/support/mod.rs"]
+mod support;
+
+use std::net::TcpListener;
+use std::process::Command;
+
+use support::{LocalCa, Swtpm};
+
+struct Node {
+    _tpm: Swtpm,
+    addr: String,
+    ca: &'static LocalCa,
+    dir: tempfile::TempDir,
+}
+
+fn node() -> Node {
+    let ca = LocalCa::shared();
+    let tpm = Swtpm::start(ca);
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    veil_bootstrapper::attestation::start(&tpm.tcti(), listener).expect("start endpoint");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("root.pem"), ca.root_pem()).expect("root");
+    std::fs::write(dir.path().join("issuer.pem"), ca.intermediate_pem()).expect("issuer");
+    Node {
+        _tpm: tpm,
+        addr,
+        ca,
+        dir,
+    }
+}
+
+/// A reference file in `veil measure`'s format; a fresh swtpm has all-zero PCRs.
+fn reference(node: &Node, pcr4: &str) -> std::path::PathBuf {
+    let zero = "00".repeat(32);
+    let json = format!(
+        r#"{{"pcrs": {{"4": {{"expected": "{pcr4}", "warnOnly": false}},
+                     "9": {{"expected": "{zero}", "warnOnly": false}},
+                     "12": {{"expected": "{zero}", "warnOnly": true}}}},
+            "image": {{"ukiSha256": "{zero}", "osRelease": {{}}}}}}"#
+    );
+    let path = node.dir.path().join(format!("ref-{pcr4}.json"));
+    std::fs::write(&path, json).expect("write reference");
+    path
+}
+
+fn verify(node: &Node, reference: &std::path::Path, ca: &str) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_veil"))
+        .args(["verify", "--node", &node.addr, "--output", "json"])
+        .arg("--measurements")
+        .arg(reference)
+        .arg("--tpm-ca")
+        .arg(node.dir.path().join(ca))
+        .arg("--tpm-intermediate")
+        .arg(node.dir.path().join("issuer.pem"))
+        .output()
+        .expect("run veil verify")
+}
+
+#[test]
+fn matching_node_is_ok_and_a_wrong_pcr_is_named() {
+    let n = node();
+    let _ = n.ca;
+    let good = reference(&n, &"00".repeat(32));
+    let out = verify(&n, &good, "root.pem");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    assert_eq!(v["result"], "OK");
+    assert_eq!(v["pcrs"]["4"]["match"], true);
+    assert_eq!(v["pcrs"]["12"]["enforced"], false);
+
+    let bad = reference(&n, &"ab".repeat(32));
+    let out = verify(&n, &bad, "root.pem");
+    assert!(!out.status.success());
+    let v: serde_json::Value =
+        serde_json::from_str(&String::from_utf8_lossy(&out.stdout)).expect("json");
+    assert_eq!(v["result"], "FAILED");
+    assert_eq!(v["pcrs"]["4"]["match"], false);
+    assert_eq!(v["pcrs"]["4"]["expected"], "ab".repeat(32));
+    assert_eq!(v["pcrs"]["4"]["actual"], "00".repeat(32));
+    assert_eq!(v["pcrs"]["9"]["match"], true);
+}
+
+#[test]
+fn node_whose_ek_is_not_under_the_given_ca_is_refused() {
+    let n = node();
+    // Trust another CA only (swtpm_localca makes its root when it first certifies).
+    let other = LocalCa::new();
+    drop(Swtpm::start(&other));
+    std::fs::write(n.dir.path().join("other.pem"), other.root_pem()).expect("other root");
+    let good = reference(&n, &"00".repeat(32));
+    let out = verify(&n, &good, "other.pem");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not trusted"), "{stderr}");
+}
