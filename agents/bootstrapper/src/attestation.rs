@@ -78,17 +78,31 @@ pub fn handle(mut stream: TcpStream, tpm: &SharedTpm) -> Result<String> {
     }
 }
 
-/// Opens the node's TPM and starts serving on `listener` in a background thread.
+/// Serves on `listener` from a background thread that first opens the node's TPM.
+///
+/// Creating the EK and AK takes seconds under emulation, and nothing needs them before
+/// the first verifier: connections wait in the listen backlog meanwhile, so the node
+/// can report READY at once. A TPM that cannot be opened ends the process (the unit
+/// fails and restarts) rather than leaving a node that can never be attested.
 pub fn start(tcti: &str, listener: TcpListener) -> Result<()> {
-    let config = veil_attest::tpm::TpmAttesterConfig::with_tcti(tcti);
-    let attester = TpmAttester::open(&config)
-        .with_context(|| format!("opening the TPM ({tcti}) for attestation"))?;
     let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
-    let tpm: SharedTpm = Arc::new(AttesterIssuer(Mutex::new(attester)));
+    let tcti = tcti.to_owned();
     std::thread::Builder::new()
         .name("attestation".into())
-        .spawn(move || serve(listener, tpm))
+        .spawn(move || {
+            let config = veil_attest::tpm::TpmAttesterConfig::with_tcti(&tcti);
+            match TpmAttester::open(&config) {
+                Ok(attester) => {
+                    tracing::info!(port, "attestation endpoint serving");
+                    serve(listener, Arc::new(AttesterIssuer(Mutex::new(attester))));
+                }
+                Err(e) => {
+                    tracing::error!("opening the TPM ({tcti}) for attestation failed: {e}");
+                    eprintln!("veil-attestation-error opening the TPM ({tcti}): {e}");
+                    std::process::exit(1);
+                }
+            }
+        })
         .context("starting the attestation thread")?;
-    tracing::info!(port, "attestation endpoint listening");
     Ok(())
 }
