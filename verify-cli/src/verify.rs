@@ -7,17 +7,18 @@
 //! handshake, bound to a fresh nonce of ours and to the TLS key.
 
 use std::collections::BTreeMap;
-use std::net::{TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow};
 use measured_boot::reference::ReferenceMeasurements;
 use veil_atls::VerifierValidator;
-use veil_attest::tpm::{EkTrust, TpmVerifier};
+use veil_attest::tpm::{AkIdentity, EkTrust, TpmVerifier};
 use veil_attest::{PcrCheck, PcrOutcome, Verified, check_pcrs};
-use veil_protocol::{Request, Response, read_frame, write_frame};
+use veil_protocol::MAX_MESSAGE;
+use veil_protocol::pb::activation_client::ActivationClient;
+use veil_protocol::pb::attestation_client::AttestationClient;
+use veil_protocol::pb::{ActivateRequest, GetIdentityRequest, GetNodeInfoRequest, NodeInfo};
 
 use crate::Output;
 
@@ -41,8 +42,6 @@ pub struct Args {
     output: Output,
 }
 
-const TIMEOUT: Duration = Duration::from_secs(60);
-
 fn read(path: &PathBuf, what: &str) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("reading {what} {}", path.display()))
 }
@@ -65,7 +64,11 @@ pub fn run(args: &Args) -> anyhow::Result<bool> {
             .with_context(|| format!("loading the TPM intermediate CA {}", path.display()))?;
     }
 
-    let verified = attest(&args.node, TpmVerifier::new(trust))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let (verified, info) = runtime.block_on(attest(&args.node, TpmVerifier::new(trust)))?;
     let expected: BTreeMap<u32, ([u8; 32], bool)> = reference
         .pcrs
         .iter()
@@ -79,56 +82,56 @@ pub fn run(args: &Args) -> anyhow::Result<bool> {
         )
     });
     match args.output {
-        Output::Human => print!("{}", table(&args.node, &checks, ok)),
+        Output::Human => print!("{}", table(&args.node, &info, &checks, ok)),
         Output::Json => println!(
             "{}",
-            serde_json::to_string_pretty(&json(&checks, &expected, ok))?
+            serde_json::to_string_pretty(&json(&info, &checks, &expected, ok))?
         ),
     }
     Ok(ok)
 }
 
-/// Activates the node's AK, then takes its quote from a one-way aTLS handshake.
-fn attest(node: &str, mut verifier: TpmVerifier) -> anyhow::Result<Verified> {
-    let addr = node
-        .to_socket_addrs()
-        .with_context(|| format!("resolving {node}"))?
-        .next()
-        .with_context(|| format!("{node} resolves to no address"))?;
-    let mut stream = TcpStream::connect_timeout(&addr, TIMEOUT)
-        .with_context(|| format!("connecting to the node at {node}"))?;
-    stream.set_read_timeout(Some(TIMEOUT))?;
-    stream.set_write_timeout(Some(TIMEOUT))?;
-
-    write_frame(&mut stream, &Request::Identity)?;
-    let identity = match read_frame(&mut stream)? {
-        Response::Identity { identity } => identity,
-        other => bail!("{node} answered the identity request with {other:?}"),
-    };
+/// Activates the node's AK over plain gRPC, then takes its quote from a one-way aTLS
+/// handshake and asks, over that channel, what the node is.
+async fn attest(node: &str, mut verifier: TpmVerifier) -> anyhow::Result<(Verified, NodeInfo)> {
+    let channel = veil_protocol::client::plain(node).await?;
+    let mut activation = ActivationClient::new(channel).max_decoding_message_size(MAX_MESSAGE);
+    let identity: AkIdentity = activation
+        .get_identity(GetIdentityRequest {})
+        .await
+        .map_err(|s| anyhow!("{node} did not give its TPM identity: {}", s.message()))?
+        .into_inner()
+        .into();
     let (challenge, pending) = verifier
         .challenge(&identity)
         .with_context(|| format!("the TPM identity of {node} is not trusted"))?;
-    write_frame(&mut stream, &Request::Activate { challenge })?;
-    let secret = match read_frame(&mut stream)? {
-        Response::Activated { secret } => hex::decode(&secret)
-            .with_context(|| format!("{node} sent a malformed activation secret"))?,
-        Response::Error { message } => bail!("{node} could not activate its AK: {message}"),
-        other => bail!("{node} answered the activation with {other:?}"),
-    };
+    let secret = activation
+        .activate(ActivateRequest::from(challenge))
+        .await
+        .map_err(|s| anyhow!("{node} could not activate its AK: {}", s.message()))?
+        .into_inner()
+        .secret;
     let ak = pending.finish(&secret).with_context(|| {
         format!("{node}'s attestation key is not in the TPM its EK certificate names")
     })?;
     verifier.add_trusted_ak(ak);
 
-    write_frame(&mut stream, &Request::Attest)?;
-    match read_frame(&mut stream)? {
-        Response::Attesting => {}
-        other => bail!("{node} answered the attest request with {other:?}"),
-    }
-    let (_tls, verified) =
-        veil_atls::connect_one_way(stream, Arc::new(VerifierValidator(verifier)))
+    let (channel, verified) =
+        veil_protocol::client::atls(node, None, Arc::new(VerifierValidator(verifier)))
+            .await
             .with_context(|| format!("attesting {node}"))?;
-    Ok(verified)
+    let info = AttestationClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .get_node_info(GetNodeInfoRequest {})
+        .await
+        .map_err(|s| {
+            anyhow!(
+                "{node} (verified) did not answer GetNodeInfo: {}",
+                s.message()
+            )
+        })?
+        .into_inner();
+    Ok((verified, info))
 }
 
 fn outcome(c: &PcrCheck) -> &'static str {
@@ -140,9 +143,11 @@ fn outcome(c: &PcrCheck) -> &'static str {
     }
 }
 
-fn table(node: &str, checks: &[PcrCheck], ok: bool) -> String {
-    let mut out =
-        format!("node {node}: TPM quote verified (AK activated against a trusted EK)\n\n");
+fn table(node: &str, info: &NodeInfo, checks: &[PcrCheck], ok: bool) -> String {
+    let mut out = format!(
+        "node {node} ({}, veil-bootstrapper {}): TPM quote verified (AK activated against a trusted EK)\n\n",
+        info.platform, info.bootstrapper_version
+    );
     out.push_str(&format!(
         "{:>4}  {:<64}  {:<64}  {}\n",
         "PCR", "expected", "actual", "result"
@@ -162,6 +167,7 @@ fn table(node: &str, checks: &[PcrCheck], ok: bool) -> String {
 }
 
 fn json(
+    info: &NodeInfo,
     checks: &[PcrCheck],
     expected: &BTreeMap<u32, ([u8; 32], bool)>,
     ok: bool,
@@ -180,5 +186,9 @@ fn json(
             )
         })
         .collect();
-    serde_json::json!({ "result": if ok { "OK" } else { "FAILED" }, "pcrs": pcrs })
+    serde_json::json!({
+        "result": if ok { "OK" } else { "FAILED" },
+        "node": { "platform": info.platform, "bootstrapperVersion": info.bootstrapper_version },
+        "pcrs": pcrs,
+    })
 }

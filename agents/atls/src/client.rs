@@ -1,13 +1,15 @@
 //! The connecting side.
 
-use std::io::{Read, Write};
 use std::sync::{Arc, Mutex};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::{ClientConfig, ClientConnection, ResolvesClientCert};
+use rustls::client::{ClientConfig, ResolvesClientCert};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::sign::CertifiedKey;
-use rustls::{DigitallySignedStruct, SignatureScheme, StreamOwned};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
 use veil_attest::Verified;
 
 use crate::binding::{fresh_nonce, user_data};
@@ -103,34 +105,24 @@ impl ResolvesClientCert for ClientCert {
 }
 
 /// Runs the client side of an aTLS handshake on `stream` and returns the connection
-/// with what the server's evidence proved. Fails — before any application data — if
-/// the server's evidence does not verify or is bound to another nonce or key.
-pub fn connect<S: Read + Write>(
+/// with what the server's evidence proved. With `own`, the client presents its own
+/// evidence (mutual aTLS); without, it stays anonymous (one-way: an operator's tool
+/// has nothing to attest).
+///
+/// Fails — before any application data — if the server's evidence does not verify or
+/// is bound to another nonce or key. Our own evidence is made inside the handshake
+/// (it needs the server's nonce), so a slow attester blocks this task meanwhile.
+pub async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
-    issuer: Arc<dyn EvidenceIssuer>,
+    own: Option<Arc<dyn EvidenceIssuer>>,
     validator: Arc<dyn EvidenceValidator>,
-) -> Result<(StreamOwned<ClientConnection, S>, Verified), AtlsError> {
-    let own = Arc::new(ClientCert {
-        issuer,
-        error: Mutex::new(None),
+) -> Result<(TlsStream<S>, Verified), AtlsError> {
+    let own = own.map(|issuer| {
+        Arc::new(ClientCert {
+            issuer,
+            error: Mutex::new(None),
+        })
     });
-    handshake(stream, validator, Some(own))
-}
-
-/// One-way aTLS (see [`crate::accept_one_way`]): verifies the server and presents no
-/// certificate of its own.
-pub fn connect_one_way<S: Read + Write>(
-    stream: S,
-    validator: Arc<dyn EvidenceValidator>,
-) -> Result<(StreamOwned<ClientConnection, S>, Verified), AtlsError> {
-    handshake(stream, validator, None)
-}
-
-fn handshake<S: Read + Write>(
-    mut stream: S,
-    validator: Arc<dyn EvidenceValidator>,
-    own: Option<Arc<ClientCert>>,
-) -> Result<(StreamOwned<ClientConnection, S>, Verified), AtlsError> {
     let client_nonce = fresh_nonce();
     let check = Arc::new(ServerCheck(PeerCheck::new(client_nonce, validator)));
     let builder = ClientConfig::builder_with_provider(verify::provider())
@@ -145,9 +137,12 @@ fn handshake<S: Read + Write>(
     // The name is not checked (see ServerCheck) but TLS needs one.
     let name = ServerName::try_from("veil-node")
         .map_err(|e| AtlsError::Certificate(format!("server name: {e}")))?;
-    let mut conn = ClientConnection::new(Arc::new(config), name)?;
-    while conn.is_handshaking() {
-        if let Err(e) = conn.complete_io(&mut stream) {
+    let tls = match TlsConnector::from(Arc::new(config))
+        .connect(name, stream)
+        .await
+    {
+        Ok(tls) => tls,
+        Err(e) => {
             let ours = own
                 .as_ref()
                 .and_then(|o| o.error.lock().ok().and_then(|mut s| s.take()));
@@ -157,9 +152,9 @@ fn handshake<S: Read + Write>(
                 (None, None) => AtlsError::Io(e),
             });
         }
-    }
+    };
     // TLS 1.3: the client finishes before the server has checked the client's
     // certificate; a refusal shows up as an alert on the first read.
     let verified = check.0.take()?;
-    Ok((StreamOwned::new(conn, stream), verified))
+    Ok((tls, verified))
 }

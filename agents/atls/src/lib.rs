@@ -13,7 +13,11 @@
 //! There is no certificate chain and no host name: a peer is trusted for what its
 //! evidence proves, checked by an [`EvidenceValidator`] (e.g. a
 //! [`veil_attest::Verifier`] with reference measurements). The handshake fails unless
-//! both sides' evidence verifies, so no application byte moves before that.
+//! the evidence presented verifies, so no application byte moves before that. The
+//! server may admit anonymous clients ([`ClientAuth::Optional`]) and then tells its
+//! services which peers were attested; the client always verifies the server.
+//!
+//! Both sides run on tokio (`tokio-rustls`), so gRPC (tonic) can run on top.
 //!
 //! A TPM's attestation key must be activated against its certified EK before its
 //! quotes are trusted (an interactive exchange that cannot happen inside a handshake):
@@ -26,8 +30,8 @@ pub mod nonce;
 mod server;
 mod verify;
 
-pub use client::{connect, connect_one_way};
-pub use server::{accept, accept_one_way};
+pub use client::connect;
+pub use server::{ClientAuth, accept};
 
 use std::sync::Mutex;
 

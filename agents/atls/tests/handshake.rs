@@ -4,15 +4,17 @@
 #[path = "../../attest/tests/support/mod.rs"]
 mod support;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
-use std::thread;
 
 use support::{LocalCa, Swtpm};
-use veil_atls::{AtlsError, AttesterIssuer, EvidenceIssuer, EvidenceValidator, VerifierValidator};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use veil_atls::{
+    AtlsError, AttesterIssuer, ClientAuth, EvidenceIssuer, EvidenceValidator, VerifierValidator,
+};
 use veil_attest::tpm::{TpmAttester, TpmAttesterConfig, TpmVerifier};
-use veil_attest::{EvidencePlatform, Verified};
+use veil_attest::{Attester, EvidencePlatform, Verified};
 
 fn attester(tpm: &Swtpm) -> TpmAttester {
     let mut config = TpmAttesterConfig::with_tcti(tpm.tcti());
@@ -29,25 +31,29 @@ fn verifier_for(att: &mut TpmAttester, ca: &LocalCa) -> TpmVerifier {
     verifier
 }
 
-type ServerResult = Result<Verified, AtlsError>;
+type ServerResult = Result<Option<Verified>, AtlsError>;
 
 /// Serves one aTLS connection; on success answers "hello".
-fn serve(
+async fn serve(
     issuer: Arc<dyn EvidenceIssuer>,
-    validator: Arc<dyn EvidenceValidator>,
-) -> (u16, thread::JoinHandle<ServerResult>) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    client: ClientAuth,
+) -> (u16, JoinHandle<ServerResult>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("addr").port();
-    let handle = thread::spawn(move || {
-        let (sock, _) = listener.accept().expect("accept");
-        let (mut conn, verified) = veil_atls::accept(sock, issuer.as_ref(), validator)?;
-        conn.write_all(b"hello")?;
-        conn.flush()?;
-        conn.conn.send_close_notify();
-        let _ = conn.flush();
+    let handle = tokio::spawn(async move {
+        let (sock, _) = listener.accept().await.expect("accept");
+        let (mut conn, verified) = veil_atls::accept(sock, issuer, client).await?;
+        conn.write_all(b"hello").await?;
+        conn.shutdown().await?;
         Ok(verified)
     });
     (port, handle)
+}
+
+async fn dial(port: u16) -> TcpStream {
+    TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect")
 }
 
 struct Pair {
@@ -67,8 +73,21 @@ impl Pair {
     }
 }
 
-#[test]
-fn mutual_handshake_verifies_both_sides_before_data() {
+fn tpm_issuer(att: TpmAttester) -> Arc<dyn EvidenceIssuer> {
+    Arc::new(AttesterIssuer(Mutex::new(att)))
+}
+
+fn validator(verifier: TpmVerifier) -> Arc<dyn EvidenceValidator> {
+    Arc::new(VerifierValidator(verifier))
+}
+
+async fn read_all<S: tokio::io::AsyncRead + Unpin>(conn: &mut S) -> std::io::Result<Vec<u8>> {
+    let mut got = Vec::new();
+    conn.read_to_end(&mut got).await.map(|_| got)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_handshake_verifies_both_sides_before_data() {
     let p = Pair::new();
     let mut server_att = attester(&p.server_tpm);
     let mut client_att = attester(&p.client_tpm);
@@ -77,30 +96,30 @@ fn mutual_handshake_verifies_both_sides_before_data() {
     let trusts_client = verifier_for(&mut client_att, p.ca);
 
     let (port, server) = serve(
-        Arc::new(AttesterIssuer(Mutex::new(server_att))),
-        Arc::new(VerifierValidator(trusts_client)),
-    );
-    let sock = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    let (mut conn, verified) = veil_atls::connect(
-        sock,
-        Arc::new(AttesterIssuer(Mutex::new(client_att))),
-        Arc::new(VerifierValidator(trusts_server)),
+        tpm_issuer(server_att),
+        ClientAuth::Required(validator(trusts_client)),
     )
+    .await;
+    let (mut conn, verified) = veil_atls::connect(
+        dial(port).await,
+        Some(tpm_issuer(client_att)),
+        validator(trusts_server),
+    )
+    .await
     .expect("client handshake");
     assert_eq!(verified.platform, EvidencePlatform::Tpm);
     assert_eq!(verified.pcrs.len(), 16);
-    let mut got = Vec::new();
-    conn.read_to_end(&mut got).expect("read");
-    assert_eq!(got, b"hello");
+    assert_eq!(read_all(&mut conn).await.expect("read"), b"hello");
     let server_saw = server
-        .join()
-        .expect("server thread")
-        .expect("server handshake");
+        .await
+        .expect("server task")
+        .expect("server handshake")
+        .expect("client attested");
     assert_eq!(server_saw.platform, EvidencePlatform::Tpm);
 }
 
-#[test]
-fn server_refuses_a_client_whose_ak_it_never_activated() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_refuses_a_client_whose_ak_it_never_activated() {
     let p = Pair::new();
     let mut server_att = attester(&p.server_tpm);
     let client_att = attester(&p.client_tpm);
@@ -109,25 +128,58 @@ fn server_refuses_a_client_whose_ak_it_never_activated() {
     let knows_nobody = TpmVerifier::new(p.ca.trust());
 
     let (port, server) = serve(
-        Arc::new(AttesterIssuer(Mutex::new(server_att))),
-        Arc::new(VerifierValidator(knows_nobody)),
-    );
-    let sock = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        tpm_issuer(server_att),
+        ClientAuth::Optional(validator(knows_nobody)),
+    )
+    .await;
     let client = veil_atls::connect(
-        sock,
-        Arc::new(AttesterIssuer(Mutex::new(client_att))),
-        Arc::new(VerifierValidator(trusts_server)),
-    );
+        dial(port).await,
+        Some(tpm_issuer(client_att)),
+        validator(trusts_server),
+    )
+    .await;
     // TLS 1.3: the client may finish before the server rejects it; then its first
     // read fails. Either way no data arrives.
     if let Ok((mut conn, _)) = client {
-        let mut buf = Vec::new();
-        assert!(conn.read_to_end(&mut buf).is_err() || buf.is_empty());
+        assert!(read_all(&mut conn).await.map_or(true, |b| b.is_empty()));
     }
-    let err = server.join().expect("server thread").expect_err("refused");
+    // Presented evidence must verify even where anonymous clients are admitted.
+    let err = server.await.expect("server task").expect_err("refused");
     let msg = err.to_string();
     assert!(matches!(err, AtlsError::Refused(_)), "{msg}");
     assert!(msg.to_lowercase().contains("activat"), "{msg}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_client_is_admitted_only_where_optional() {
+    let p = Pair::new();
+    let mut server_att = attester(&p.server_tpm);
+    let trusts_server = validator(verifier_for(&mut server_att, p.ca));
+    let server_issuer = tpm_issuer(server_att);
+
+    let (port, server) = serve(
+        server_issuer.clone(),
+        ClientAuth::Optional(validator(TpmVerifier::new(p.ca.trust()))),
+    )
+    .await;
+    let (mut conn, verified) = veil_atls::connect(dial(port).await, None, trusts_server.clone())
+        .await
+        .expect("one-way handshake");
+    assert_eq!(verified.platform, EvidencePlatform::Tpm);
+    assert_eq!(read_all(&mut conn).await.expect("read"), b"hello");
+    let seen = server.await.expect("server task").expect("server side");
+    assert!(seen.is_none(), "an anonymous client must not look attested");
+
+    // The same client where the server requires evidence: refused, no data.
+    let (port, server) = serve(
+        server_issuer,
+        ClientAuth::Required(validator(TpmVerifier::new(p.ca.trust()))),
+    )
+    .await;
+    if let Ok((mut conn, _)) = veil_atls::connect(dial(port).await, None, trusts_server).await {
+        assert!(read_all(&mut conn).await.map_or(true, |b| b.is_empty()));
+    }
+    assert!(server.await.expect("server task").is_err());
 }
 
 /// A test double for an attacker: a server that answers every handshake with evidence
@@ -142,8 +194,8 @@ impl EvidenceIssuer for ReplayingIssuer {
     }
 }
 
-#[test]
-fn client_refuses_replayed_server_evidence() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_refuses_replayed_server_evidence() {
     let p = Pair::new();
     let mut server_att = attester(&p.server_tpm);
     let mut client_att = attester(&p.client_tpm);
@@ -156,114 +208,158 @@ fn client_refuses_replayed_server_evidence() {
 
     let (port, server) = serve(
         Arc::new(ReplayingIssuer { recorded }),
-        Arc::new(VerifierValidator(trusts_client)),
-    );
-    let sock = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    let err = veil_atls::connect(
-        sock,
-        Arc::new(AttesterIssuer(Mutex::new(client_att))),
-        Arc::new(VerifierValidator(trusts_server)),
+        ClientAuth::Required(validator(trusts_client)),
     )
+    .await;
+    let err = veil_atls::connect(
+        dial(port).await,
+        Some(tpm_issuer(client_att)),
+        validator(trusts_server),
+    )
+    .await
     .map(|_| ())
     .expect_err("replayed evidence must be refused");
     let msg = err.to_string();
     assert!(matches!(err, AtlsError::Refused(_)), "{msg}");
     assert!(msg.contains("replayed"), "{msg}");
-    assert!(server.join().expect("server thread").is_err());
+    assert!(server.await.expect("server task").is_err());
 }
 
-#[test]
-fn plain_tls_client_without_a_nonce_is_refused() {
+/// A test double for an attacker who has a genuine TPM and sees the server's nonce, but
+/// presents the resulting evidence in a certificate for another key than the one
+/// the evidence names (e.g. evidence relayed from a real node into a MITM's handshake).
+#[derive(Debug)]
+struct KeySwappingClient {
+    tpm: Mutex<TpmAttester>,
+}
+
+impl rustls::client::ResolvesClientCert for KeySwappingClient {
+    fn resolve(
+        &self,
+        hints: &[&[u8]],
+        _schemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        let server_nonce = veil_atls::nonce::find(hints.iter().copied())?;
+        let named = veil_atls::cert::FreshKey::generate().ok()?;
+        let used = veil_atls::cert::FreshKey::generate().ok()?;
+        let bound = veil_atls::binding::user_data(&server_nonce, &named.spki_der());
+        let evidence = self.tpm.lock().ok()?.evidence(&bound).ok()?;
+        used.certify(&evidence.encode()).ok()
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_refuses_evidence_bound_to_another_tls_key() {
+    let p = Pair::new();
+    let server_att = attester(&p.server_tpm);
+    let mut client_att = attester(&p.client_tpm);
+    let trusts_client = verifier_for(&mut client_att, p.ca);
+    let (port, server) = serve(
+        tpm_issuer(server_att),
+        ClientAuth::Required(validator(trusts_client)),
+    )
+    .await;
+
+    let client_nonce = veil_atls::binding::fresh_nonce();
+    let mut config = rustls_client(Arc::new(KeySwappingClient {
+        tpm: Mutex::new(client_att),
+    }));
+    config.alpn_protocols = vec![
+        veil_atls::ALPN.to_vec(),
+        veil_atls::nonce::encode(&client_nonce),
+    ];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let name = rustls::pki_types::ServerName::try_from("veil-node").expect("name");
+    if let Ok(mut conn) = connector.connect(name, dial(port).await).await {
+        assert!(read_all(&mut conn).await.map_or(true, |b| b.is_empty()));
+    }
+    let err = server.await.expect("server task").expect_err("refused");
+    let msg = err.to_string();
+    assert!(matches!(err, AtlsError::Refused(_)), "{msg}");
+    // The nonce is right; what fails is the binding to the certificate's key.
+    assert!(msg.contains("user data"), "{msg}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_tls_client_without_a_nonce_is_refused() {
     let p = Pair::new();
     let server_att = attester(&p.server_tpm);
     let (port, server) = serve(
-        Arc::new(AttesterIssuer(Mutex::new(server_att))),
-        Arc::new(VerifierValidator(TpmVerifier::new(p.ca.trust()))),
-    );
-    // A TLS client that does not speak aTLS: no veil-nonce in its ALPN list.
-    let config = rustls_client_without_nonce();
-    let mut sock = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    let mut conn = rustls::ClientConnection::new(
-        config,
-        rustls::pki_types::ServerName::try_from("veil-node").expect("name"),
+        tpm_issuer(server_att),
+        ClientAuth::Optional(validator(TpmVerifier::new(p.ca.trust()))),
     )
-    .expect("client");
-    let _ = conn.complete_io(&mut sock);
-    let err = server.join().expect("server thread").expect_err("no nonce");
+    .await;
+    // A TLS client that does not speak aTLS: no veil-nonce in its ALPN list.
+    let mut config = rustls_client_anonymous();
+    config.alpn_protocols = vec![veil_atls::ALPN.to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let name = rustls::pki_types::ServerName::try_from("veil-node").expect("name");
+    assert!(connector.connect(name, dial(port).await).await.is_err());
+    let err = server.await.expect("server task").expect_err("no nonce");
     assert!(matches!(err, AtlsError::NoNonce(_)), "{err}");
 }
 
-fn rustls_client_without_nonce() -> Arc<rustls::ClientConfig> {
-    #[derive(Debug)]
-    struct AcceptAnything;
-    impl rustls::client::danger::ServerCertVerifier for AcceptAnything {
-        fn verify_server_cert(
-            &self,
-            _: &rustls::pki_types::CertificateDer<'_>,
-            _: &[rustls::pki_types::CertificateDer<'_>],
-            _: &rustls::pki_types::ServerName<'_>,
-            _: &[u8],
-            _: rustls::pki_types::UnixTime,
-        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-            Ok(rustls::client::danger::ServerCertVerified::assertion())
-        }
-        fn verify_tls12_signature(
-            &self,
-            _: &[u8],
-            _: &rustls::pki_types::CertificateDer<'_>,
-            _: &rustls::DigitallySignedStruct,
-        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-        }
-        fn verify_tls13_signature(
-            &self,
-            _: &[u8],
-            _: &rustls::pki_types::CertificateDer<'_>,
-            _: &rustls::DigitallySignedStruct,
-        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-        }
-        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-            rustls::crypto::ring::default_provider()
-                .signature_verification_algorithms
-                .supported_schemes()
-        }
+/// A test double: a TLS client that accepts any server (these tests are about what
+/// the *server* accepts).
+#[derive(Debug)]
+struct AcceptAnything;
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAnything {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
     }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13])
-    .expect("versions")
-    .dangerous()
-    .with_custom_certificate_verifier(Arc::new(AcceptAnything))
-    .with_no_client_auth();
-    config.alpn_protocols = vec![veil_atls::ALPN.to_vec()];
-    Arc::new(config)
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
 }
 
-#[test]
-fn one_way_handshake_proves_the_server_only() {
-    let p = Pair::new();
-    let mut server_att = attester(&p.server_tpm);
-    let trusts_server = verifier_for(&mut server_att, p.ca);
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let issuer = AttesterIssuer(Mutex::new(server_att));
-    let server = thread::spawn(move || -> Result<(), AtlsError> {
-        let (sock, _) = listener.accept().expect("accept");
-        let mut conn = veil_atls::accept_one_way(sock, &issuer)?;
-        conn.write_all(b"measured")?;
-        conn.conn.send_close_notify();
-        let _ = conn.flush();
-        Ok(())
-    });
-    let sock = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    let (mut conn, verified) =
-        veil_atls::connect_one_way(sock, Arc::new(VerifierValidator(trusts_server)))
-            .expect("one-way handshake");
-    assert_eq!(verified.platform, EvidencePlatform::Tpm);
-    let mut got = Vec::new();
-    conn.read_to_end(&mut got).expect("read");
-    assert_eq!(got, b"measured");
-    server.join().expect("server thread").expect("server side");
+fn rustls_builder() -> rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert>
+{
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAnything))
+}
+
+fn rustls_client(own: Arc<dyn rustls::client::ResolvesClientCert>) -> rustls::ClientConfig {
+    rustls_builder().with_client_cert_resolver(own)
+}
+
+fn rustls_client_anonymous() -> rustls::ClientConfig {
+    rustls_builder().with_no_client_auth()
 }

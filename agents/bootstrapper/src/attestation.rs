@@ -1,81 +1,117 @@
-//! The node's attestation endpoint on the agent port (protocol: `veil-protocol`): a
-//! verifier gets the TPM's identity, activates its AK, then receives a quote inside a
-//! one-way aTLS handshake. Nothing secret is served here.
+//! The node's attestation endpoint on the agent port (services: veil-protocol's
+//! `proto/attestation.proto`): a verifier gets the TPM's identity and has its AK
+//! activated over plain HTTP/2, then calls the Attestation service over one-way aTLS,
+//! whose handshake carries a quote bound to its nonce and the TLS key. Nothing secret
+//! is served here.
 
-use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use anyhow::{Context, Result};
-use veil_atls::AttesterIssuer;
+use tonic::transport::Server;
+use tonic::{Request, Response, Status};
+use veil_atls::{AttesterIssuer, ClientAuth};
 use veil_attest::tpm::TpmAttester;
-use veil_protocol::{Request, Response, read_frame, write_frame};
+use veil_protocol::MAX_MESSAGE;
+use veil_protocol::pb::activation_server::{Activation, ActivationServer};
+use veil_protocol::pb::attestation_server::{Attestation, AttestationServer};
+use veil_protocol::pb::{
+    ActivateRequest, ActivateResponse, GetIdentityRequest, GetNodeInfoRequest, NodeInfo,
+    TpmIdentity,
+};
 
-/// How long one verifier may take per message before the node drops it: the TPM is
-/// shared, and a stalled peer must not hold it.
-const IO_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The node's TPM, shared by every connection (one at a time).
+/// The node's TPM, shared by every connection (one operation at a time).
 pub type SharedTpm = Arc<AttesterIssuer<TpmAttester>>;
 
-/// Serves verifiers on `listener` until the process ends, one connection at a time.
-pub fn serve(listener: TcpListener, tpm: SharedTpm) {
-    for conn in listener.incoming() {
-        let result = conn
-            .context("accepting a connection")
-            .and_then(|stream| handle(stream, &tpm));
-        match result {
-            Ok(peer) => tracing::info!(%peer, "attested to a verifier"),
-            Err(e) => tracing::warn!("attestation request failed: {e:#}"),
-        }
+/// Runs `op` on the TPM from tokio's blocking pool: TPM commands take milliseconds to
+/// seconds and must not stall the connections being served meanwhile.
+async fn with_tpm<T: Send + 'static>(
+    tpm: &SharedTpm,
+    op: impl FnOnce(&mut TpmAttester) -> Result<T, String> + Send + 'static,
+) -> Result<T, Status> {
+    let tpm = tpm.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut attester = tpm.0.lock().map_err(|_| "TPM lock poisoned".to_owned())?;
+        op(&mut attester)
+    })
+    .await
+    .map_err(|e| Status::internal(format!("TPM task failed: {e}")))?
+    .map_err(Status::failed_precondition)
+}
+
+struct ActivationService {
+    tpm: SharedTpm,
+}
+
+#[tonic::async_trait]
+impl Activation for ActivationService {
+    async fn get_identity(
+        &self,
+        _request: Request<GetIdentityRequest>,
+    ) -> Result<Response<TpmIdentity>, Status> {
+        let identity = with_tpm(&self.tpm, |att| Ok(att.identity().clone())).await?;
+        Ok(Response::new(identity.into()))
+    }
+
+    async fn activate(
+        &self,
+        request: Request<ActivateRequest>,
+    ) -> Result<Response<ActivateResponse>, Status> {
+        let challenge = request.into_inner().into();
+        let secret = with_tpm(&self.tpm, move |att| {
+            att.activate(&challenge)
+                .map_err(|e| format!("credential activation failed: {e}"))
+        })
+        .await?;
+        tracing::info!("activated the AK for a verifier");
+        Ok(Response::new(ActivateResponse {
+            secret: secret.to_vec(),
+        }))
     }
 }
 
-/// Answers one verifier; returns its address.
-pub fn handle(mut stream: TcpStream, tpm: &SharedTpm) -> Result<String> {
-    let peer = stream
-        .peer_addr()
-        .map_or_else(|_| "unknown peer".into(), |a| a.to_string());
-    stream.set_read_timeout(Some(IO_TIMEOUT))?;
-    stream.set_write_timeout(Some(IO_TIMEOUT))?;
-    loop {
-        let request: Request =
-            read_frame(&mut stream).with_context(|| format!("reading a request from {peer}"))?;
-        let response = match request {
-            Request::Identity => match tpm.0.lock() {
-                Ok(att) => Response::Identity {
-                    identity: att.identity().clone(),
-                },
-                Err(_) => Response::Error {
-                    message: "TPM lock poisoned".into(),
-                },
-            },
-            Request::Activate { challenge } => {
-                let activated = tpm
-                    .0
-                    .lock()
-                    .map_err(|_| anyhow::anyhow!("TPM lock poisoned"))
-                    .and_then(|mut att| Ok(att.activate(&challenge)?));
-                match activated {
-                    Ok(secret) => Response::Activated {
-                        secret: secret.iter().map(|b| format!("{b:02x}")).collect(),
-                    },
-                    Err(e) => Response::Error {
-                        message: format!("credential activation failed: {e:#}"),
-                    },
-                }
-            }
-            Request::Attest => {
-                write_frame(&mut stream, &Response::Attesting)?;
-                let mut tls = veil_atls::accept_one_way(stream, tpm.as_ref())
-                    .with_context(|| format!("aTLS handshake with {peer}"))?;
-                tls.conn.send_close_notify();
-                let _ = std::io::Write::flush(&mut tls);
-                return Ok(peer);
-            }
-        };
-        write_frame(&mut stream, &response)?;
+struct AttestationService {
+    platform: String,
+}
+
+#[tonic::async_trait]
+impl Attestation for AttestationService {
+    async fn get_node_info(
+        &self,
+        request: Request<GetNodeInfoRequest>,
+    ) -> Result<Response<NodeInfo>, Status> {
+        let peer = request
+            .extensions()
+            .get::<veil_protocol::server::PeerInfo>()
+            .and_then(|p| p.addr);
+        tracing::info!(?peer, "attested to a verifier");
+        Ok(Response::new(NodeInfo {
+            platform: self.platform.clone(),
+            bootstrapper_version: env!("CARGO_PKG_VERSION").into(),
+        }))
     }
+}
+
+/// Serves the attestation endpoint on `listener` until it fails.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    tpm: SharedTpm,
+    platform: &str,
+) -> Result<()> {
+    let (plain, atls) = veil_protocol::server::split(listener, tpm.clone(), ClientAuth::Anonymous);
+    let activation =
+        ActivationServer::new(ActivationService { tpm }).max_decoding_message_size(MAX_MESSAGE);
+    let attestation = AttestationServer::new(AttestationService {
+        platform: platform.into(),
+    })
+    .max_decoding_message_size(MAX_MESSAGE);
+    let plain = Server::builder()
+        .add_service(activation)
+        .serve_with_incoming(plain);
+    let atls = Server::builder()
+        .add_service(attestation)
+        .serve_with_incoming(atls);
+    tokio::try_join!(plain, atls).context("serving the agent port")?;
+    Ok(())
 }
 
 /// Serves on `listener` from a background thread that first opens the node's TPM.
@@ -84,23 +120,42 @@ pub fn handle(mut stream: TcpStream, tpm: &SharedTpm) -> Result<String> {
 /// the first verifier: connections wait in the listen backlog meanwhile, so the node
 /// can report READY at once. A TPM that cannot be opened ends the process (the unit
 /// fails and restarts) rather than leaving a node that can never be attested.
-pub fn start(tcti: &str, listener: TcpListener) -> Result<()> {
+pub fn start(tcti: &str, listener: std::net::TcpListener) -> Result<()> {
     let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
+    listener
+        .set_nonblocking(true)
+        .context("making the agent port's listener non-blocking")?;
     let tcti = tcti.to_owned();
     std::thread::Builder::new()
         .name("attestation".into())
         .spawn(move || {
+            let fail = |what: String| -> ! {
+                tracing::error!("{what}");
+                eprintln!("veil-attestation-error {what}");
+                std::process::exit(1);
+            };
             let config = veil_attest::tpm::TpmAttesterConfig::with_tcti(&tcti);
-            match TpmAttester::open(&config) {
-                Ok(attester) => {
-                    tracing::info!(port, "attestation endpoint serving");
-                    serve(listener, Arc::new(AttesterIssuer(Mutex::new(attester))));
-                }
-                Err(e) => {
-                    tracing::error!("opening the TPM ({tcti}) for attestation failed: {e}");
-                    eprintln!("veil-attestation-error opening the TPM ({tcti}): {e}");
-                    std::process::exit(1);
-                }
+            let attester = TpmAttester::open(&config)
+                .unwrap_or_else(|e| fail(format!("opening the TPM ({tcti}) for attestation: {e}")));
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("agent-port")
+                .enable_all()
+                .build()
+                .unwrap_or_else(|e| fail(format!("starting the async runtime: {e}")));
+            let served = runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener)
+                    .context("registering the agent port's listener")?;
+                tracing::info!(port, "attestation endpoint serving");
+                serve(
+                    listener,
+                    Arc::new(AttesterIssuer(Mutex::new(attester))),
+                    "tpm",
+                )
+                .await
+            });
+            if let Err(e) = served {
+                fail(format!("the attestation endpoint stopped: {e:#}"));
             }
         })
         .context("starting the attestation thread")?;

@@ -79,7 +79,7 @@ pub enum TdxVerifyError {
     #[error("TDX collateral not valid: {reason}")]
     CollateralInvalid { reason: String },
     #[error(
-        "TD quote is bound to report data {got}, expected {expected} (stale or replayed evidence)"
+        "TD quote is bound to report data {got}, expected {expected} (stale or replayed evidence, or bound to another key)"
     )]
     ReportDataMismatch { expected: String, got: String },
     #[error(

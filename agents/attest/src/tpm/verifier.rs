@@ -25,7 +25,9 @@ use crate::evidence::{Evidence, EvidencePlatform, TpmVerifiedInfo, Verified, Ver
 
 #[derive(Debug, Error)]
 pub enum TpmVerifyError {
-    #[error("quote is bound to user data {got}, expected {expected} (stale or replayed evidence)")]
+    #[error(
+        "quote is bound to user data {got}, expected {expected} (stale or replayed evidence, or bound to another key)"
+    )]
     NonceMismatch { expected: String, got: String },
     #[error("quote signature does not verify with AK {ak_name}: {reason}")]
     BadSignature { ak_name: String, reason: String },
