@@ -30,6 +30,16 @@ extract_uki() {
         || die "no EFI/BOOT/BOOTX64.EFI on the ESP of '$1'"
 }
 
+# replace_uki IMAGE UKI: write UKI as EFI/BOOT/BOOTX64.EFI on the ESP of IMAGE, in
+# place (so give it a copy: the image's measurements change with its UKI).
+replace_uki() {
+    local start
+    [ -f "$2" ] || die "replace_uki: no UKI at '$2'"
+    start=$(part_field "$1" "$GUID_ESP" start) || exit 1   # part_field said why
+    MTOOLS_SKIP_CHECK=1 mcopy -o -i "$1@@$((start * 512))" "$2" ::EFI/BOOT/BOOTX64.EFI \
+        || die "could not write '$2' as EFI/BOOT/BOOTX64.EFI on the ESP of '$1'"
+}
+
 # uki_cmdline UKI: the .cmdline section, NULs stripped.
 uki_cmdline() {
     objcopy -O binary --only-section=.cmdline "$1" /dev/stdout | tr -d '\0'
