@@ -19,6 +19,7 @@ use veil_attest::{Attester, EvidencePlatform, Verified};
 fn attester(tpm: &Swtpm) -> TpmAttester {
     let mut config = TpmAttesterConfig::with_tcti(tpm.tcti());
     config.event_log = None;
+    config.systemd_log = None;
     TpmAttester::open(&config).expect("open swtpm")
 }
 

@@ -133,6 +133,8 @@ pub struct Verified {
     /// The TCG event log, *not* covered by the signature: replay it against `pcrs`
     /// before believing any of its entries.
     pub event_log: Option<Vec<u8>>,
+    /// systemd's log of its extends; as unprotected as `event_log`.
+    pub systemd_log: Option<Vec<u8>>,
     pub tpm: Option<TpmVerifiedInfo>,
     /// Set for TDX evidence: MRTD, RTMRs and Intel's TCB verdict.
     pub tdx: Option<TdxVerifiedInfo>,

@@ -15,6 +15,7 @@ const NONCE: [u8; 32] = [0x42; 32];
 fn attester(tpm: &Swtpm) -> TpmAttester {
     let mut config = TpmAttesterConfig::with_tcti(tpm.tcti());
     config.event_log = None;
+    config.systemd_log = None;
     TpmAttester::open(&config).expect("open swtpm")
 }
 
@@ -326,4 +327,39 @@ fn ek_certificate_checks() {
         matches!(err, TpmVerifyError::AkNotActivated { .. }),
         "{err}"
     );
+}
+
+#[test]
+fn event_logs_are_attached_unless_too_large_for_a_handshake() {
+    let ca = LocalCa::shared();
+    let tpm = Swtpm::start(ca);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (fw, sd) = (dir.path().join("fw.log"), dir.path().join("sd.log"));
+    std::fs::write(&fw, b"firmware log bytes").expect("write");
+    std::fs::write(&sd, b"systemd log bytes").expect("write");
+    let mut config = TpmAttesterConfig::with_tcti(tpm.tcti());
+    config.event_log = Some(fw.clone());
+    config.systemd_log = Some(sd.clone());
+    let mut att = TpmAttester::open(&config).expect("open swtpm");
+    let verifier = activated(&mut att, ca.trust());
+
+    let ev = att.evidence(&NONCE).expect("evidence");
+    let verified = verifier.verify(&ev, &NONCE).expect("verify");
+    assert_eq!(
+        verified.event_log.as_deref(),
+        Some(&b"firmware log bytes"[..])
+    );
+    assert_eq!(
+        verified.systemd_log.as_deref(),
+        Some(&b"systemd log bytes"[..])
+    );
+
+    // Together over the limit: neither is attached, and the quote still verifies.
+    let half = veil_attest::tpm::MAX_ATTACHED_LOG_BYTES / 2 + 1;
+    std::fs::write(&fw, vec![b'f'; half]).expect("write");
+    std::fs::write(&sd, vec![b's'; half]).expect("write");
+    let ev = att.evidence(&NONCE).expect("evidence");
+    let verified = verifier.verify(&ev, &NONCE).expect("verify");
+    assert_eq!(verified.event_log, None);
+    assert_eq!(verified.systemd_log, None);
 }

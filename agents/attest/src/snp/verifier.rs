@@ -311,6 +311,7 @@ impl Verifier for SnpVerifier {
             user_data: *expected_user_data,
             pcrs: BTreeMap::new(),
             event_log: None,
+            systemd_log: None,
             tpm: None,
             tdx: None,
             snp: Some(info),

@@ -209,6 +209,7 @@ impl TdxVerifier {
             user_data: *expected_user_data,
             pcrs: BTreeMap::new(),
             event_log: None,
+            systemd_log: None,
             tpm: None,
             tdx: Some(TdxVerifiedInfo {
                 quote_version: td.version,

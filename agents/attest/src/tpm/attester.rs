@@ -36,6 +36,14 @@ use crate::evidence::{Attester, Evidence};
 /// Where Linux exposes the firmware's TCG event log.
 pub const DEFAULT_EVENT_LOG: &str = "/sys/kernel/security/tpm0/binary_bios_measurements";
 
+/// Where systemd logs the extends it makes (systemd-stub's are in the firmware log).
+pub const DEFAULT_SYSTEMD_LOG: &str = "/run/log/systemd/tpm2-measure.log";
+
+/// The most event-log bytes attached to one piece of evidence. The evidence travels in
+/// a TLS certificate, and a TLS handshake message holds at most 64 KiB; larger logs
+/// are left out (verifiers then cannot name components, but the quote still counts).
+pub const MAX_ATTACHED_LOG_BYTES: usize = 40 * 1024;
+
 /// How many times a quote is retaken if PCRs change between quoting and reading them.
 const QUOTE_ATTEMPTS: usize = 3;
 
@@ -78,8 +86,10 @@ pub struct TpmAttesterConfig {
     pub tcti: String,
     /// SHA-256 PCRs to quote.
     pub pcrs: Vec<u32>,
-    /// Event log to attach if the file exists.
+    /// Firmware (TCG) event log to attach if the file exists.
     pub event_log: Option<PathBuf>,
+    /// systemd's log of its own extends (PCR 11 phases, …) to attach if it exists.
+    pub systemd_log: Option<PathBuf>,
 }
 
 impl Default for TpmAttesterConfig {
@@ -88,6 +98,7 @@ impl Default for TpmAttesterConfig {
             tcti: "device:/dev/tpmrm0".into(),
             pcrs: (0..16).collect(),
             event_log: Some(PathBuf::from(DEFAULT_EVENT_LOG)),
+            systemd_log: Some(PathBuf::from(DEFAULT_SYSTEMD_LOG)),
         }
     }
 }
@@ -110,6 +121,7 @@ pub struct TpmAttester {
     identity: AkIdentity,
     selection: PcrSelectionList,
     event_log: Option<PathBuf>,
+    systemd_log: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for TpmAttester {
@@ -162,6 +174,7 @@ impl TpmAttester {
             },
             selection,
             event_log: config.event_log.clone(),
+            systemd_log: config.systemd_log.clone(),
         })
     }
 
@@ -262,6 +275,15 @@ impl TpmAttester {
             let values = self.read_pcrs(&order)?;
             let digest = pcr_digest(order.iter().filter_map(|i| values.get(i)));
             if values.len() == order.len() && digest.as_slice() == parsed.pcr_digest {
+                let mut event_log = read_optional(self.event_log.as_deref())?;
+                let mut systemd_log = read_optional(self.systemd_log.as_deref())?;
+                let attached = [&event_log, &systemd_log]
+                    .iter()
+                    .filter_map(|l| l.as_ref().map(Vec::len))
+                    .sum::<usize>();
+                if attached > MAX_ATTACHED_LOG_BYTES {
+                    (event_log, systemd_log) = (None, None);
+                }
                 return Ok(TpmEvidence {
                     quote,
                     signature,
@@ -269,7 +291,8 @@ impl TpmAttester {
                     ak_public: self.identity.ak_public.clone(),
                     ek_public: self.identity.ek_public.clone(),
                     ek_cert: self.identity.ek_cert.clone(),
-                    event_log: self.read_event_log()?,
+                    event_log,
+                    systemd_log,
                 });
             }
         }
@@ -321,19 +344,20 @@ impl TpmAttester {
             .execute_with_nullauth_session(|ctx| ctx.pcr_extend(handle, values))
             .map_err(tpm("PCR_Extend"))
     }
+}
 
-    fn read_event_log(&self) -> Result<Option<Vec<u8>>, TpmAttestError> {
-        let Some(path) = &self.event_log else {
-            return Ok(None);
-        };
-        match std::fs::read(path) {
-            Ok(log) => Ok(Some(log)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(TpmAttestError::EventLog {
-                path: path.clone(),
-                source,
-            }),
-        }
+/// The file at `path`, if there is a path and the file exists.
+fn read_optional(path: Option<&std::path::Path>) -> Result<Option<Vec<u8>>, TpmAttestError> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    match std::fs::read(path) {
+        Ok(log) => Ok(Some(log)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(TpmAttestError::EventLog {
+            path: path.to_owned(),
+            source,
+        }),
     }
 }
 

@@ -32,6 +32,9 @@ pub struct TpmEvidence {
     /// TCG event log (`binary_bios_measurements`), if the node has one.
     #[serde(with = "b64_opt", default)]
     pub event_log: Option<Vec<u8>>,
+    /// systemd's `tpm2-measure.log` (JSON-SEQ), if the node has one.
+    #[serde(with = "b64_opt", default)]
+    pub systemd_log: Option<Vec<u8>>,
 }
 
 impl TpmEvidence {

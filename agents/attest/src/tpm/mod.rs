@@ -16,7 +16,10 @@ pub mod verifier;
 mod wire;
 
 #[cfg(feature = "tpm-attester")]
-pub use attester::{TpmAttestError, TpmAttester, TpmAttesterConfig};
+pub use attester::{
+    DEFAULT_EVENT_LOG, DEFAULT_SYSTEMD_LOG, MAX_ATTACHED_LOG_BYTES, TpmAttestError, TpmAttester,
+    TpmAttesterConfig,
+};
 pub use credential::{CREDENTIAL_LEN, CredentialChallenge, CredentialError};
 pub use ekcert::{EkCertError, EkTrust};
 pub use evidence::{AkIdentity, TpmEvidence};

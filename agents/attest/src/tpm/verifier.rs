@@ -295,6 +295,7 @@ impl TpmVerifier {
             user_data: *expected_user_data,
             pcrs: ev.pcrs.iter().map(|(i, v)| (*i, v.0)).collect(),
             event_log: ev.event_log.clone(),
+            systemd_log: ev.systemd_log.clone(),
             tpm: Some(TpmVerifiedInfo {
                 ak_name,
                 clock_info: quote.clock_info,
