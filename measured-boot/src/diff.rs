@@ -8,6 +8,8 @@
 use crate::digest::Digest;
 use crate::eventlog::EventLog;
 use crate::pcr::ExpectedPcrs;
+use crate::reference::ReferenceMeasurements;
+use std::collections::BTreeMap;
 use std::fmt;
 
 /// How one extend differs.
@@ -19,6 +21,11 @@ pub enum Change {
     Missing,
     /// Present on the other side only.
     Unexpected,
+    /// The event log does not replay to the value the node's TPM quoted for this PCR
+    /// (incomplete or forged), so it cannot say which component differs.
+    LogDoesNotReplay,
+    /// The reference lists no extends for this PCR, so nothing can be named.
+    NoReferenceEvents,
 }
 
 /// One difference.
@@ -50,6 +57,21 @@ impl fmt::Display for Difference {
                 "PCR {}: unexpected extra measurement: {} ({}…)",
                 self.pcr,
                 self.component,
+                d(&self.actual)
+            ),
+            Change::LogDoesNotReplay => write!(
+                f,
+                "PCR {}: differs (expected {}…, quoted {}…); the node's event log replays to {}…, not to the quoted value, so it cannot name the component",
+                self.pcr,
+                d(&self.expected),
+                d(&self.actual),
+                self.component
+            ),
+            Change::NoReferenceEvents => write!(
+                f,
+                "PCR {}: differs (expected {}…, quoted {}…); the reference lists no extends for it (made by an older veil measure?)",
+                self.pcr,
+                d(&self.expected),
                 d(&self.actual)
             ),
         }
@@ -153,25 +175,93 @@ pub fn diff_against_log(expected: &ExpectedPcrs, log: &EventLog) -> Vec<Differen
     let mut out = Vec::new();
     for pcr in ExpectedPcrs::PCRS {
         let actual_value = replayed.get(&pcr).copied().unwrap_or(Digest::ZERO);
-        if expected.value(pcr) == Some(actual_value) {
+        let Some(expected_value) = expected.value(pcr) else {
             continue;
-        }
-        let actual: Side = log
-            .extends(pcr)
-            .filter_map(|e| e.sha256.map(|d| (e.description.clone(), d)))
-            .collect();
-        let mut diffs = align(pcr, &expected_side(expected, pcr), &actual);
-        if diffs.is_empty() {
-            // Same extends but a different value: the log does not explain the PCR.
-            diffs.push(Difference {
+        };
+        if expected_value != actual_value {
+            out.extend(explain(
                 pcr,
-                change: Change::Changed,
-                component: "PCR value (the event log does not account for it)".into(),
-                expected: expected.value(pcr),
-                actual: Some(actual_value),
-            });
+                expected_value,
+                actual_value,
+                &expected_side(expected, pcr),
+                log,
+            ));
         }
-        out.extend(diffs);
     }
     out
+}
+
+/// Why the PCRs a node's TPM quoted differ from a reference file, each difference
+/// named from the node's event log. The log is not signed: it is believed for a PCR
+/// only if it replays to exactly the quoted value; otherwise that is what is reported.
+/// PCRs the reference does not list, and PCRs that match, are not examined.
+pub fn diff_reference_against_log(
+    reference: &ReferenceMeasurements,
+    quoted: &BTreeMap<u32, Digest>,
+    log: &EventLog,
+) -> Vec<Difference> {
+    let replayed = log.replay();
+    let mut out = Vec::new();
+    for (&pcr, want) in &reference.pcrs {
+        let Some(&actual_value) = quoted.get(&pcr) else {
+            continue;
+        };
+        if want.expected == actual_value {
+            continue;
+        }
+        let from_log = replayed.get(&pcr).copied().unwrap_or(Digest::ZERO);
+        if from_log != actual_value {
+            out.push(Difference {
+                pcr,
+                change: Change::LogDoesNotReplay,
+                component: from_log.short(),
+                expected: Some(want.expected),
+                actual: Some(actual_value),
+            });
+            continue;
+        }
+        if want.events.is_empty() {
+            out.push(Difference {
+                pcr,
+                change: Change::NoReferenceEvents,
+                component: String::new(),
+                expected: Some(want.expected),
+                actual: Some(actual_value),
+            });
+            continue;
+        }
+        let side: Side = want
+            .events
+            .iter()
+            .map(|e| (e.component.clone(), e.digest))
+            .collect();
+        out.extend(explain(pcr, want.expected, actual_value, &side, log));
+    }
+    out
+}
+
+/// The differences behind one PCR whose values differ.
+fn explain(
+    pcr: u32,
+    expected_value: Digest,
+    actual_value: Digest,
+    expected: &Side,
+    log: &EventLog,
+) -> Vec<Difference> {
+    let actual: Side = log
+        .extends(pcr)
+        .filter_map(|e| e.sha256.map(|d| (e.description.clone(), d)))
+        .collect();
+    let mut diffs = align(pcr, expected, &actual);
+    if diffs.is_empty() {
+        // Same extends but a different value: the log does not explain the PCR.
+        diffs.push(Difference {
+            pcr,
+            change: Change::Changed,
+            component: "PCR value (the event log does not account for it)".into(),
+            expected: Some(expected_value),
+            actual: Some(actual_value),
+        });
+    }
+    diffs
 }

@@ -34,7 +34,7 @@ pub mod uki;
 pub mod testing;
 
 pub use authenticode::authenticode_sha256;
-pub use diff::{Difference, diff_against_log, diff_expected};
+pub use diff::{Difference, diff_against_log, diff_expected, diff_reference_against_log};
 pub use digest::Digest;
 pub use error::{Error, Result};
 pub use eventlog::EventLog;

@@ -4,6 +4,7 @@
 //! ```json
 //! {"pcrs": {"4": {"expected": "<hex>", "warnOnly": false}, "9": {…}, "11": {…,
 //!   "phases": {"stub": "<hex>", "enter-initrd": "<hex>", …}}, "12": {…}, "13": {…}},
+//!   (each PCR also lists its "events": [{"component": ".cmdline", "digest": "<hex>"}, …])
 //!  "image": {"ukiSha256": "<hex>", "roothash": "<hex>", "osRelease": {…},
 //!   "kernelVersion": "…"}}
 //! ```
@@ -35,6 +36,18 @@ pub struct PcrReference {
     /// PCR 11 only: the value after systemd-stub and after each boot phase, in boot order.
     #[serde(default, skip_serializing_if = "Phases::is_empty")]
     pub phases: Phases,
+    /// Every extend that makes `expected`, in order: lets a verifier name the component
+    /// behind a mismatch from the node's event log.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<ReferenceEvent>,
+}
+
+/// One expected extend.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReferenceEvent {
+    /// What is measured, e.g. ".cmdline" or "UKI PE hash".
+    pub component: String,
+    pub digest: Digest,
 }
 
 /// Ordered phase name → value (serialised as a JSON object in boot order).
@@ -130,6 +143,13 @@ impl ReferenceMeasurements {
                     expected: value,
                     warn_only: false,
                     phases,
+                    events: expected
+                        .events_for(pcr)
+                        .map(|m| ReferenceEvent {
+                            component: m.component.to_string(),
+                            digest: m.digest,
+                        })
+                        .collect(),
                 },
             );
         }

@@ -7,7 +7,9 @@ use measured_boot::testing::{
     LogRecord, build_uki, firmware_log_for, sample_kernel, sample_uki, sample_uki_sections,
     tcg_log, userspace_log_for,
 };
-use measured_boot::{Digest, Error, EventLog, Uki, diff_against_log, expected_pcrs};
+use measured_boot::{
+    Digest, Error, EventLog, Uki, diff_against_log, diff_reference_against_log, expected_pcrs,
+};
 
 fn booted_log(uki: &Uki) -> EventLog {
     let e = expected_pcrs(uki).unwrap();
@@ -130,5 +132,78 @@ fn damaged_systemd_log_names_the_offset() {
         e.to_string()
             .starts_with("tpm2-measure.log: damaged event log at offset 26: not a JSON record"),
         "{e}"
+    );
+}
+
+/// The PCRs a node with this log would quote (its log replays to them).
+fn quoted(log: &EventLog) -> std::collections::BTreeMap<u32, Digest> {
+    let mut q = log.replay();
+    for pcr in [4, 9, 11, 12, 13] {
+        q.entry(pcr).or_insert(Digest::ZERO);
+    }
+    q
+}
+
+#[test]
+fn reference_file_names_the_component_from_a_quoted_nodes_log() {
+    let expected_uki = Uki::parse(sample_uki()).unwrap();
+    let reference = measured_boot::ReferenceMeasurements::new(
+        &expected_pcrs(&expected_uki).unwrap(),
+        &expected_uki,
+    );
+    // Through JSON, as `veil verify` reads it.
+    let reference = measured_boot::ReferenceMeasurements::from_json(&reference.to_json()).unwrap();
+    assert!(!reference.pcrs[&11].events.is_empty());
+
+    // The same image: nothing to explain.
+    let log = booted_log(&expected_uki);
+    assert!(diff_reference_against_log(&reference, &quoted(&log), &log).is_empty());
+
+    let mut sections = sample_uki_sections();
+    sections[1].1 = b"console=ttyS0 init=/bin/sh".to_vec();
+    let booted = Uki::parse(build_uki(&sample_kernel(), &sections)).unwrap();
+    let log = booted_log(&booted);
+    let lines: Vec<String> = diff_reference_against_log(&reference, &quoted(&log), &log)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    common::assert_cmdline_change_named(&lines);
+}
+
+#[test]
+fn a_log_that_does_not_replay_to_the_quote_is_not_believed() {
+    let expected_uki = Uki::parse(sample_uki()).unwrap();
+    let reference = measured_boot::ReferenceMeasurements::new(
+        &expected_pcrs(&expected_uki).unwrap(),
+        &expected_uki,
+    );
+    // The node quotes a PCR 11 its (honest-looking) log does not account for.
+    let log = booted_log(&expected_uki);
+    let mut q = quoted(&log);
+    q.insert(11, Digest::of(b"something else"));
+    let diffs = diff_reference_against_log(&reference, &q, &log);
+    assert_eq!(diffs.len(), 1, "{diffs:#?}");
+    let line = diffs[0].to_string();
+    assert!(line.starts_with("PCR 11: differs"), "{line}");
+    assert!(line.contains("cannot name the component"), "{line}");
+
+    // A reference without events (older format) says so rather than guessing.
+    let mut bare = reference.clone();
+    for p in bare.pcrs.values_mut() {
+        p.events.clear();
+    }
+    let mut sections = sample_uki_sections();
+    sections[1].1 = b"console=ttyS0 init=/bin/sh".to_vec();
+    let booted = Uki::parse(build_uki(&sample_kernel(), &sections)).unwrap();
+    let log = booted_log(&booted);
+    let lines: Vec<String> = diff_reference_against_log(&bare, &quoted(&log), &log)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("PCR 11: differs") && l.contains("lists no extends")),
+        "{lines:#?}"
     );
 }
