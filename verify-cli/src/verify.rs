@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, anyhow};
 use measured_boot::reference::ReferenceMeasurements;
+use measured_boot::{Digest, EventLog, diff_reference_against_log};
 use veil_atls::VerifierValidator;
 use veil_attest::tpm::{AkIdentity, EkTrust, TpmVerifier};
 use veil_attest::{PcrCheck, PcrOutcome, Verified, check_pcrs};
@@ -81,11 +82,19 @@ pub fn run(args: &Args) -> anyhow::Result<bool> {
             PcrOutcome::Mismatch | PcrOutcome::Missing { warn_only: false }
         )
     });
+    let differs = checks
+        .iter()
+        .any(|c| matches!(c.outcome, PcrOutcome::Mismatch | PcrOutcome::WarnMismatch));
+    let why = if differs {
+        explain(&verified, &reference)
+    } else {
+        Vec::new()
+    };
     match args.output {
-        Output::Human => print!("{}", table(&args.node, &info, &checks, ok)),
+        Output::Human => print!("{}", table(&args.node, &info, &checks, &why, ok)),
         Output::Json => println!(
             "{}",
-            serde_json::to_string_pretty(&json(&info, &checks, &expected, ok))?
+            serde_json::to_string_pretty(&json(&info, &checks, &expected, &why, ok))?
         ),
     }
     Ok(ok)
@@ -134,6 +143,35 @@ async fn attest(node: &str, mut verifier: TpmVerifier) -> anyhow::Result<(Verifi
     Ok((verified, info))
 }
 
+/// Names the component behind each differing PCR from the node's event logs. They
+/// are not signed: `diff_reference_against_log` believes them only for PCRs they
+/// replay to exactly as quoted.
+fn explain(verified: &Verified, reference: &ReferenceMeasurements) -> Vec<String> {
+    let cannot = |why: String| vec![format!("cannot name the components that differ: {why}")];
+    let Some(firmware) = &verified.event_log else {
+        return cannot("the node sent no firmware event log".into());
+    };
+    let mut log = match EventLog::parse_tcg("the node's firmware event log", firmware) {
+        Ok(log) => log,
+        Err(e) => return cannot(e.to_string()),
+    };
+    if let Some(systemd) = &verified.systemd_log {
+        match EventLog::parse_systemd_json("the node's systemd event log", systemd) {
+            Ok(more) => log.append(more),
+            Err(e) => return cannot(e.to_string()),
+        }
+    }
+    let quoted = verified
+        .pcrs
+        .iter()
+        .map(|(&i, &v)| (i, Digest(v)))
+        .collect();
+    diff_reference_against_log(reference, &quoted, &log)
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
 fn outcome(c: &PcrCheck) -> &'static str {
     match c.outcome {
         PcrOutcome::Match => "ok",
@@ -143,7 +181,7 @@ fn outcome(c: &PcrCheck) -> &'static str {
     }
 }
 
-fn table(node: &str, info: &NodeInfo, checks: &[PcrCheck], ok: bool) -> String {
+fn table(node: &str, info: &NodeInfo, checks: &[PcrCheck], why: &[String], ok: bool) -> String {
     let mut out = format!(
         "node {node} ({}, veil-bootstrapper {}): TPM quote verified (AK activated against a trusted EK)\n\n",
         info.platform, info.bootstrapper_version
@@ -162,6 +200,12 @@ fn table(node: &str, info: &NodeInfo, checks: &[PcrCheck], ok: bool) -> String {
             outcome(c)
         ));
     }
+    if !why.is_empty() {
+        out.push_str("\nwhat differs (from the node's event log):\n");
+        for line in why {
+            out.push_str(&format!("  {line}\n"));
+        }
+    }
     out.push_str(if ok { "\nOK\n" } else { "\nFAILED\n" });
     out
 }
@@ -170,6 +214,7 @@ fn json(
     info: &NodeInfo,
     checks: &[PcrCheck],
     expected: &BTreeMap<u32, ([u8; 32], bool)>,
+    why: &[String],
     ok: bool,
 ) -> serde_json::Value {
     let pcrs: serde_json::Map<String, serde_json::Value> = checks
@@ -190,5 +235,6 @@ fn json(
         "result": if ok { "OK" } else { "FAILED" },
         "node": { "platform": info.platform, "bootstrapperVersion": info.bootstrapper_version },
         "pcrs": pcrs,
+        "differences": why,
     })
 }

@@ -8,6 +8,7 @@ use std::net::TcpListener;
 use std::process::Command;
 
 use support::{LocalCa, Swtpm};
+use veil_attest::tpm::TpmAttesterConfig;
 
 struct Node {
     _tpm: Swtpm,
@@ -21,8 +22,14 @@ fn node() -> Node {
     let tpm = Swtpm::start(ca);
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr").to_string();
-    veil_bootstrapper::attestation::start(&tpm.tcti(), listener).expect("start endpoint");
     let dir = tempfile::tempdir().expect("tempdir");
+    // A firmware log with no extends: it replays to the fresh swtpm's all-zero PCRs.
+    let log = dir.path().join("bios.log");
+    std::fs::write(&log, measured_boot::testing::tcg_log(&[])).expect("log");
+    let mut config = TpmAttesterConfig::with_tcti(tpm.tcti());
+    config.event_log = Some(log);
+    config.systemd_log = None;
+    veil_bootstrapper::attestation::start(config, listener).expect("start endpoint");
     std::fs::write(dir.path().join("root.pem"), ca.root_pem()).expect("root");
     std::fs::write(dir.path().join("issuer.pem"), ca.intermediate_pem()).expect("issuer");
     Node {
@@ -37,7 +44,8 @@ fn node() -> Node {
 fn reference(node: &Node, pcr4: &str) -> std::path::PathBuf {
     let zero = "00".repeat(32);
     let json = format!(
-        r#"{{"pcrs": {{"4": {{"expected": "{pcr4}", "warnOnly": false}},
+        r#"{{"pcrs": {{"4": {{"expected": "{pcr4}", "warnOnly": false,
+                            "events": [{{"component": "UKI PE hash", "digest": "{pcr4}"}}]}},
                      "9": {{"expected": "{zero}", "warnOnly": false}},
                      "12": {{"expected": "{zero}", "warnOnly": true}}}},
             "image": {{"ukiSha256": "{zero}", "osRelease": {{}}}}}}"#
@@ -87,6 +95,10 @@ fn matching_node_is_ok_and_a_wrong_pcr_is_named() {
     assert_eq!(v["pcrs"]["4"]["expected"], "ab".repeat(32));
     assert_eq!(v["pcrs"]["4"]["actual"], "00".repeat(32));
     assert_eq!(v["pcrs"]["9"]["match"], true);
+    // The node's (replaying) event log names what is missing.
+    let why = v["differences"].as_array().expect("differences");
+    assert_eq!(why.len(), 1, "{why:?}");
+    assert_eq!(why[0], "PCR 4: UKI PE hash missing");
 }
 
 #[test]

@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use tonic::transport::Server;
 use tonic::{Request, Response, Status};
 use veil_atls::{AttesterIssuer, ClientAuth};
-use veil_attest::tpm::TpmAttester;
+use veil_attest::tpm::{TpmAttester, TpmAttesterConfig};
 use veil_protocol::MAX_MESSAGE;
 use veil_protocol::pb::activation_server::{Activation, ActivationServer};
 use veil_protocol::pb::attestation_server::{Attestation, AttestationServer};
@@ -120,12 +120,11 @@ pub async fn serve(
 /// the first verifier: connections wait in the listen backlog meanwhile, so the node
 /// can report READY at once. A TPM that cannot be opened ends the process (the unit
 /// fails and restarts) rather than leaving a node that can never be attested.
-pub fn start(tcti: &str, listener: std::net::TcpListener) -> Result<()> {
+pub fn start(config: TpmAttesterConfig, listener: std::net::TcpListener) -> Result<()> {
     let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
     listener
         .set_nonblocking(true)
         .context("making the agent port's listener non-blocking")?;
-    let tcti = tcti.to_owned();
     std::thread::Builder::new()
         .name("attestation".into())
         .spawn(move || {
@@ -134,9 +133,12 @@ pub fn start(tcti: &str, listener: std::net::TcpListener) -> Result<()> {
                 eprintln!("veil-attestation-error {what}");
                 std::process::exit(1);
             };
-            let config = veil_attest::tpm::TpmAttesterConfig::with_tcti(&tcti);
-            let attester = TpmAttester::open(&config)
-                .unwrap_or_else(|e| fail(format!("opening the TPM ({tcti}) for attestation: {e}")));
+            let attester = TpmAttester::open(&config).unwrap_or_else(|e| {
+                fail(format!(
+                    "opening the TPM ({}) for attestation: {e}",
+                    config.tcti
+                ))
+            });
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .thread_name("agent-port")

@@ -54,7 +54,10 @@ fn main() -> Result<()> {
             Some(_) => {
                 let listener = std::net::TcpListener::bind(("0.0.0.0", args.port))
                     .with_context(|| format!("listening on the agent port {}", args.port))?;
-                veil_bootstrapper::attestation::start(&args.tcti, listener)?;
+                veil_bootstrapper::attestation::start(
+                    veil_attest::tpm::TpmAttesterConfig::with_tcti(&args.tcti),
+                    listener,
+                )?;
             }
             None => tracing::warn!("no TPM: the attestation endpoint is not served"),
         }

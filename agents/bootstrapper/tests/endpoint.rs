@@ -11,7 +11,7 @@ use std::sync::Arc;
 use support::{LocalCa, Swtpm};
 use tokio::io::AsyncWriteExt;
 use veil_atls::VerifierValidator;
-use veil_attest::tpm::{AkIdentity, TpmVerifier};
+use veil_attest::tpm::{AkIdentity, TpmAttesterConfig, TpmVerifier};
 use veil_protocol::pb::activation_client::ActivationClient;
 use veil_protocol::pb::attestation_client::AttestationClient;
 use veil_protocol::pb::{ActivateRequest, GetIdentityRequest, GetNodeInfoRequest};
@@ -27,7 +27,10 @@ fn node() -> Node {
     let tpm = Swtpm::start(ca);
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr").to_string();
-    veil_bootstrapper::attestation::start(&tpm.tcti(), listener).expect("start endpoint");
+    let mut config = TpmAttesterConfig::with_tcti(tpm.tcti());
+    config.event_log = None;
+    config.systemd_log = None;
+    veil_bootstrapper::attestation::start(config, listener).expect("start endpoint");
     Node {
         _tpm: tpm,
         addr,
