@@ -1,0 +1,117 @@
+//! Derivation and the master-secret file.
+
+use std::os::unix::fs::PermissionsExt;
+
+use veil_keys::{KeyError, MasterSecret};
+
+const UUID_A: &str = "0fc63daf-8483-4772-8e79-3d69d8477de4";
+const UUID_B: &str = "4f68bce3-e8cd-4db1-96e7-fbcaf984b709";
+
+fn fixed() -> MasterSecret {
+    MasterSecret::from_parts(&[7; 32], &[9; 32]).expect("parts")
+}
+
+#[test]
+fn derivation_is_hkdf_sha256_with_distinct_infos() {
+    let m = fixed();
+    // RFC 5869 HKDF-SHA256 computed independently (Python: hashlib/hmac) for
+    // IKM = 07*32, salt = 09*32, info = "veil/v1/cluster-id", L = 32.
+    assert_eq!(
+        m.cluster_id().to_hex(),
+        "f1d9969a1826ac741c5ac3b08d8fd5ce3bd16f0a781dd286d19b07d421d86a2a"
+    );
+    let a = m.disk_key(UUID_A).expect("a");
+    let b = m.disk_key(UUID_B).expect("b");
+    assert_ne!(a.as_ref(), b.as_ref(), "each disk its own key");
+    assert_eq!(
+        a.as_ref(),
+        m.disk_key(&UUID_A.to_uppercase()).expect("upper").as_ref(),
+        "one disk, one key, whatever the case of its UUID"
+    );
+    assert_ne!(&a[..32], m.measurement_secret().as_ref());
+    assert_ne!(m.cluster_id().0, *m.measurement_secret());
+    // Another salt: every key changes.
+    let other = MasterSecret::from_parts(&[7; 32], &[10; 32]).expect("parts");
+    assert_ne!(other.cluster_id(), m.cluster_id());
+    assert_ne!(other.disk_key(UUID_A).expect("a").as_ref(), a.as_ref());
+}
+
+#[test]
+fn wrong_lengths_and_bad_uuids_are_refused() {
+    assert!(matches!(
+        MasterSecret::from_parts(&[1; 31], &[2; 32]),
+        Err(KeyError::Length {
+            what: "master secret",
+            got: 31
+        })
+    ));
+    assert!(matches!(
+        MasterSecret::from_parts(&[1; 32], &[]),
+        Err(KeyError::Length {
+            what: "salt",
+            got: 0
+        })
+    ));
+    assert!(matches!(
+        fixed().disk_key("not-a-uuid"),
+        Err(KeyError::BadUuid(_))
+    ));
+}
+
+#[test]
+fn debug_never_shows_the_secret() {
+    let m = fixed();
+    let shown = format!("{m:?}");
+    assert!(!shown.contains(&hex::encode([7u8; 32])), "{shown}");
+    assert!(!shown.contains("[7, 7"), "{shown}");
+    assert!(shown.contains(&m.cluster_id().to_hex()), "{shown}");
+}
+
+#[test]
+fn file_round_trips_with_mode_0600_and_is_never_overwritten() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("master-secret.json");
+    let m = MasterSecret::generate();
+    m.write_file(&path).expect("write");
+    let mode = std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let back = MasterSecret::read_file(&path).expect("read");
+    assert_eq!(back.cluster_id(), m.cluster_id());
+
+    let before = std::fs::read(&path).expect("bytes");
+    let err = MasterSecret::generate()
+        .write_file(&path)
+        .expect_err("exists");
+    assert!(matches!(err, KeyError::Exists(_)), "{err}");
+    assert_eq!(
+        std::fs::read(&path).expect("bytes"),
+        before,
+        "file untouched"
+    );
+}
+
+#[test]
+fn unreadable_or_loose_files_are_refused_clearly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("m.json");
+    fixed().write_file(&path).expect("write");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let err = MasterSecret::read_file(&path).expect_err("loose");
+    assert!(
+        matches!(err, KeyError::Permissions { mode: 0o644, .. }),
+        "{err}"
+    );
+
+    let garbled = dir.path().join("g.json");
+    std::fs::write(
+        &garbled,
+        b"{\"veilMasterSecret\":1,\"secret\":\"!!\",\"salt\":\"\"}",
+    )
+    .expect("write");
+    std::fs::set_permissions(&garbled, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let err = MasterSecret::read_file(&garbled).expect_err("garbled");
+    assert!(err.to_string().contains("secret"), "{err}");
+
+    let missing = MasterSecret::read_file(&dir.path().join("nope")).expect_err("missing");
+    assert!(missing.to_string().contains("nope"), "{missing}");
+}
