@@ -1,0 +1,201 @@
+//! The node's encrypted state disk: a LUKS2 volume (aes-xts-plain64, 512-bit volume
+//! key) on the `veil-state` partition, whose only keyslot is opened with the disk key
+//! the cluster derives for that partition (`veil-keys`).
+//!
+//! Data safety comes first: a device is formatted only if it is [`Contents::Blank`]
+//! (all zeros where a header would be). A LUKS header that does not load, a key that
+//! does not open it, or a device holding anything else is an error that names the
+//! device and changes nothing on it.
+//!
+//! The keyslot uses PBKDF2-SHA256 with 1,000 iterations and no benchmark. A KDF slows
+//! down guessing a low-entropy passphrase; our "passphrase" is a uniformly random
+//! 512-bit key, which no number of iterations makes more or less guessable. The
+//! default (Argon2id, 1 GiB, ~2 s) would cost every boot memory and seconds under
+//! emulation for nothing.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use libcryptsetup_rs::consts::flags::{CryptActivate, CryptPbkdf, CryptVolumeKey};
+use libcryptsetup_rs::consts::vals::{CryptKdf, EncryptionFormat};
+use libcryptsetup_rs::{CryptDevice, CryptInit, CryptPbkdfType, Either, LibcryptErr};
+use thiserror::Error;
+
+/// Cipher and mode of the state volume.
+pub const CIPHER: (&str, &str) = ("aes", "xts-plain64");
+/// Volume key bytes: AES-256 in XTS mode takes two 256-bit keys.
+pub const VOLUME_KEY_LEN: usize = 64;
+/// PBKDF2 iterations of the keyslot (see the crate docs for why so few).
+pub const KEYSLOT_ITERATIONS: u32 = 1000;
+/// How much of the device must be zero for it to count as blank: the LUKS2 header
+/// area (both copies of the binary header and JSON, 16 MiB) or the whole device.
+const BLANK_CHECK_BYTES: u64 = 16 << 20;
+const LUKS_MAGIC: &[u8] = b"LUKS\xba\xbe";
+
+#[derive(Debug, Error)]
+pub enum DiskError {
+    #[error("cannot read {}: {source}", device.display())]
+    Read {
+        device: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{} has a LUKS header that does not load ({reason}); it may hold data, so it is left as it is",
+        device.display()
+    )]
+    CorruptHeader { device: PathBuf, reason: String },
+    #[error(
+        "{} is neither blank nor LUKS2: it holds other data, so it is not formatted",
+        device.display()
+    )]
+    NotBlank { device: PathBuf },
+    #[error("the key does not open the LUKS2 volume on {} (nothing was changed)", device.display())]
+    WrongKey { device: PathBuf },
+    #[error("{what} {} failed: {reason}", device.display())]
+    Cryptsetup {
+        what: &'static str,
+        device: PathBuf,
+        reason: String,
+    },
+}
+
+/// What a device holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Contents {
+    /// Zeros where a header would be: safe to format.
+    Blank,
+    /// A LUKS2 volume with this UUID.
+    Luks2 { uuid: String },
+}
+
+fn cs_err(what: &'static str, device: &Path) -> impl FnOnce(LibcryptErr) -> DiskError {
+    let device = device.to_owned();
+    move |e| DiskError::Cryptsetup {
+        what,
+        device,
+        reason: e.to_string(),
+    }
+}
+
+fn load(device: &Path) -> Result<CryptDevice, DiskError> {
+    let mut cd = CryptInit::init(device).map_err(cs_err("opening", device))?;
+    cd.context_handle()
+        .load::<()>(Some(EncryptionFormat::Luks2), None)
+        .map_err(|e| DiskError::CorruptHeader {
+            device: device.into(),
+            reason: e.to_string(),
+        })?;
+    Ok(cd)
+}
+
+/// Looks at `device` without changing it.
+pub fn inspect(device: &Path) -> Result<Contents, DiskError> {
+    let read_err = |source| DiskError::Read {
+        device: device.into(),
+        source,
+    };
+    let mut head = Vec::new();
+    File::open(device)
+        .map_err(read_err)?
+        .take(BLANK_CHECK_BYTES)
+        .read_to_end(&mut head)
+        .map_err(read_err)?;
+    if head.iter().all(|&b| b == 0) {
+        return Ok(Contents::Blank);
+    }
+    // A damaged primary header may still load from its secondary copy; anything that
+    // does not load is somebody's data.
+    match load(device) {
+        Ok(mut cd) => {
+            let uuid = cd
+                .status_handle()
+                .get_uuid()
+                .map_err(cs_err("reading the LUKS UUID of", device))?;
+            Ok(Contents::Luks2 {
+                uuid: uuid.to_string(),
+            })
+        }
+        Err(e) if head.starts_with(LUKS_MAGIC) => Err(e),
+        Err(_) => Err(DiskError::NotBlank {
+            device: device.into(),
+        }),
+    }
+}
+
+/// Formats a blank `device` as LUKS2 with one keyslot opened by `key`; returns the
+/// volume's UUID. Refuses anything but [`Contents::Blank`].
+pub fn format(device: &Path, key: &[u8]) -> Result<String, DiskError> {
+    match inspect(device)? {
+        Contents::Blank => {}
+        Contents::Luks2 { .. } => {
+            return Err(DiskError::NotBlank {
+                device: device.into(),
+            });
+        }
+    }
+    let mut cd = CryptInit::init(device).map_err(cs_err("opening", device))?;
+    cd.settings_handle()
+        .set_pbkdf_type(&CryptPbkdfType {
+            type_: CryptKdf::Pbkdf2,
+            hash: Some("sha256".into()),
+            time_ms: 0,
+            iterations: KEYSLOT_ITERATIONS,
+            max_memory_kb: 0,
+            parallel_threads: 0,
+            flags: CryptPbkdf::NO_BENCHMARK,
+        })
+        .map_err(cs_err("setting the keyslot KDF for", device))?;
+    cd.context_handle()
+        .format::<()>(
+            EncryptionFormat::Luks2,
+            CIPHER,
+            None,
+            Either::Right(VOLUME_KEY_LEN),
+            None,
+        )
+        .map_err(cs_err("LUKS2 format of", device))?;
+    cd.keyslot_handle()
+        .add_by_key(None, None, key, CryptVolumeKey::empty())
+        .map_err(cs_err("adding the keyslot to", device))?;
+    let uuid = cd
+        .status_handle()
+        .get_uuid()
+        .map_err(cs_err("reading the LUKS UUID of", device))?;
+    tracing::info!(device = %device.display(), %uuid, "formatted the state disk");
+    Ok(uuid.to_string())
+}
+
+fn by_passphrase(device: &Path, name: Option<&str>, key: &[u8]) -> Result<(), DiskError> {
+    let mut cd = load(device)?;
+    match cd
+        .activate_handle()
+        .activate_by_passphrase(name, None, key, CryptActivate::empty())
+    {
+        Ok(_) => Ok(()),
+        Err(LibcryptErr::IOError(e)) if e.raw_os_error() == Some(libc_eperm()) => {
+            Err(DiskError::WrongKey {
+                device: device.into(),
+            })
+        }
+        Err(e) => Err(cs_err("unlocking", device)(e)),
+    }
+}
+
+/// EPERM: what libcryptsetup returns when no keyslot opens with the passphrase.
+const fn libc_eperm() -> i32 {
+    1
+}
+
+/// Checks that `key` opens the volume on `device`, without activating it.
+pub fn check_key(device: &Path, key: &[u8]) -> Result<(), DiskError> {
+    by_passphrase(device, None, key)
+}
+
+/// Unlocks the volume on `device` as `/dev/mapper/<name>` (needs device-mapper and
+/// dm-crypt: inside the node, not on a build host).
+pub fn unlock(device: &Path, name: &str, key: &[u8]) -> Result<PathBuf, DiskError> {
+    by_passphrase(device, Some(name), key)?;
+    Ok(Path::new("/dev/mapper").join(name))
+}
