@@ -14,7 +14,7 @@
 //! emulation for nothing.
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
 
 use libcryptsetup_rs::consts::flags::{CryptActivate, CryptPbkdf, CryptVolumeKey};
@@ -35,7 +35,7 @@ const LUKS_MAGIC: &[u8] = b"LUKS\xba\xbe";
 
 #[derive(Debug, Error)]
 pub enum DiskError {
-    #[error("cannot read {}: {source}", device.display())]
+    #[error("cannot read or write {}: {source}", device.display())]
     Read {
         device: PathBuf,
         #[source]
@@ -122,6 +122,31 @@ pub fn inspect(device: &Path) -> Result<Contents, DiskError> {
             device: device.into(),
         }),
     }
+}
+
+/// Zeroes where a header would be, on a partition the caller has *just created*
+/// (so it cannot hold data): disk space freed by growing an image still carries
+/// stale bytes, such as the image's old backup GPT, which would make it look used.
+pub fn clear_new_partition(device: &Path) -> Result<(), DiskError> {
+    use std::io::Write;
+    let write_err = |source| DiskError::Read {
+        device: device.into(),
+        source,
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(device)
+        .map_err(write_err)?;
+    let len = f.seek(std::io::SeekFrom::End(0)).map_err(write_err)?;
+    f.seek(std::io::SeekFrom::Start(0)).map_err(write_err)?;
+    let zeros = vec![0u8; 1 << 20];
+    let mut left = len.min(BLANK_CHECK_BYTES);
+    while left > 0 {
+        let n = usize::try_from(left.min(zeros.len() as u64)).unwrap_or(zeros.len());
+        f.write_all(&zeros[..n]).map_err(write_err)?;
+        left -= n as u64;
+    }
+    f.sync_all().map_err(write_err)
 }
 
 /// Formats a blank `device` as LUKS2 with one keyslot opened by `key`; returns the

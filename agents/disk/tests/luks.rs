@@ -100,3 +100,26 @@ fn corrupt_header_and_foreign_data_are_errors_never_formatted() {
     let err = check_key(&dev, &KEY).expect_err("corrupt");
     assert!(err.to_string().contains("does not load"), "{err}");
 }
+
+#[test]
+fn a_just_created_partition_with_stale_bytes_is_cleared_to_blank() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dev = blank(&dir);
+    // Like an image's old backup GPT left in space a new partition now covers.
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&dev)
+        .expect("open");
+    f.seek(SeekFrom::Start(8 << 20)).expect("seek");
+    f.write_all(b"EFI PART").expect("write");
+    f.seek(SeekFrom::Start(20 << 20)).expect("seek");
+    f.write_all(b"beyond the header area").expect("write");
+    drop(f);
+    assert!(matches!(inspect(&dev), Err(DiskError::NotBlank { .. })));
+    veil_disk::clear_new_partition(&dev).expect("clear");
+    assert_eq!(inspect(&dev).expect("inspect"), Contents::Blank);
+    // Only the header area is cleared; the size is unchanged.
+    let bytes = std::fs::read(&dev).expect("bytes");
+    assert_eq!(bytes.len(), 32 << 20);
+    assert_eq!(&bytes[20 << 20..(20 << 20) + 22], b"beyond the header area");
+}
