@@ -2,7 +2,7 @@
 //! `ci/setup-host` installs with `protobuf-compiler`).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/attestation.proto"];
+    let protos = ["proto/attestation.proto", "proto/bootstrap.proto"];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");
     }

@@ -1,6 +1,9 @@
 //! `veil`: the one tool outside the image. It recomputes an image's expected
-//! measurements (`veil measure`); verifying nodes and initialising clusters follow.
+//! measurements (`veil measure`), verifies nodes (`veil verify`), and starts or
+//! recovers a cluster by handing its master secret to an attested node only
+//! (`veil init`, `veil recover`).
 
+mod bootstrap;
 mod eventlog;
 mod measure;
 mod verify;
@@ -25,6 +28,10 @@ enum Command {
     Eventlog(eventlog::Args),
     /// Attest a running node and compare its PCRs with reference measurements.
     Verify(verify::Args),
+    /// Start a cluster: make its master secret and give it to an attested first node.
+    Init(bootstrap::Args),
+    /// Give an attested node its cluster's master secret again (full restart).
+    Recover(bootstrap::Args),
 }
 
 /// How results are printed.
@@ -49,6 +56,8 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
                 return Ok(std::process::ExitCode::FAILURE);
             }
         }
+        Command::Init(args) => bootstrap::run(&args, bootstrap::Mode::Init)?,
+        Command::Recover(args) => bootstrap::run(&args, bootstrap::Mode::Recover)?,
     }
     Ok(std::process::ExitCode::SUCCESS)
 }

@@ -17,30 +17,87 @@ use veil_atls::VerifierValidator;
 use veil_attest::tpm::{AkIdentity, EkTrust, TpmVerifier};
 use veil_attest::{PcrCheck, PcrOutcome, Verified, check_pcrs};
 use veil_protocol::MAX_MESSAGE;
-use veil_protocol::pb::activation_client::ActivationClient;
-use veil_protocol::pb::attestation_client::AttestationClient;
-use veil_protocol::pb::{ActivateRequest, GetIdentityRequest, GetNodeInfoRequest, NodeInfo};
+use veil_protocol::pb::attestation::activation_client::ActivationClient;
+use veil_protocol::pb::attestation::attestation_client::AttestationClient;
+use veil_protocol::pb::attestation::{
+    ActivateRequest, GetIdentityRequest, GetNodeInfoRequest, NodeInfo,
+};
 
 use crate::Output;
 
+/// Which node, and what it must prove: shared by verify, init and recover.
 #[derive(clap::Args)]
-pub struct Args {
+pub struct NodeArgs {
     /// The node's agent port, HOST:PORT.
     #[arg(long)]
-    node: String,
+    pub node: String,
     /// Reference measurements (`veil measure --output json IMAGE`).
     #[arg(long)]
-    measurements: PathBuf,
+    pub measurements: PathBuf,
     /// The CA that certifies the node's TPM endorsement key (PEM). Nothing else is
     /// trusted.
     #[arg(long)]
-    tpm_ca: PathBuf,
+    pub tpm_ca: PathBuf,
     /// Intermediate CA certificates between the TPM CA and EK certificates (PEM).
     #[arg(long)]
-    tpm_intermediate: Option<PathBuf>,
+    pub tpm_intermediate: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    node: NodeArgs,
+    /// Also require PCR 15 to hold this cluster id (hex, as `veil init` printed it):
+    /// the node has joined that cluster in this boot.
+    #[arg(long)]
+    cluster_id: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Output::Human)]
     output: Output,
+}
+
+/// An attested node: the aTLS channel to it and how it compared with the reference.
+pub struct Attested {
+    pub channel: tonic::transport::Channel,
+    pub report: Report,
+}
+
+/// The comparison of a node's quoted PCRs with the reference.
+pub struct Report {
+    pub node: String,
+    pub info: NodeInfo,
+    pub checks: Vec<PcrCheck>,
+    pub expected: BTreeMap<u32, ([u8; 32], bool)>,
+    /// Components named from the node's event log, for differing PCRs.
+    pub why: Vec<String>,
+    pub ok: bool,
+}
+
+impl Report {
+    pub fn print(&self, output: Output) -> anyhow::Result<()> {
+        match output {
+            Output::Human => print!(
+                "{}",
+                table(&self.node, &self.info, &self.checks, &self.why, self.ok)
+            ),
+            Output::Json => println!(
+                "{}",
+                serde_json::to_string_pretty(&json(
+                    &self.info,
+                    &self.checks,
+                    &self.expected,
+                    &self.why,
+                    self.ok
+                ))?
+            ),
+        }
+        Ok(())
+    }
+}
+
+/// PCR 15 after a node extended it once with `cluster_id` (what Init and Recover do).
+pub fn cluster_pcr(cluster_id: &[u8; 32]) -> [u8; 32] {
+    Digest::ZERO.extend(&Digest(*cluster_id)).0
 }
 
 fn read(path: &PathBuf, what: &str) -> anyhow::Result<Vec<u8>> {
@@ -49,6 +106,32 @@ fn read(path: &PathBuf, what: &str) -> anyhow::Result<Vec<u8>> {
 
 /// Returns whether the node matched the reference.
 pub fn run(args: &Args) -> anyhow::Result<bool> {
+    let mut extra = BTreeMap::new();
+    if let Some(id) = &args.cluster_id {
+        let id = veil_keys::ClusterId::from_hex(id)
+            .with_context(|| format!("--cluster-id '{id}' is not 64 hex digits"))?;
+        extra.insert(15, (cluster_pcr(&id.0), false));
+    }
+    let runtime = runtime()?;
+    let attested = runtime.block_on(attest_node(&args.node, extra))?;
+    attested.report.print(args.output)?;
+    Ok(attested.report.ok)
+}
+
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// Attests the node and compares it with the reference (plus `extra` expectations:
+/// PCR → (value, warn-only)); the channel stays open for calls that need a verified
+/// node.
+pub async fn attest_node(
+    args: &NodeArgs,
+    extra: BTreeMap<u32, ([u8; 32], bool)>,
+) -> anyhow::Result<Attested> {
     let reference_text = String::from_utf8(read(&args.measurements, "reference measurements")?)
         .with_context(|| format!("{} is not UTF-8 text", args.measurements.display()))?;
     let reference = ReferenceMeasurements::from_json(&reference_text).with_context(|| {
@@ -65,16 +148,13 @@ pub fn run(args: &Args) -> anyhow::Result<bool> {
             .with_context(|| format!("loading the TPM intermediate CA {}", path.display()))?;
     }
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let (verified, info) = runtime.block_on(attest(&args.node, TpmVerifier::new(trust)))?;
-    let expected: BTreeMap<u32, ([u8; 32], bool)> = reference
+    let (channel, verified, info) = attest(&args.node, TpmVerifier::new(trust)).await?;
+    let mut expected: BTreeMap<u32, ([u8; 32], bool)> = reference
         .pcrs
         .iter()
         .map(|(&i, p)| (i, (p.expected.0, p.warn_only)))
         .collect();
+    expected.extend(extra);
     let checks = check_pcrs(&verified.pcrs, &expected);
     let ok = checks.iter().all(|c| {
         !matches!(
@@ -90,19 +170,25 @@ pub fn run(args: &Args) -> anyhow::Result<bool> {
     } else {
         Vec::new()
     };
-    match args.output {
-        Output::Human => print!("{}", table(&args.node, &info, &checks, &why, ok)),
-        Output::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&json(&info, &checks, &expected, &why, ok))?
-        ),
-    }
-    Ok(ok)
+    Ok(Attested {
+        channel,
+        report: Report {
+            node: args.node.clone(),
+            info,
+            checks,
+            expected,
+            why,
+            ok,
+        },
+    })
 }
 
 /// Activates the node's AK over plain gRPC, then takes its quote from a one-way aTLS
 /// handshake and asks, over that channel, what the node is.
-async fn attest(node: &str, mut verifier: TpmVerifier) -> anyhow::Result<(Verified, NodeInfo)> {
+async fn attest(
+    node: &str,
+    mut verifier: TpmVerifier,
+) -> anyhow::Result<(tonic::transport::Channel, Verified, NodeInfo)> {
     let channel = veil_protocol::client::plain(node).await?;
     let mut activation = ActivationClient::new(channel).max_decoding_message_size(MAX_MESSAGE);
     let identity: AkIdentity = activation
@@ -129,7 +215,7 @@ async fn attest(node: &str, mut verifier: TpmVerifier) -> anyhow::Result<(Verifi
         veil_protocol::client::atls(node, None, Arc::new(VerifierValidator(verifier)))
             .await
             .with_context(|| format!("attesting {node}"))?;
-    let info = AttestationClient::new(channel)
+    let info = AttestationClient::new(channel.clone())
         .max_decoding_message_size(MAX_MESSAGE)
         .get_node_info(GetNodeInfoRequest {})
         .await
@@ -140,7 +226,7 @@ async fn attest(node: &str, mut verifier: TpmVerifier) -> anyhow::Result<(Verifi
             )
         })?
         .into_inner();
-    Ok((verified, info))
+    Ok((channel, verified, info))
 }
 
 /// Names the component behind each differing PCR from the node's event logs. They

@@ -29,7 +29,7 @@ fn node() -> Node {
     let mut config = TpmAttesterConfig::with_tcti(tpm.tcti());
     config.event_log = Some(log);
     config.systemd_log = None;
-    veil_bootstrapper::attestation::start(config, listener).expect("start endpoint");
+    veil_bootstrapper::attestation::start(config, listener, None).expect("start endpoint");
     std::fs::write(dir.path().join("root.pem"), ca.root_pem()).expect("root");
     std::fs::write(dir.path().join("issuer.pem"), ca.intermediate_pem()).expect("issuer");
     Node {
@@ -113,4 +113,98 @@ fn node_whose_ek_is_not_under_the_given_ca_is_refused() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("not trusted"), "{stderr}");
+}
+
+fn veil(node: &Node, args: &[&str], reference: &std::path::Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_veil"))
+        .args(args)
+        .args(["--node", &node.addr])
+        .arg("--measurements")
+        .arg(reference)
+        .arg("--tpm-ca")
+        .arg(node.dir.path().join("root.pem"))
+        .arg("--tpm-intermediate")
+        .arg(node.dir.path().join("issuer.pem"))
+        .output()
+        .expect("run veil")
+}
+
+#[test]
+fn cluster_id_is_checked_against_pcr_15() {
+    let n = node();
+    let good = reference(&n, &"00".repeat(32));
+    // A fresh TPM has PCR 15 at zero: it has joined no cluster.
+    let out = veil(
+        &n,
+        &[
+            "verify",
+            "--output",
+            "json",
+            "--cluster-id",
+            &"11".repeat(32),
+        ],
+        &good,
+    );
+    assert!(!out.status.success());
+    let v: serde_json::Value =
+        serde_json::from_str(&String::from_utf8_lossy(&out.stdout)).expect("json");
+    assert_eq!(v["pcrs"]["15"]["match"], false);
+    assert_eq!(v["pcrs"]["15"]["enforced"], true);
+
+    let out = veil(&n, &["verify", "--cluster-id", "xyz"], &good);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--cluster-id 'xyz'"), "{stderr}");
+}
+
+#[test]
+fn init_sends_nothing_to_a_node_that_does_not_match() {
+    let n = node();
+    let bad = reference(&n, &"ab".repeat(32));
+    let secret = n.dir.path().join("master.json");
+    let out = veil(
+        &n,
+        &["init", "--master-secret", secret.to_str().expect("utf-8")],
+        &bad,
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("the master secret was not sent"),
+        "{stderr}"
+    );
+    // The table says why.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("DIFFERS"), "{stdout}");
+
+    // The file was written first and is never overwritten by a second init.
+    let before = std::fs::read(&secret).expect("master secret written");
+    let good = reference(&n, &"00".repeat(32));
+    let out = veil(
+        &n,
+        &["init", "--master-secret", secret.to_str().expect("utf-8")],
+        &good,
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("already exists"), "{stderr}");
+    assert_eq!(std::fs::read(&secret).expect("still there"), before);
+}
+
+#[test]
+fn init_on_a_node_without_a_state_disk_says_so() {
+    // The in-process node runs on a host, not from a verity root: it serves no
+    // Bootstrap (it must never touch the host's disks), and veil says what failed.
+    let n = node();
+    let good = reference(&n, &"00".repeat(32));
+    let secret = n.dir.path().join("master.json");
+    let out = veil(
+        &n,
+        &["init", "--master-secret", secret.to_str().expect("utf-8")],
+        &good,
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("refused init"), "{stderr}");
+    assert!(stderr.contains(secret.to_str().expect("utf-8")), "{stderr}");
 }

@@ -12,9 +12,12 @@ use tonic::{Request, Response, Status};
 use veil_atls::{AttesterIssuer, ClientAuth};
 use veil_attest::tpm::{TpmAttester, TpmAttesterConfig};
 use veil_protocol::MAX_MESSAGE;
-use veil_protocol::pb::activation_server::{Activation, ActivationServer};
-use veil_protocol::pb::attestation_server::{Attestation, AttestationServer};
-use veil_protocol::pb::{
+use veil_protocol::pb::bootstrap::bootstrap_server::BootstrapServer;
+
+use crate::bootstrap::BootstrapService;
+use veil_protocol::pb::attestation::activation_server::{Activation, ActivationServer};
+use veil_protocol::pb::attestation::attestation_server::{Attestation, AttestationServer};
+use veil_protocol::pb::attestation::{
     ActivateRequest, ActivateResponse, GetIdentityRequest, GetNodeInfoRequest, NodeInfo,
     TpmIdentity,
 };
@@ -91,13 +94,20 @@ impl Attestation for AttestationService {
     }
 }
 
-/// Serves the attestation endpoint on `listener` until it fails.
+/// Serves the agent port on `listener` until it fails: attestation, and Bootstrap
+/// (Init/Recover) when `root_dev` (the verity root's `major:minor`) says where the
+/// state disk lives.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     tpm: SharedTpm,
     platform: &str,
+    root_dev: Option<String>,
 ) -> Result<()> {
     let (plain, atls) = veil_protocol::server::split(listener, tpm.clone(), ClientAuth::Anonymous);
+    let bootstrap = root_dev.map(|dev| {
+        BootstrapServer::new(BootstrapService::new(tpm.clone(), dev))
+            .max_decoding_message_size(MAX_MESSAGE)
+    });
     let activation =
         ActivationServer::new(ActivationService { tpm }).max_decoding_message_size(MAX_MESSAGE);
     let attestation = AttestationServer::new(AttestationService {
@@ -109,6 +119,7 @@ pub async fn serve(
         .serve_with_incoming(plain);
     let atls = Server::builder()
         .add_service(attestation)
+        .add_optional_service(bootstrap)
         .serve_with_incoming(atls);
     tokio::try_join!(plain, atls).context("serving the agent port")?;
     Ok(())
@@ -120,7 +131,11 @@ pub async fn serve(
 /// the first verifier: connections wait in the listen backlog meanwhile, so the node
 /// can report READY at once. A TPM that cannot be opened ends the process (the unit
 /// fails and restarts) rather than leaving a node that can never be attested.
-pub fn start(config: TpmAttesterConfig, listener: std::net::TcpListener) -> Result<()> {
+pub fn start(
+    config: TpmAttesterConfig,
+    listener: std::net::TcpListener,
+    root_dev: Option<String>,
+) -> Result<()> {
     let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
     listener
         .set_nonblocking(true)
@@ -153,6 +168,7 @@ pub fn start(config: TpmAttesterConfig, listener: std::net::TcpListener) -> Resu
                     listener,
                     Arc::new(AttesterIssuer(Mutex::new(attester))),
                     "tpm",
+                    root_dev,
                 )
                 .await
             });

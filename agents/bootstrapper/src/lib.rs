@@ -20,6 +20,8 @@
 //! hash let a reader of the console notice a garbled transfer.
 
 pub mod attestation;
+pub mod bootstrap;
+pub mod state;
 
 use std::io::Write;
 use std::path::Path;

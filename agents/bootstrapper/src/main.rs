@@ -54,9 +54,17 @@ fn main() -> Result<()> {
             Some(_) => {
                 let listener = std::net::TcpListener::bind(("0.0.0.0", args.port))
                     .with_context(|| format!("listening on the agent port {}", args.port))?;
+                // Init/Recover touch the disk that holds the root: only on a real
+                // node (a dm-verity root), never on a machine the binary is tried on.
+                let root = veil_bootstrapper::root_device(&args.root)?;
+                let root_dev = root.is_verity().then_some(root.dev);
+                if root_dev.is_none() {
+                    tracing::warn!("the root is not dm-verity: Init and Recover are not served");
+                }
                 veil_bootstrapper::attestation::start(
                     veil_attest::tpm::TpmAttesterConfig::with_tcti(&args.tcti),
                     listener,
+                    root_dev,
                 )?;
             }
             None => tracing::warn!("no TPM: the attestation endpoint is not served"),

@@ -12,9 +12,9 @@ use support::{LocalCa, Swtpm};
 use tokio::io::AsyncWriteExt;
 use veil_atls::VerifierValidator;
 use veil_attest::tpm::{AkIdentity, TpmAttesterConfig, TpmVerifier};
-use veil_protocol::pb::activation_client::ActivationClient;
-use veil_protocol::pb::attestation_client::AttestationClient;
-use veil_protocol::pb::{ActivateRequest, GetIdentityRequest, GetNodeInfoRequest};
+use veil_protocol::pb::attestation::activation_client::ActivationClient;
+use veil_protocol::pb::attestation::attestation_client::AttestationClient;
+use veil_protocol::pb::attestation::{ActivateRequest, GetIdentityRequest, GetNodeInfoRequest};
 
 struct Node {
     _tpm: Swtpm,
@@ -30,7 +30,7 @@ fn node() -> Node {
     let mut config = TpmAttesterConfig::with_tcti(tpm.tcti());
     config.event_log = None;
     config.systemd_log = None;
-    veil_bootstrapper::attestation::start(config, listener).expect("start endpoint");
+    veil_bootstrapper::attestation::start(config, listener, None).expect("start endpoint");
     Node {
         _tpm: tpm,
         addr,

@@ -2,7 +2,7 @@
 
 use veil_attest::tpm::{AkIdentity, CredentialChallenge};
 
-use crate::pb;
+use crate::pb::attestation as pb;
 
 impl From<AkIdentity> for pb::TpmIdentity {
     fn from(id: AkIdentity) -> Self {

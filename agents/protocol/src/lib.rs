@@ -1,10 +1,11 @@
 //! The gRPC services on a Veil node's agent port ([`AGENT_PORT`]) and their transport.
 //!
-//! The services are defined in `proto/*.proto` and generated with tonic/prost ([`pb`]).
+//! The services are defined in `proto/*.proto` and generated with tonic/prost ([`pb`]):
+//! attestation (TPM activation, node facts) and bootstrap (Init, Recover).
 //! One TCP port carries two kinds of connection, told apart by their first byte
 //! ([`server::split`]):
 //!
-//! - **plain HTTP/2** for [`pb::activation_server::Activation`] only: a verifier gets
+//! - **plain HTTP/2** for [`pb::attestation::activation_server::Activation`] only: a verifier gets
 //!   the node's TPM identity and has its AK activated against the certified EK. That
 //!   needs no secure channel (only the TPM holding the EK can answer, and the answer
 //!   is bound to the AK's name), and the verifier needs a trusted AK *before* it can
@@ -18,10 +19,18 @@ pub mod client;
 mod convert;
 pub mod server;
 
-/// Generated messages, clients and servers (`proto/attestation.proto`).
+/// Generated messages, clients and servers (`proto/*.proto`).
 pub mod pb {
-    #![allow(clippy::all, missing_docs)]
-    tonic::include_proto!("veil.attestation.v1");
+    /// `proto/attestation.proto`: TPM activation (plain) and node facts (aTLS).
+    pub mod attestation {
+        #![allow(clippy::all, missing_docs)]
+        tonic::include_proto!("veil.attestation.v1");
+    }
+    /// `proto/bootstrap.proto`: Init and Recover (aTLS).
+    pub mod bootstrap {
+        #![allow(clippy::all, missing_docs)]
+        tonic::include_proto!("veil.bootstrap.v1");
+    }
 }
 
 use std::time::Duration;
