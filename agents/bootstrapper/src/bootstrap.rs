@@ -102,8 +102,10 @@ fn provision(
         )));
     }
 
+    let started = std::time::Instant::now();
     let (part, _new) =
         state::find_or_create(root_dev).map_err(internal("finding the state disk"))?;
+    let found_in = started.elapsed();
     let contents =
         veil_disk::inspect(&part.device).map_err(|e| Status::failed_precondition(e.to_string()))?;
     let create = match (mode, contents) {
@@ -134,9 +136,19 @@ fn provision(
                 None => Status::internal(format!("opening the state disk: {e:#}")),
             }
         })?;
+    let extend_started = std::time::Instant::now();
     lock_tpm()?
         .extend_pcr(CLUSTER_PCR, &cluster_id.0)
         .map_err(|e| Status::internal(format!("extending PCR {CLUSTER_PCR}: {e}")))?;
+    let timings: Vec<String> = [("find-or-create", found_in)]
+        .into_iter()
+        .chain(opened.timings.iter().copied())
+        .chain([
+            ("pcr15", extend_started.elapsed()),
+            ("total", started.elapsed()),
+        ])
+        .map(|(step, d)| format!("{step}={}ms", d.as_millis()))
+        .collect();
 
     // The boot report (console): what happened, never a secret.
     println!(
@@ -151,6 +163,7 @@ fn provision(
     );
     println!("veil-state-marker {}", opened.marker);
     println!("veil-cluster {cluster_id}");
+    println!("veil-state-timing {}", timings.join(" "));
     tracing::info!(mode = mode.name(), cluster = %cluster_id, "node bootstrapped");
     Ok(BootstrapResponse {
         cluster_id: cluster_id.0.to_vec(),

@@ -43,6 +43,8 @@ pub struct Opened {
     pub created: bool,
     /// The marker's contents (written at creation, read back afterwards).
     pub marker: String,
+    /// How long each step took, in order (for the boot report and benchmarks).
+    pub timings: Vec<(&'static str, Duration)>,
 }
 
 /// The whole disk holding the root file system: the parent of the first device under
@@ -61,10 +63,15 @@ pub fn root_disk(root: &Path, root_dev: &str) -> Result<PathBuf> {
             slaves.display()
         )
     })?;
-    let part = std::fs::canonicalize(root.join("sys/class/block").join(first))
-        .with_context(|| format!("resolving block device {first}"))?;
+    parent_disk(root, first)
+}
+
+/// The disk a partition (`vda4`) belongs to, as `/dev/vda`.
+pub fn parent_disk(root: &Path, partition: &str) -> Result<PathBuf> {
+    let part = std::fs::canonicalize(root.join("sys/class/block").join(partition))
+        .with_context(|| format!("resolving block device {partition}"))?;
     if !part.join("partition").exists() {
-        bail!("{first}, under the root, is not a partition");
+        bail!("{partition} is not a partition");
     }
     let disk = part
         .parent()
@@ -110,13 +117,36 @@ fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-/// Finds the state partition, creating it first if the root disk has none (then the
-/// second value is true and its header area has been cleared).
+/// The state partition if it is on `disk`: a partition with that label on any other
+/// disk (one attached by someone else) is refused, not used.
+fn find_on(disk: &Path) -> Result<Option<StatePartition>> {
+    let Some(found) = find(Path::new("/dev"))? else {
+        return Ok(None);
+    };
+    let name = found
+        .device
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let on = parent_disk(Path::new("/"), &name)?;
+    if on != disk {
+        bail!(
+            "the partition labelled {PARTITION_LABEL} ({}) is on {}, not on the root's disk {}: refusing it",
+            found.device.display(),
+            on.display(),
+            disk.display()
+        );
+    }
+    Ok(Some(found))
+}
+
+/// Finds the state partition on the root's disk, creating it first if there is none
+/// (then the second value is true and its header area has been cleared).
 pub fn find_or_create(root_dev: &str) -> Result<(StatePartition, bool)> {
-    if let Some(found) = find(Path::new("/dev"))? {
+    let disk = root_disk(Path::new("/"), root_dev)?;
+    if let Some(found) = find_on(&disk)? {
         return Ok((found, false));
     }
-    let disk = root_disk(Path::new("/"), root_dev)?;
     tracing::info!(disk = %disk.display(), "creating the state partition");
     run(Command::new("systemd-repart")
         .args(["--dry-run=no", "--no-pager"])
@@ -128,7 +158,7 @@ pub fn find_or_create(root_dev: &str) -> Result<(StatePartition, bool)> {
         .status();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Some(found) = find(Path::new("/dev"))? {
+        if let Some(found) = find_on(&disk)? {
             // The space was the image's tail (its old backup GPT lies there).
             veil_disk::clear_new_partition(&found.device)?;
             return Ok((found, true));
@@ -146,15 +176,24 @@ pub fn find_or_create(root_dev: &str) -> Result<(StatePartition, bool)> {
 /// Unlocks the state partition with `key` (formatting it first when `create`),
 /// mounts it and binds its directories. `marker` is written to a new disk.
 pub fn open(part: &StatePartition, key: &[u8], create: bool, marker: &str) -> Result<Opened> {
+    let mut timings = Vec::new();
+    let mut step = Instant::now();
+    let mut lap = |name: &'static str| {
+        timings.push((name, step.elapsed()));
+        step = Instant::now();
+    };
     if create {
         veil_disk::format(&part.device, key)?;
+        lap("luks-format");
     }
     let mapped = veil_disk::unlock(&part.device, MAPPER_NAME, key)?;
+    lap("unlock");
     if create {
         run(Command::new("mkfs.ext4")
             .args(["-q", "-L", PARTITION_LABEL])
             .arg(&mapped))
         .context("making the state file system")?;
+        lap("mkfs");
     }
     std::fs::create_dir_all(MOUNT_POINT).with_context(|| format!("creating {MOUNT_POINT}"))?;
     mount(
@@ -180,6 +219,7 @@ pub fn open(part: &StatePartition, key: &[u8], create: bool, marker: &str) -> Re
         )
         .with_context(|| format!("binding {} to {target}", source.display()))?;
     }
+    lap("mount");
     let marker_path = Path::new(MOUNT_POINT).join(MARKER);
     let marker = if create {
         if let Some(parent) = marker_path.parent() {
@@ -197,5 +237,59 @@ pub fn open(part: &StatePartition, key: &[u8], create: bool, marker: &str) -> Re
     Ok(Opened {
         created: create,
         marker,
+        timings,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sysfs with disk `vda` (partitions vda2, vda3 under a dm root 254:0) and disk
+    /// `vdb` (partition vdb1), linked the way the kernel does.
+    fn fake_sysfs() -> tempfile::TempDir {
+        let root = tempfile::tempdir().expect("tempdir");
+        let r = root.path();
+        for (disk, part) in [("vda", "vda2"), ("vda", "vda3"), ("vdb", "vdb1")] {
+            let dir = r.join(format!("sys/devices/virtio/block/{disk}/{part}"));
+            std::fs::create_dir_all(&dir).expect("mkdir");
+            std::fs::write(dir.join("partition"), "1\n").expect("partition");
+            std::fs::create_dir_all(r.join("sys/class/block")).expect("mkdir");
+            std::os::unix::fs::symlink(
+                format!("../../devices/virtio/block/{disk}/{part}"),
+                r.join("sys/class/block").join(part),
+            )
+            .expect("link");
+        }
+        let slaves = r.join("sys/dev/block/254:0/slaves");
+        std::fs::create_dir_all(&slaves).expect("mkdir");
+        for part in ["vda3", "vda2"] {
+            std::fs::write(slaves.join(part), "").expect("slave");
+        }
+        std::fs::create_dir_all(r.join("sys/dev/block/8:1/slaves")).expect("mkdir");
+        root
+    }
+
+    #[test]
+    fn root_disk_is_the_parent_of_the_verity_roots_partitions() {
+        let root = fake_sysfs();
+        assert_eq!(
+            root_disk(root.path(), "254:0").expect("root disk"),
+            Path::new("/dev/vda")
+        );
+        assert_eq!(
+            parent_disk(root.path(), "vdb1").expect("parent"),
+            Path::new("/dev/vdb")
+        );
+    }
+
+    #[test]
+    fn a_root_on_no_partition_is_an_error_not_a_guess() {
+        let root = fake_sysfs();
+        // Like a host whose root is a plain partition: no slaves at all.
+        let err = root_disk(root.path(), "8:1").expect_err("no slaves");
+        assert!(err.to_string().contains("is empty"), "{err}");
+        let err = root_disk(root.path(), "9:9").expect_err("no such device");
+        assert!(err.to_string().contains("9:9"), "{err:#}");
+    }
 }
