@@ -1,0 +1,77 @@
+//! The Bootstrap service's refusals, called directly on a real swtpm: they happen
+//! before any disk is touched (these tests run on a host, whose disks must never be
+//! looked at, let alone formatted).
+
+#[path = "../../attest/tests/support/mod.rs"]
+mod support;
+
+use std::sync::{Arc, Mutex};
+
+use support::{LocalCa, Swtpm};
+use tonic::Request;
+use veil_atls::AttesterIssuer;
+use veil_attest::tpm::{TpmAttester, TpmAttesterConfig};
+use veil_bootstrapper::bootstrap::{BootstrapService, CLUSTER_PCR};
+use veil_protocol::pb::bootstrap::bootstrap_server::Bootstrap;
+use veil_protocol::pb::bootstrap::{InitRequest, RecoverRequest};
+
+fn service(tpm: &Swtpm, root_dev: &str) -> (BootstrapService, Arc<AttesterIssuer<TpmAttester>>) {
+    let mut config = TpmAttesterConfig::with_tcti(tpm.tcti());
+    config.event_log = None;
+    config.systemd_log = None;
+    let att = Arc::new(AttesterIssuer(Mutex::new(
+        TpmAttester::open(&config).expect("open swtpm"),
+    )));
+    (BootstrapService::new(att.clone(), root_dev.into()), att)
+}
+
+fn init(secret: Vec<u8>) -> Request<InitRequest> {
+    Request::new(InitRequest {
+        master_secret: secret,
+        salt: vec![2; 32],
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_joined_a_cluster_refuses_init_and_recover() {
+    let tpm = Swtpm::start(LocalCa::shared());
+    // A device number that exists nowhere: reaching the disk step would fail loudly.
+    let (svc, att) = service(&tpm, "4095:4095");
+    att.0
+        .lock()
+        .expect("tpm")
+        .extend_pcr(CLUSTER_PCR, &[0x77; 32])
+        .expect("extend PCR 15");
+
+    let status = svc.init(init(vec![1; 32])).await.expect_err("joined");
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status}");
+    assert!(
+        status.message().contains("already belongs to a cluster"),
+        "{status}"
+    );
+    let status = svc
+        .recover(Request::new(RecoverRequest {
+            master_secret: vec![1; 32],
+            salt: vec![2; 32],
+        }))
+        .await
+        .expect_err("joined");
+    assert!(status.message().contains("Recover refused"), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_secrets_and_a_missing_disk_are_clear_errors() {
+    let tpm = Swtpm::start(LocalCa::shared());
+    let (svc, _att) = service(&tpm, "4095:4095");
+    let status = svc.init(init(vec![1; 31])).await.expect_err("short secret");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status}");
+    assert!(status.message().contains("31 bytes"), "{status}");
+
+    // PCR 15 is clear, so the node looks for its state disk next; there is none.
+    let status = svc.init(init(vec![1; 32])).await.expect_err("no disk");
+    assert!(
+        status.message().contains("finding the state disk"),
+        "{status}"
+    );
+    assert!(status.message().contains("4095:4095"), "{status}");
+}
