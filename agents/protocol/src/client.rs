@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 use veil_atls::{EvidenceIssuer, EvidenceValidator};
@@ -39,26 +40,40 @@ async fn tcp(node: &str) -> Result<TcpStream, ProtocolError> {
     }
 }
 
-/// A plain HTTP/2 channel to `node` (HOST:PORT): for the Activation service only.
-pub async fn plain(node: &str) -> Result<Channel, ProtocolError> {
-    // Connect once here for a precise error; tonic reconnects on its own later.
-    drop(tcp(node).await?);
+/// A channel over `first` (already connected, so its error was the caller's to
+/// report precisely); when tonic reconnects later, `reconnect` makes each new stream.
+async fn channel<S, R, F>(node: &str, first: S, reconnect: R) -> Result<Channel, ProtocolError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    R: Fn(String) -> F + Clone + Send + 'static,
+    F: Future<Output = Result<S, ProtocolError>> + Send + 'static,
+{
+    let first = Arc::new(Mutex::new(Some(first)));
+    let node_owned = node.to_owned();
+    let connector = tower::service_fn(move |_: Uri| {
+        let (node, first, reconnect) = (node_owned.clone(), first.clone(), reconnect.clone());
+        async move {
+            let ready = first.lock().ok().and_then(|mut f| f.take());
+            let stream = match ready {
+                Some(stream) => stream,
+                None => reconnect(node).await.map_err(io::Error::other)?,
+            };
+            Ok::<_, io::Error>(TokioIo::new(stream))
+        }
+    });
     endpoint()
-        .connect_with_connector(tower::service_fn({
-            let node = node.to_owned();
-            move |_: Uri| {
-                let node = node.clone();
-                async move {
-                    let s = TcpStream::connect(node).await?;
-                    Ok::<_, io::Error>(TokioIo::new(s))
-                }
-            }
-        }))
+        .connect_with_connector(connector)
         .await
         .map_err(|source| ProtocolError::Channel {
             node: node.into(),
             source,
         })
+}
+
+/// A plain HTTP/2 channel to `node` (HOST:PORT): for the Activation service only.
+pub async fn plain(node: &str) -> Result<Channel, ProtocolError> {
+    let first = tcp(node).await?;
+    channel(node, first, |node: String| async move { tcp(&node).await }).await
 }
 
 async fn handshake(
@@ -99,33 +114,9 @@ pub async fn atls(
     // The first handshake runs here, so its error (e.g. which PCR was wrong) reaches
     // the caller as it is rather than wrapped in a transport error.
     let (first, verified) = handshake(node, own.clone(), validator.clone()).await?;
-    let first = Arc::new(Mutex::new(Some(first)));
-    let node_owned = node.to_owned();
-    let connector = tower::service_fn(move |_: Uri| {
-        let (node, own, validator, first) = (
-            node_owned.clone(),
-            own.clone(),
-            validator.clone(),
-            first.clone(),
-        );
-        async move {
-            let ready = first.lock().ok().and_then(|mut f| f.take());
-            let tls = match ready {
-                Some(tls) => tls,
-                None => handshake(&node, own, validator)
-                    .await
-                    .map(|(tls, _)| tls)
-                    .map_err(io::Error::other)?,
-            };
-            Ok::<_, io::Error>(TokioIo::new(tls))
-        }
-    });
-    let channel = endpoint()
-        .connect_with_connector(connector)
-        .await
-        .map_err(|source| ProtocolError::Channel {
-            node: node.into(),
-            source,
-        })?;
-    Ok((channel, verified))
+    let reconnect = move |node: String| {
+        let (own, validator) = (own.clone(), validator.clone());
+        async move { Ok(handshake(&node, own, validator).await?.0) }
+    };
+    Ok((channel(node, first, reconnect).await?, verified))
 }
