@@ -97,7 +97,7 @@ fn provision(
     if let Some(value) = pcr15.get(&CLUSTER_PCR).filter(|v| **v != [0; 32]) {
         return Err(Status::failed_precondition(format!(
             "this node already belongs to a cluster (PCR {CLUSTER_PCR} is {}): {} refused",
-            hex(value),
+            crate::hex_lower(value),
             mode.name()
         )));
     }
@@ -170,10 +170,6 @@ fn provision(
         state_partition_uuid: part.partuuid,
         state_disk_created: opened.created,
     })
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[tonic::async_trait]

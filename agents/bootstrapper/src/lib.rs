@@ -156,6 +156,6 @@ pub fn report_event_logs(root: &Path, out: &mut impl Write) -> Result<()> {
     Ok(())
 }
 
-fn hex_lower(bytes: &[u8]) -> String {
+pub(crate) fn hex_lower(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

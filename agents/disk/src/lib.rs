@@ -199,18 +199,14 @@ fn by_passphrase(device: &Path, name: Option<&str>, key: &[u8]) -> Result<(), Di
         .activate_by_passphrase(name, None, key, CryptActivate::empty())
     {
         Ok(_) => Ok(()),
-        Err(LibcryptErr::IOError(e)) if e.raw_os_error() == Some(libc_eperm()) => {
+        // EPERM: no keyslot opens with this passphrase.
+        Err(LibcryptErr::IOError(e)) if e.kind() == std::io::ErrorKind::PermissionDenied => {
             Err(DiskError::WrongKey {
                 device: device.into(),
             })
         }
         Err(e) => Err(cs_err("unlocking", device)(e)),
     }
-}
-
-/// EPERM: what libcryptsetup returns when no keyslot opens with the passphrase.
-const fn libc_eperm() -> i32 {
-    1
 }
 
 /// Checks that `key` opens the volume on `device`, without activating it.
