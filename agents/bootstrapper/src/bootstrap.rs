@@ -82,10 +82,6 @@ fn provision(
     let _one_at_a_time = busy
         .lock()
         .map_err(|_| Status::internal("bootstrap lock poisoned"))?;
-    let internal = |what: &str| {
-        let what = what.to_owned();
-        move |e: anyhow::Error| Status::internal(format!("{what}: {e:#}"))
-    };
     let lock_tpm = || {
         tpm.0
             .lock()
@@ -103,8 +99,8 @@ fn provision(
     }
 
     let started = std::time::Instant::now();
-    let (part, _new) =
-        state::find_or_create(root_dev).map_err(internal("finding the state disk"))?;
+    let part = state::find_or_create(root_dev)
+        .map_err(|e| Status::internal(format!("finding the state disk: {e:#}")))?;
     let found_in = started.elapsed();
     let contents =
         veil_disk::inspect(&part.device).map_err(|e| Status::failed_precondition(e.to_string()))?;
@@ -153,11 +149,7 @@ fn provision(
     // The boot report (console): what happened, never a secret.
     println!(
         "veil-state {} partuuid={} device={}",
-        if opened.created {
-            "created"
-        } else {
-            "unlocked"
-        },
+        if create { "created" } else { "unlocked" },
         part.partuuid,
         part.device.display()
     );
@@ -168,7 +160,7 @@ fn provision(
     Ok(BootstrapResponse {
         cluster_id: cluster_id.0.to_vec(),
         state_partition_uuid: part.partuuid,
-        state_disk_created: opened.created,
+        state_disk_created: create,
     })
 }
 

@@ -39,8 +39,6 @@ pub struct StatePartition {
 /// What opening the state disk did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Opened {
-    /// Formatted now (first boot of this node).
-    pub created: bool,
     /// The marker's contents (written at creation, read back afterwards).
     pub marker: String,
     /// How long each step took, in order (for the boot report and benchmarks).
@@ -141,11 +139,11 @@ fn find_on(disk: &Path) -> Result<Option<StatePartition>> {
 }
 
 /// Finds the state partition on the root's disk, creating it first if there is none
-/// (then the second value is true and its header area has been cleared).
-pub fn find_or_create(root_dev: &str) -> Result<(StatePartition, bool)> {
+/// (a partition created here has its header area cleared).
+pub fn find_or_create(root_dev: &str) -> Result<StatePartition> {
     let disk = root_disk(Path::new("/"), root_dev)?;
     if let Some(found) = find_on(&disk)? {
-        return Ok((found, false));
+        return Ok(found);
     }
     tracing::info!(disk = %disk.display(), "creating the state partition");
     run(Command::new("systemd-repart")
@@ -161,7 +159,7 @@ pub fn find_or_create(root_dev: &str) -> Result<(StatePartition, bool)> {
         if let Some(found) = find_on(&disk)? {
             // The space was the image's tail (its old backup GPT lies there).
             veil_disk::clear_new_partition(&found.device)?;
-            return Ok((found, true));
+            return Ok(found);
         }
         if Instant::now() > deadline {
             bail!(
@@ -234,11 +232,7 @@ pub fn open(part: &StatePartition, key: &[u8], create: bool, marker: &str) -> Re
             .trim()
             .to_owned()
     };
-    Ok(Opened {
-        created: create,
-        marker,
-        timings,
-    })
+    Ok(Opened { marker, timings })
 }
 
 #[cfg(test)]
