@@ -18,6 +18,13 @@ fn booted_log(uki: &Uki) -> EventLog {
     log
 }
 
+/// The sample UKI with another `.cmdline`.
+fn changed_cmdline_uki() -> Uki {
+    let mut sections = sample_uki_sections();
+    sections[1].1 = b"console=ttyS0 init=/bin/sh".to_vec();
+    Uki::parse(build_uki(&sample_kernel(), &sections)).unwrap()
+}
+
 #[test]
 fn replaying_a_matching_log_gives_the_expected_pcrs() {
     let uki = Uki::parse(sample_uki()).unwrap();
@@ -59,9 +66,7 @@ fn pcr0_starts_at_the_startup_locality() {
 #[test]
 fn a_node_with_another_cmdline_is_explained() {
     let expected_uki = Uki::parse(sample_uki()).unwrap();
-    let mut sections = sample_uki_sections();
-    sections[1].1 = b"console=ttyS0 init=/bin/sh".to_vec();
-    let booted = Uki::parse(build_uki(&sample_kernel(), &sections)).unwrap();
+    let booted = changed_cmdline_uki();
     let diffs = diff_against_log(&expected_pcrs(&expected_uki).unwrap(), &booted_log(&booted));
     let lines: Vec<String> = diffs.iter().map(ToString::to_string).collect();
     common::assert_cmdline_change_named(&lines);
@@ -159,9 +164,7 @@ fn reference_file_names_the_component_from_a_quoted_nodes_log() {
     let log = booted_log(&expected_uki);
     assert!(diff_reference_against_log(&reference, &quoted(&log), &log).is_empty());
 
-    let mut sections = sample_uki_sections();
-    sections[1].1 = b"console=ttyS0 init=/bin/sh".to_vec();
-    let booted = Uki::parse(build_uki(&sample_kernel(), &sections)).unwrap();
+    let booted = changed_cmdline_uki();
     let log = booted_log(&booted);
     let lines: Vec<String> = diff_reference_against_log(&reference, &quoted(&log), &log)
         .iter()
@@ -192,9 +195,7 @@ fn a_log_that_does_not_replay_to_the_quote_is_not_believed() {
     for p in bare.pcrs.values_mut() {
         p.events.clear();
     }
-    let mut sections = sample_uki_sections();
-    sections[1].1 = b"console=ttyS0 init=/bin/sh".to_vec();
-    let booted = Uki::parse(build_uki(&sample_kernel(), &sections)).unwrap();
+    let booted = changed_cmdline_uki();
     let log = booted_log(&booted);
     let lines: Vec<String> = diff_reference_against_log(&bare, &quoted(&log), &log)
         .iter()

@@ -56,16 +56,7 @@ fn reference(node: &Node, pcr4: &str) -> std::path::PathBuf {
 }
 
 fn verify(node: &Node, reference: &std::path::Path, ca: &str) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_veil"))
-        .args(["verify", "--node", &node.addr, "--output", "json"])
-        .arg("--measurements")
-        .arg(reference)
-        .arg("--tpm-ca")
-        .arg(node.dir.path().join(ca))
-        .arg("--tpm-intermediate")
-        .arg(node.dir.path().join("issuer.pem"))
-        .output()
-        .expect("run veil verify")
+    veil_trusting(node, &["verify", "--output", "json"], reference, ca)
 }
 
 #[test]
@@ -115,18 +106,28 @@ fn node_whose_ek_is_not_under_the_given_ca_is_refused() {
     assert!(stderr.contains("not trusted"), "{stderr}");
 }
 
-fn veil(node: &Node, args: &[&str], reference: &std::path::Path) -> std::process::Output {
+/// Runs `veil ARGS` against the node, trusting the TPM CA file `ca` (in the node's dir).
+fn veil_trusting(
+    node: &Node,
+    args: &[&str],
+    reference: &std::path::Path,
+    ca: &str,
+) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_veil"))
         .args(args)
         .args(["--node", &node.addr])
         .arg("--measurements")
         .arg(reference)
         .arg("--tpm-ca")
-        .arg(node.dir.path().join("root.pem"))
+        .arg(node.dir.path().join(ca))
         .arg("--tpm-intermediate")
         .arg(node.dir.path().join("issuer.pem"))
         .output()
         .expect("run veil")
+}
+
+fn veil(node: &Node, args: &[&str], reference: &std::path::Path) -> std::process::Output {
+    veil_trusting(node, args, reference, "root.pem")
 }
 
 #[test]
