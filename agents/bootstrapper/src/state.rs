@@ -225,6 +225,12 @@ pub fn open(part: &StatePartition, key: &[u8], create: bool, marker: &str) -> Re
         }
         std::fs::write(&marker_path, format!("{marker}\n"))
             .with_context(|| format!("writing {}", marker_path.display()))?;
+        // Init reports success only once its writes are on disk: a cloud VM can be
+        // reset at any moment, and ext4 would otherwise keep the data back for seconds.
+        let root = std::fs::File::open(MOUNT_POINT)
+            .with_context(|| format!("opening {MOUNT_POINT}"))?;
+        nix::unistd::syncfs(&root).with_context(|| format!("syncing {MOUNT_POINT}"))?;
+        lap("sync");
         marker.to_owned()
     } else {
         std::fs::read_to_string(&marker_path)
