@@ -68,6 +68,7 @@ pub fn run(args: &Args, mode: Mode) -> anyhow::Result<()> {
                     .init(InitRequest {
                         master_secret: master.secret().to_vec(),
                         salt: master.salt().to_vec(),
+                        reference_measurements: attested.reference_text,
                     })
                     .await
             }

@@ -14,14 +14,11 @@ use anyhow::{Context, anyhow};
 use measured_boot::reference::ReferenceMeasurements;
 use measured_boot::{Digest, EventLog, diff_reference_against_log};
 use veil_atls::VerifierValidator;
-use veil_attest::tpm::{AkIdentity, EkTrust, TpmVerifier};
+use veil_attest::tpm::{EkTrust, TpmVerifier};
 use veil_attest::{PcrCheck, PcrOutcome, Verified, check_pcrs};
 use veil_protocol::MAX_MESSAGE;
-use veil_protocol::pb::attestation::activation_client::ActivationClient;
 use veil_protocol::pb::attestation::attestation_client::AttestationClient;
-use veil_protocol::pb::attestation::{
-    ActivateRequest, GetIdentityRequest, GetNodeInfoRequest, NodeInfo,
-};
+use veil_protocol::pb::attestation::{GetNodeInfoRequest, NodeInfo};
 
 use crate::Output;
 
@@ -60,6 +57,8 @@ pub struct Args {
 pub struct Attested {
     pub channel: tonic::transport::Channel,
     pub report: Report,
+    /// The reference measurements file's text, as checked against.
+    pub reference_text: String,
 }
 
 /// The comparison of a node's quoted PCRs with the reference.
@@ -172,6 +171,7 @@ pub async fn attest_node(
     };
     Ok(Attested {
         channel,
+        reference_text,
         report: Report {
             node: args.node.clone(),
             info,
@@ -190,25 +190,7 @@ async fn attest(
     mut verifier: TpmVerifier,
 ) -> anyhow::Result<(tonic::transport::Channel, Verified, NodeInfo)> {
     let channel = veil_protocol::client::plain(node).await?;
-    let mut activation = ActivationClient::new(channel).max_decoding_message_size(MAX_MESSAGE);
-    let identity: AkIdentity = activation
-        .get_identity(GetIdentityRequest {})
-        .await
-        .map_err(|s| anyhow!("{node} did not give its TPM identity: {}", s.message()))?
-        .into_inner()
-        .into();
-    let (challenge, pending) = verifier
-        .challenge(&identity)
-        .with_context(|| format!("the TPM identity of {node} is not trusted"))?;
-    let secret = activation
-        .activate(ActivateRequest::from(challenge))
-        .await
-        .map_err(|s| anyhow!("{node} could not activate its AK: {}", s.message()))?
-        .into_inner()
-        .secret;
-    let ak = pending.finish(&secret).with_context(|| {
-        format!("{node}'s attestation key is not in the TPM its EK certificate names")
-    })?;
+    let ak = veil_protocol::activation::activate_peer(channel, node, &verifier).await?;
     verifier.add_trusted_ak(ak);
 
     let (channel, verified) =

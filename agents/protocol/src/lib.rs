@@ -15,8 +15,10 @@
 //!   node, and no answer reaches the client, before the node is verified. Handlers
 //!   read who the peer is from [`server::PeerInfo`] in the request's extensions.
 
+pub mod activation;
 pub mod client;
 mod convert;
+pub mod paths;
 pub mod server;
 
 /// Generated messages, clients and servers (`proto/*.proto`).
@@ -31,14 +33,23 @@ pub mod pb {
         #![allow(clippy::all, missing_docs)]
         tonic::include_proto!("veil.bootstrap.v1");
     }
+    /// `proto/join.proto`: joining a cluster through a control-plane node's join
+    /// service (activation plain, Join/Rejoin over mutual aTLS).
+    pub mod join {
+        #![allow(clippy::all, missing_docs)]
+        include!(concat!(env!("OUT_DIR"), "/join/veil.join.v1.rs"));
+    }
 }
 
 use std::time::Duration;
 
 use thiserror::Error;
 
-/// The node's agent port (attestation; later Init/Join), TCP.
+/// The node's agent port (attestation, Init, Recover), TCP.
 pub const AGENT_PORT: u16 = 7443;
+
+/// A control-plane node's join port (the join service), TCP.
+pub const JOIN_PORT: u16 = 7444;
 
 /// Largest message either side decodes (a peer cannot make us allocate more).
 pub const MAX_MESSAGE: usize = 1 << 20;

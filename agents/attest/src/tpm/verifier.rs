@@ -217,6 +217,11 @@ impl TpmVerifier {
         self.aks.insert(ak.name.clone(), ak);
     }
 
+    /// Stops accepting quotes signed by the AK with this name.
+    pub fn remove_trusted_ak(&mut self, name: &[u8]) {
+        self.aks.remove(name);
+    }
+
     /// The AK with this name, if it was activated.
     pub fn trusted_ak(&self, name: &[u8]) -> Option<&TrustedAk> {
         self.aks.get(name)
