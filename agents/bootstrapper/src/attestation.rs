@@ -14,63 +14,14 @@ use veil_attest::tpm::{TpmAttester, TpmAttesterConfig};
 use veil_protocol::MAX_MESSAGE;
 use veil_protocol::pb::bootstrap::bootstrap_server::BootstrapServer;
 
-use crate::bootstrap::BootstrapService;
-use veil_protocol::pb::attestation::activation_server::{Activation, ActivationServer};
+use crate::bootstrap::{BootstrapService, Node};
+use crate::join::JoinConfig;
+use veil_protocol::pb::attestation::activation_server::ActivationServer;
 use veil_protocol::pb::attestation::attestation_server::{Attestation, AttestationServer};
-use veil_protocol::pb::attestation::{
-    ActivateRequest, ActivateResponse, GetIdentityRequest, GetNodeInfoRequest, NodeInfo,
-    TpmIdentity,
-};
+use veil_protocol::pb::attestation::{GetNodeInfoRequest, NodeInfo};
 
-/// The node's TPM, shared by every connection (one operation at a time).
-pub type SharedTpm = Arc<AttesterIssuer<TpmAttester>>;
-
-/// Runs `op` on the TPM from tokio's blocking pool: TPM commands take milliseconds to
-/// seconds and must not stall the connections being served meanwhile.
-async fn with_tpm<T: Send + 'static>(
-    tpm: &SharedTpm,
-    op: impl FnOnce(&mut TpmAttester) -> Result<T, String> + Send + 'static,
-) -> Result<T, Status> {
-    let tpm = tpm.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut attester = tpm.0.lock().map_err(|_| "TPM lock poisoned".to_owned())?;
-        op(&mut attester)
-    })
-    .await
-    .map_err(|e| Status::internal(format!("TPM task failed: {e}")))?
-    .map_err(Status::failed_precondition)
-}
-
-struct ActivationService {
-    tpm: SharedTpm,
-}
-
-#[tonic::async_trait]
-impl Activation for ActivationService {
-    async fn get_identity(
-        &self,
-        _request: Request<GetIdentityRequest>,
-    ) -> Result<Response<TpmIdentity>, Status> {
-        let identity = with_tpm(&self.tpm, |att| Ok(att.identity().clone())).await?;
-        Ok(Response::new(identity.into()))
-    }
-
-    async fn activate(
-        &self,
-        request: Request<ActivateRequest>,
-    ) -> Result<Response<ActivateResponse>, Status> {
-        let challenge = request.into_inner().into();
-        let secret = with_tpm(&self.tpm, move |att| {
-            att.activate(&challenge)
-                .map_err(|e| format!("credential activation failed: {e}"))
-        })
-        .await?;
-        tracing::info!("activated the AK for a verifier");
-        Ok(Response::new(ActivateResponse {
-            secret: secret.to_vec(),
-        }))
-    }
-}
+use veil_protocol::activation::ActivationService;
+pub use veil_protocol::activation::SharedTpm;
 
 struct AttestationService {
     platform: String,
@@ -95,18 +46,16 @@ impl Attestation for AttestationService {
 }
 
 /// Serves the agent port on `listener` until it fails: attestation, and Bootstrap
-/// (Init/Recover) when `root_dev` (the verity root's `major:minor`) says where the
-/// state disk lives.
+/// (Init/Recover) when there is a `node` whose state disk may be touched.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     tpm: SharedTpm,
     platform: &str,
-    root_dev: Option<String>,
+    node: Option<Node>,
 ) -> Result<()> {
     let (plain, atls) = veil_protocol::server::split(listener, tpm.clone(), ClientAuth::Anonymous);
-    let bootstrap = root_dev.map(|dev| {
-        BootstrapServer::new(BootstrapService::new(tpm.clone(), dev))
-            .max_decoding_message_size(MAX_MESSAGE)
+    let bootstrap = node.map(|node| {
+        BootstrapServer::new(BootstrapService::new(node)).max_decoding_message_size(MAX_MESSAGE)
     });
     let activation =
         ActivationServer::new(ActivationService { tpm }).max_decoding_message_size(MAX_MESSAGE);
@@ -131,10 +80,14 @@ pub async fn serve(
 /// the first verifier: connections wait in the listen backlog meanwhile, so the node
 /// can report READY at once. A TPM that cannot be opened ends the process (the unit
 /// fails and restarts) rather than leaving a node that can never be attested.
+///
+/// With a `root_dev` (the verity root's `major:minor`) the node serves Init and
+/// Recover, and with a `join` configuration also tries to join meanwhile.
 pub fn start(
     config: TpmAttesterConfig,
     listener: std::net::TcpListener,
     root_dev: Option<String>,
+    join: Option<JoinConfig>,
 ) -> Result<()> {
     let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
     listener
@@ -164,13 +117,12 @@ pub fn start(
                 let listener = tokio::net::TcpListener::from_std(listener)
                     .context("registering the agent port's listener")?;
                 tracing::info!(port, "attestation endpoint serving");
-                serve(
-                    listener,
-                    Arc::new(AttesterIssuer(Mutex::new(attester))),
-                    "tpm",
-                    root_dev,
-                )
-                .await
+                let tpm: SharedTpm = Arc::new(AttesterIssuer(Mutex::new(attester)));
+                let node = root_dev.map(|dev| Node::new(tpm.clone(), dev));
+                if let (Some(node), Some(join)) = (&node, join) {
+                    tokio::spawn(crate::join::run(node.clone(), join));
+                }
+                serve(listener, tpm, "tpm", node).await
             });
             if let Err(e) = served {
                 fail(format!("the attestation endpoint stopped: {e:#}"));

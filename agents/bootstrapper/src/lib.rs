@@ -21,6 +21,7 @@
 
 pub mod attestation;
 pub mod bootstrap;
+pub mod join;
 pub mod state;
 
 use std::io::Write;

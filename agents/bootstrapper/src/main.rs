@@ -61,10 +61,21 @@ fn main() -> Result<()> {
                 if root_dev.is_none() {
                     tracing::warn!("the root is not dm-verity: Init and Recover are not served");
                 }
+                // A join endpoint makes the node try to join while it waits for Init.
+                let join = match &root_dev {
+                    Some(_) => veil_bootstrapper::join::JoinConfig::discover(&args.root)
+                        .unwrap_or_else(|e| {
+                            tracing::error!("cannot join: {e:#}");
+                            println!("veil-join-failed {e:#}");
+                            None
+                        }),
+                    None => None,
+                };
                 veil_bootstrapper::attestation::start(
                     veil_attest::tpm::TpmAttesterConfig::with_tcti(&args.tcti),
                     listener,
                     root_dev,
+                    join,
                 )?;
             }
             None => tracing::warn!("no TPM: the attestation endpoint is not served"),

@@ -15,7 +15,7 @@ pub const PARTITION_LABEL: &str = "veil-state";
 /// The unlocked volume: `/dev/mapper/veil-state`.
 pub const MAPPER_NAME: &str = "veil-state";
 /// Where the unlocked file system is mounted.
-pub const MOUNT_POINT: &str = "/var/lib/veil/state";
+pub const MOUNT_POINT: &str = veil_protocol::paths::STATE_MOUNT;
 /// systemd-repart definitions (not in repart.d, so the stock unit leaves disks alone).
 pub const REPART_DEFINITIONS: &str = "/usr/lib/veil/repart.d";
 /// Directories on the state disk and where they are bound.
@@ -25,8 +25,6 @@ pub const BINDS: [(&str, &str); 4] = [
     ("etcd", "/var/lib/etcd"),
     ("kubernetes", "/etc/kubernetes"),
 ];
-/// File on the state disk naming the cluster it was created for.
-const MARKER: &str = "veil/cluster";
 
 /// A located state partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -218,18 +216,11 @@ pub fn open(part: &StatePartition, key: &[u8], create: bool, marker: &str) -> Re
         .with_context(|| format!("binding {} to {target}", source.display()))?;
     }
     lap("mount");
-    let marker_path = Path::new(MOUNT_POINT).join(MARKER);
+    // The marker: which cluster the disk was created for.
+    let marker_path =
+        Path::new(veil_protocol::paths::CLUSTER_DIR).join(veil_protocol::paths::CLUSTER_ID);
     let marker = if create {
-        if let Some(parent) = marker_path.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        std::fs::write(&marker_path, format!("{marker}\n"))
-            .with_context(|| format!("writing {}", marker_path.display()))?;
-        // Init reports success only once its writes are on disk: a cloud VM can be
-        // reset at any moment, and ext4 would otherwise keep the data back for seconds.
-        let root = std::fs::File::open(MOUNT_POINT)
-            .with_context(|| format!("opening {MOUNT_POINT}"))?;
-        nix::unistd::syncfs(&root).with_context(|| format!("syncing {MOUNT_POINT}"))?;
+        write_synced(&marker_path, format!("{marker}\n").as_bytes())?;
         lap("sync");
         marker.to_owned()
     } else {
@@ -239,6 +230,27 @@ pub fn open(part: &StatePartition, key: &[u8], create: bool, marker: &str) -> Re
             .to_owned()
     };
     Ok(Opened { marker, timings })
+}
+
+/// Writes `contents` to a new file on the state disk and syncs the file system: a
+/// node reports success only once its writes are on disk, since a cloud VM can be
+/// reset at any moment and ext4 would otherwise hold the data back for seconds.
+pub fn write_synced(path: &Path, contents: &[u8]) -> Result<()> {
+    use std::io::Write;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(contents)
+        .with_context(|| format!("writing {}", path.display()))?;
+    nix::unistd::syncfs(&file)
+        .with_context(|| format!("syncing the file system of {}", path.display()))?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use support::{LocalCa, Swtpm};
 use tonic::Request;
 use veil_atls::AttesterIssuer;
 use veil_attest::tpm::{TpmAttester, TpmAttesterConfig};
-use veil_bootstrapper::bootstrap::{BootstrapService, CLUSTER_PCR};
+use veil_bootstrapper::bootstrap::{BootstrapService, CLUSTER_PCR, Node};
 use veil_protocol::pb::bootstrap::bootstrap_server::Bootstrap;
 use veil_protocol::pb::bootstrap::{InitRequest, RecoverRequest};
 
@@ -22,15 +22,23 @@ fn service(tpm: &Swtpm, root_dev: &str) -> (BootstrapService, Arc<AttesterIssuer
     let att = Arc::new(AttesterIssuer(Mutex::new(
         TpmAttester::open(&config).expect("open swtpm"),
     )));
-    (BootstrapService::new(att.clone(), root_dev.into()), att)
+    (
+        BootstrapService::new(Node::new(att.clone(), root_dev.into())),
+        att,
+    )
 }
 
 fn init(secret: Vec<u8>) -> Request<InitRequest> {
     Request::new(InitRequest {
         master_secret: secret,
         salt: vec![2; 32],
+        reference_measurements: REFERENCE.into(),
     })
 }
+
+/// A reference measurements file as `veil measure --output json` writes it.
+const REFERENCE: &str = r#"{"pcrs":{"4":{"expected":"0000000000000000000000000000000000000000000000000000000000000000","warnOnly":false}},
+  "image":{"ukiSha256":"0000000000000000000000000000000000000000000000000000000000000000","roothash":"0000000000000000000000000000000000000000000000000000000000000000","osRelease":{},"kernelVersion":"test"}}"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_joined_a_cluster_refuses_init_and_recover() {
@@ -66,6 +74,20 @@ async fn malformed_secrets_and_a_missing_disk_are_clear_errors() {
     let status = svc.init(init(vec![1; 31])).await.expect_err("short secret");
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status}");
     assert!(status.message().contains("31 bytes"), "{status}");
+
+    // Init must bring reference measurements (the node's join service needs them).
+    let mut request = init(vec![1; 32]);
+    request.get_mut().reference_measurements.clear();
+    let status = svc.init(request).await.expect_err("no reference");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status}");
+    assert!(
+        status.message().contains("no reference measurements"),
+        "{status}"
+    );
+    let mut request = init(vec![1; 32]);
+    request.get_mut().reference_measurements = "{\"pcrs\": 4}".into();
+    let status = svc.init(request).await.expect_err("garbled reference");
+    assert!(status.message().contains("do not parse"), "{status}");
 
     // PCR 15 is clear, so the node looks for its state disk next; there is none.
     let status = svc.init(init(vec![1; 32])).await.expect_err("no disk");

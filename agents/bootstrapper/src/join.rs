@@ -1,0 +1,333 @@
+//! Joining a cluster through a control-plane node's join service (`proto/join.proto`),
+//! tried in a loop from boot while the agent port still serves Init and Recover: the
+//! first to bring the node into a cluster wins, and PCR 15 tells the others.
+//!
+//! The join service's address is not trusted (QEMU's fw_cfg here, a cloud's instance
+//! metadata elsewhere; neither is measured); the service at it is. Before the joiner
+//! sends anything it checks that the service's quote comes from a TPM its TPM CA (in
+//! the image) certified, that the service runs the very UKI the joiner runs (PCRs 4
+//! and 9 equal its own), and that it belongs to a cluster (PCR 15 set). The service
+//! has checked the joiner against the cluster's reference measurements in the same
+//! handshake.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use base64::Engine;
+use tonic::Status;
+use veil_atls::{EvidenceIssuer, VerifierValidator};
+use veil_attest::Verified;
+use veil_attest::tpm::{CredentialChallenge, EkTrust, TpmVerifier};
+use veil_keys::ClusterId;
+use veil_protocol::activation::{activate_peer, with_tpm};
+use veil_protocol::pb::join::join_activation_client::JoinActivationClient;
+use veil_protocol::pb::join::join_client::JoinClient;
+use veil_protocol::pb::join::{JoinRequest, ProveRequest, RejoinRequest, Role};
+use veil_protocol::{MAX_MESSAGE, paths};
+use zeroize::Zeroizing;
+
+use crate::attestation::SharedTpm;
+use crate::bootstrap::{Admission, CLUSTER_PCR, Node};
+use crate::state;
+
+/// Where QEMU puts the join service's address (`-fw_cfg name=opt/veil/join-endpoint,…`).
+pub const FW_CFG_JOIN_ENDPOINT: &str =
+    "sys/firmware/qemu_fw_cfg/by_name/opt/veil/join-endpoint/raw";
+/// The node's role, if given the same way (`worker` unless it says `control-plane`).
+pub const FW_CFG_ROLE: &str = "sys/firmware/qemu_fw_cfg/by_name/opt/veil/role/raw";
+/// The TPM CA the image trusts for join services (and the join service for joiners).
+pub const TPM_CA: &str = "usr/lib/veil/tpm-ca/root.pem";
+pub const TPM_INTERMEDIATE: &str = "usr/lib/veil/tpm-ca/intermediate.pem";
+
+/// PCRs a join service must share with the joiner: the UKI (4) and what its stub and
+/// kernel loaded from it (9).
+pub const SAME_AS_OURS: [u32; 2] = [4, 9];
+/// Pause between attempts.
+pub const RETRY_AFTER: Duration = Duration::from_secs(5);
+/// Longest one attempt may take (activation both ways, the handshake, the call).
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub struct JoinConfig {
+    pub endpoint: String,
+    pub trust: EkTrust,
+    pub role: Role,
+}
+
+impl JoinConfig {
+    /// The join configuration under `root`, if the node was given a join endpoint.
+    pub fn discover(root: &Path) -> Result<Option<JoinConfig>> {
+        let Ok(raw) = std::fs::read(root.join(FW_CFG_JOIN_ENDPOINT)) else {
+            return Ok(None);
+        };
+        let endpoint = String::from_utf8(raw)
+            .ok()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty() && s.len() < 256 && !s.contains(char::is_whitespace))
+            .context("the join endpoint in fw_cfg is not a HOST:PORT")?;
+        let role = match std::fs::read_to_string(root.join(FW_CFG_ROLE)) {
+            Ok(r) if r.trim() == "control-plane" => Role::ControlPlane,
+            Ok(r) if r.trim() == "worker" => Role::Worker,
+            Ok(r) => bail!(
+                "the role in fw_cfg is '{}', not worker or control-plane",
+                r.trim()
+            ),
+            Err(_) => Role::Worker,
+        };
+        let read = |p: &str| {
+            std::fs::read(root.join(p))
+                .with_context(|| format!("reading /{p} (the image's TPM CA)"))
+        };
+        let mut trust = EkTrust::from_pem(&read(TPM_CA)?).context("loading the image's TPM CA")?;
+        if root.join(TPM_INTERMEDIATE).exists() {
+            trust = trust
+                .with_intermediates_pem(&read(TPM_INTERMEDIATE)?)
+                .context("loading the image's TPM intermediate CA")?;
+        }
+        Ok(Some(JoinConfig {
+            endpoint,
+            trust,
+            role,
+        }))
+    }
+}
+
+/// What the join service gave.
+pub struct Ticket {
+    pub disk_key: Zeroizing<Vec<u8>>,
+    /// Join only: Rejoin gives the disk key alone (the disk names its cluster).
+    pub cluster_id: Option<ClusterId>,
+}
+
+impl std::fmt::Debug for Ticket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ticket")
+            .field("cluster_id", &self.cluster_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Tries to join until the node belongs to a cluster (by this loop or by Init/Recover).
+pub async fn run(node: Node, config: JoinConfig) {
+    println!(
+        "veil-join trying endpoint={} role={}",
+        config.endpoint,
+        config.role.as_str_name()
+    );
+    for attempt in 1u64.. {
+        match tokio::time::timeout(ATTEMPT_TIMEOUT, try_once(&node, &config)).await {
+            Ok(Ok(Some(how))) => {
+                println!("veil-join ok by={} attempt={attempt}", how.name());
+                return;
+            }
+            Ok(Ok(None)) => {
+                println!("veil-join stopped: the node joined a cluster another way");
+                return;
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(attempt, "joining through {} failed: {e:#}", config.endpoint);
+                println!("veil-join-failed attempt={attempt} {e:#}");
+            }
+            Err(_) => println!(
+                "veil-join-failed attempt={attempt} no answer within {} s",
+                ATTEMPT_TIMEOUT.as_secs()
+            ),
+        }
+        tokio::time::sleep(RETRY_AFTER).await;
+    }
+}
+
+fn status(e: Status) -> anyhow::Error {
+    anyhow!("{}", e.message())
+}
+
+/// A refused call, with what lies under a bare "transport error": in TLS 1.3 the
+/// service checks our evidence after our side of the handshake is done, so its
+/// refusal arrives as an alert on the first call.
+fn refused(call: &str, s: &Status) -> anyhow::Error {
+    let mut text = s.message().to_owned();
+    let mut source = std::error::Error::source(s);
+    while let Some(e) = source {
+        text.push_str(&format!(": {e}"));
+        source = e.source();
+    }
+    if text.contains("AccessDenied") {
+        text.push_str(" (the service refused our evidence; its log says why)");
+    }
+    anyhow!("the join service refused {call}: {text}")
+}
+
+/// One attempt; `None` if the node had joined already.
+async fn try_once(node: &Node, config: &JoinConfig) -> Result<Option<Admission>> {
+    let n = node.clone();
+    let located = tokio::task::spawn_blocking(move || {
+        let _one = n.lock()?;
+        if n.cluster_pcr()? != [0; 32] {
+            return Ok(None);
+        }
+        n.locate().map(Some)
+    })
+    .await?
+    .map_err(status)?;
+    let Some((part, contents)) = located else {
+        return Ok(None);
+    };
+    let how = match contents {
+        veil_disk::Contents::Blank => Admission::Join,
+        veil_disk::Contents::Luks2 { .. } => Admission::Rejoin,
+    };
+    let wireguard = x25519_dalek::StaticSecret::random_from_rng(rand_core::OsRng);
+    let ticket = fetch_ticket(node.tpm(), config, how, &part.partuuid, &wireguard).await?;
+
+    let n = node.clone();
+    tokio::task::spawn_blocking(move || {
+        let _one = n.lock()?;
+        if n.cluster_pcr()? != [0; 32] {
+            return Ok(None);
+        }
+        let keep_wireguard = || {
+            if how != Admission::Join {
+                return Ok(());
+            }
+            let key = Zeroizing::new(
+                base64::engine::general_purpose::STANDARD.encode(wireguard.to_bytes()),
+            );
+            state::write_synced(
+                &Path::new(paths::CLUSTER_DIR).join(paths::WIREGUARD_KEY),
+                key.as_bytes(),
+            )
+            .map_err(|e| Status::internal(format!("keeping the WireGuard key: {e:#}")))
+        };
+        n.admit(
+            how,
+            &part,
+            &ticket.disk_key,
+            how == Admission::Join,
+            ticket.cluster_id,
+            keep_wireguard,
+        )
+        .map(|_| Some(how))
+    })
+    .await?
+    .map_err(status)
+}
+
+/// Activation both ways, the mutual aTLS handshake, the service's check, the call
+/// (`how` is Join or Rejoin).
+pub async fn fetch_ticket(
+    tpm: &SharedTpm,
+    config: &JoinConfig,
+    how: Admission,
+    partuuid: &str,
+    wireguard: &x25519_dalek::StaticSecret,
+) -> Result<Ticket> {
+    let ep = config.endpoint.as_str();
+    let plain = veil_protocol::client::plain(ep).await?;
+
+    // 1. The service's AK, activated by us.
+    let mut verifier = TpmVerifier::new(config.trust.clone());
+    verifier.add_trusted_ak(activate_peer(plain.clone(), ep, &verifier).await?);
+
+    // 2. Our AK, activated by the service.
+    let identity = with_tpm(tpm, |att| Ok(att.identity().clone()))
+        .await
+        .map_err(status)?;
+    let mut activation = JoinActivationClient::new(plain).max_decoding_message_size(MAX_MESSAGE);
+    let challenge = activation
+        .challenge(veil_protocol::pb::attestation::TpmIdentity::from(identity))
+        .await
+        .map_err(|s| anyhow!("the join service refused our TPM identity: {}", s.message()))?
+        .into_inner();
+    let credential: CredentialChallenge = challenge
+        .credential
+        .context("the join service sent no credential")?
+        .into();
+    let secret = with_tpm(tpm, move |att| {
+        att.activate(&credential)
+            .map(|s| s.to_vec())
+            .map_err(|e| format!("activating the join service's credential: {e}"))
+    })
+    .await
+    .map_err(status)?;
+    activation
+        .prove(ProveRequest {
+            challenge_id: challenge.challenge_id,
+            secret,
+        })
+        .await
+        .map_err(|s| anyhow!("the join service refused our activation: {}", s.message()))?;
+
+    // 3. Mutual aTLS: the service refuses the handshake unless we match its reference.
+    let own: Arc<dyn EvidenceIssuer> = tpm.clone();
+    let (channel, service) =
+        veil_protocol::client::atls(ep, Some(own), Arc::new(VerifierValidator(verifier)))
+            .await
+            .with_context(|| format!("attesting to the join service at {ep}"))?;
+    check_service(tpm, &service).await?;
+
+    let mut join = JoinClient::new(channel).max_decoding_message_size(MAX_MESSAGE);
+    match how {
+        Admission::Join => {
+            let t = join
+                .join(JoinRequest {
+                    state_partition_uuid: partuuid.into(),
+                    wireguard_public_key: x25519_dalek::PublicKey::from(wireguard)
+                        .as_bytes()
+                        .to_vec(),
+                    role: config.role.into(),
+                })
+                .await
+                .map_err(|s| refused("Join", &s))?
+                .into_inner();
+            let cluster_id = ClusterId(
+                t.cluster_id
+                    .as_slice()
+                    .try_into()
+                    .context("the join ticket's cluster id is not 32 bytes")?,
+            );
+            Ok(Ticket {
+                disk_key: Zeroizing::new(t.disk_key),
+                cluster_id: Some(cluster_id),
+            })
+        }
+        _ => {
+            let t = join
+                .rejoin(RejoinRequest {
+                    state_partition_uuid: partuuid.into(),
+                })
+                .await
+                .map_err(|s| refused("Rejoin", &s))?
+                .into_inner();
+            Ok(Ticket {
+                disk_key: Zeroizing::new(t.disk_key),
+                cluster_id: None,
+            })
+        }
+    }
+}
+
+/// The join service must run our UKI and belong to a cluster.
+async fn check_service(tpm: &SharedTpm, service: &Verified) -> Result<()> {
+    let ours = with_tpm(tpm, |att| {
+        att.read_pcrs(&SAME_AS_OURS)
+            .map_err(|e| format!("reading our PCRs: {e}"))
+    })
+    .await
+    .map_err(status)?;
+    for pcr in SAME_AS_OURS {
+        let theirs = service.pcrs.get(&pcr);
+        if theirs != ours.get(&pcr) {
+            bail!(
+                "the join service does not run our UKI: its PCR {pcr} is {}, ours is {}",
+                theirs.map_or_else(|| "not quoted".into(), |v| crate::hex_lower(v)),
+                ours.get(&pcr)
+                    .map_or_else(|| "unknown".into(), |v| crate::hex_lower(v))
+            );
+        }
+    }
+    match service.pcrs.get(&CLUSTER_PCR) {
+        Some(v) if *v != [0; 32] => Ok(()),
+        _ => bail!("the join service belongs to no cluster (PCR {CLUSTER_PCR} is zero)"),
+    }
+}

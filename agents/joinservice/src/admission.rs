@@ -1,0 +1,187 @@
+//! Which joiners' evidence the join service believes: AKs that passed credential
+//! activation a short while ago, quoting PCRs that match the cluster's reference and a
+//! PCR 15 that is still zero.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use measured_boot::reference::ReferenceMeasurements;
+use rand_core::{OsRng, RngCore};
+use thiserror::Error;
+use veil_atls::{AtlsError, EvidenceValidator};
+use veil_attest::tpm::{AkIdentity, CredentialChallenge, EkTrust, PendingActivation, TpmVerifier};
+use veil_attest::{Evidence, PcrOutcome, Verified, Verifier, check_pcrs};
+
+use crate::limit::Limits;
+
+/// The PCR a node extends with its cluster id once it has joined.
+pub const CLUSTER_PCR: u32 = 15;
+
+/// Identifies a challenge between Challenge and Prove.
+pub type ChallengeId = [u8; 16];
+
+#[derive(Debug, Error)]
+pub enum AdmissionError {
+    #[error("the joiner's TPM identity is not trusted: {0}")]
+    NotTrusted(#[source] veil_attest::tpm::TpmVerifyError),
+    #[error("too many joins in flight ({0}): try again shortly")]
+    Busy(usize),
+    #[error("unknown or expired challenge {0}: start again with Challenge")]
+    UnknownChallenge(String),
+    #[error("the joiner's AK is not in the TPM its EK certificate names: {0}")]
+    WrongAnswer(#[source] veil_attest::tpm::TpmVerifyError),
+}
+
+struct Pending {
+    activation: PendingActivation,
+    since: Instant,
+}
+
+/// AK activation state shared by the plain services and the aTLS validator.
+pub struct Admission {
+    verifier: RwLock<TpmVerifier>,
+    pending: Mutex<HashMap<ChallengeId, Pending>>,
+    /// Activated AK names, oldest first, for expiry.
+    trusted: Mutex<VecDeque<(Vec<u8>, Instant)>>,
+    limits: Limits,
+}
+
+impl Admission {
+    pub fn new(trust: EkTrust, limits: Limits) -> Admission {
+        Admission {
+            verifier: RwLock::new(TpmVerifier::new(trust)),
+            pending: Mutex::default(),
+            trusted: Mutex::default(),
+            limits,
+        }
+    }
+
+    /// Checks the joiner's EK certificate and AK and makes a credential for it.
+    pub fn challenge(
+        &self,
+        identity: &AkIdentity,
+    ) -> Result<(ChallengeId, CredentialChallenge), AdmissionError> {
+        let (challenge, activation) = self
+            .verifier
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .challenge(identity)
+            .map_err(AdmissionError::NotTrusted)?;
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let ttl = self.limits.activation_ttl;
+        pending.retain(|_, p| p.since.elapsed() < ttl);
+        if pending.len() >= self.limits.max_in_flight {
+            return Err(AdmissionError::Busy(pending.len()));
+        }
+        let mut id = [0u8; 16];
+        OsRng.fill_bytes(&mut id);
+        pending.insert(
+            id,
+            Pending {
+                activation,
+                since: Instant::now(),
+            },
+        );
+        Ok((id, challenge))
+    }
+
+    /// Takes the joiner's answer: a right one makes its AK trusted for a while.
+    pub fn prove(&self, id: &[u8], secret: &[u8]) -> Result<(), AdmissionError> {
+        let unknown = || AdmissionError::UnknownChallenge(hex::encode(id));
+        let key: ChallengeId = id.try_into().map_err(|_| unknown())?;
+        let pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key)
+            .filter(|p| p.since.elapsed() < self.limits.activation_ttl)
+            .ok_or_else(unknown)?;
+        let ak = pending
+            .activation
+            .finish(secret)
+            .map_err(AdmissionError::WrongAnswer)?;
+        let name = ak.name().to_vec();
+        let mut verifier = self.verifier.write().unwrap_or_else(|p| p.into_inner());
+        let mut trusted = self.trusted.lock().unwrap_or_else(|p| p.into_inner());
+        verifier.add_trusted_ak(ak);
+        trusted.push_back((name, Instant::now()));
+        // Forget AKs that had their time, and the oldest beyond the bound.
+        while let Some((name, since)) = trusted.front() {
+            if since.elapsed() < self.limits.trusted_ak_ttl
+                && trusted.len() <= self.limits.max_in_flight
+            {
+                break;
+            }
+            verifier.remove_trusted_ak(name);
+            trusted.pop_front();
+        }
+        Ok(())
+    }
+
+    fn verify(&self, evidence: &Evidence, user_data: &[u8; 32]) -> Result<Verified, String> {
+        self.verifier
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .verify(evidence, user_data)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// The join port's aTLS client check: a joiner's evidence must verify under an
+/// activated AK, match every enforced reference PCR, and show PCR 15 zero.
+pub struct JoinerValidator {
+    admission: Arc<Admission>,
+    expected: BTreeMap<u32, ([u8; 32], bool)>,
+}
+
+impl JoinerValidator {
+    pub fn new(admission: Arc<Admission>, reference: &ReferenceMeasurements) -> JoinerValidator {
+        JoinerValidator {
+            admission,
+            expected: reference
+                .pcrs
+                .iter()
+                .map(|(&i, p)| (i, (p.expected.0, p.warn_only)))
+                .collect(),
+        }
+    }
+
+    fn check(&self, evidence: &[u8], user_data: &[u8; 32]) -> Result<Verified, String> {
+        let evidence = Evidence::decode(evidence).map_err(|e| e.to_string())?;
+        let verified = self.admission.verify(&evidence, user_data)?;
+        let wrong: Vec<String> = check_pcrs(&verified.pcrs, &self.expected)
+            .iter()
+            .filter(|c| {
+                matches!(
+                    c.outcome,
+                    PcrOutcome::Mismatch | PcrOutcome::Missing { warn_only: false }
+                )
+            })
+            .map(ToString::to_string)
+            .collect();
+        if !wrong.is_empty() {
+            return Err(format!(
+                "the joiner does not match the cluster's reference measurements: {}",
+                wrong.join("; ")
+            ));
+        }
+        match verified.pcrs.get(&CLUSTER_PCR) {
+            Some(v) if *v == [0; 32] => Ok(verified),
+            Some(v) => Err(format!(
+                "the joiner already belongs to a cluster in this boot (PCR {CLUSTER_PCR} is {})",
+                hex::encode(v)
+            )),
+            None => Err(format!("the joiner did not quote PCR {CLUSTER_PCR}")),
+        }
+    }
+}
+
+impl EvidenceValidator for JoinerValidator {
+    fn validate(&self, evidence: &[u8], user_data: &[u8; 32]) -> Result<Verified, AtlsError> {
+        self.check(evidence, user_data).map_err(|reason| {
+            tracing::warn!("refused a joiner: {reason}");
+            AtlsError::Refused(reason)
+        })
+    }
+}

@@ -1,0 +1,119 @@
+//! The join service: runs on a cluster's control-plane node (its own unit,
+//! `veil-joinservice.service`) and admits new and rebooted nodes on the join port
+//! ([`veil_protocol::JOIN_PORT`], services in `proto/join.proto`).
+//!
+//! A joiner gets a key only after its TPM proved, in the same mutual aTLS handshake
+//! that carries the request, that it runs what the cluster's reference measurements
+//! say and has not joined a cluster in this boot (PCR 15 zero). Its AK is trusted only
+//! after credential activation against an EK certificate from the configured TPM CA.
+//! Keys are derived from the master secret for the asking node's state partition and
+//! are never stored; the service keeps no state that a restart would lose except
+//! joins in flight, which the joiner starts again.
+//!
+//! What the service holds (the master secret and the reference measurements) lives on
+//! the node's encrypted state disk, where Init or Recover put it ([`Cluster::load`]).
+
+mod admission;
+mod limit;
+mod service;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use measured_boot::reference::ReferenceMeasurements;
+use thiserror::Error;
+use tonic::transport::Server;
+use veil_atls::ClientAuth;
+use veil_attest::tpm::EkTrust;
+use veil_keys::MasterSecret;
+use veil_protocol::MAX_MESSAGE;
+use veil_protocol::activation::{ActivationService, SharedTpm};
+use veil_protocol::pb::attestation::activation_server::ActivationServer;
+use veil_protocol::pb::join::join_activation_server::JoinActivationServer;
+use veil_protocol::pb::join::join_server::JoinServer;
+
+pub use admission::{Admission, JoinerValidator};
+pub use limit::Limits;
+
+/// The master-secret file in the cluster directory.
+pub const MASTER_SECRET_FILE: &str = "master-secret.json";
+/// The reference measurements file in the cluster directory.
+pub const REFERENCE_FILE: &str = "reference.json";
+/// Where a control-plane node keeps them: on its state disk, never anywhere else.
+pub const CLUSTER_DIR: &str = "/var/lib/veil/state/veil";
+
+#[derive(Debug, Error)]
+pub enum JoinServiceError {
+    #[error("loading the cluster's master secret: {0}")]
+    MasterSecret(#[from] veil_keys::KeyError),
+    #[error("reading {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} is not a reference measurements file: {reason}", path.display())]
+    Reference { path: PathBuf, reason: String },
+    #[error("serving the join port failed: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// What the join service needs from the cluster.
+pub struct Cluster {
+    pub master: MasterSecret,
+    pub reference: ReferenceMeasurements,
+}
+
+impl Cluster {
+    /// Reads the master secret and reference measurements from `dir`.
+    pub fn load(dir: &Path) -> Result<Cluster, JoinServiceError> {
+        let master = MasterSecret::read_file(&dir.join(MASTER_SECRET_FILE))?;
+        let path = dir.join(REFERENCE_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|source| JoinServiceError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let reference =
+            ReferenceMeasurements::from_json(&text).map_err(|e| JoinServiceError::Reference {
+                path,
+                reason: e.to_string(),
+            })?;
+        Ok(Cluster { master, reference })
+    }
+}
+
+/// Serves the join port on `listener` until it fails: activation both ways on plain
+/// HTTP/2, Join and Rejoin on mutual aTLS.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    tpm: SharedTpm,
+    cluster: Cluster,
+    trust: EkTrust,
+    limits: Limits,
+) -> Result<(), JoinServiceError> {
+    let admission = Arc::new(Admission::new(trust, limits.clone()));
+    let validator = Arc::new(JoinerValidator::new(admission.clone(), &cluster.reference));
+    let (plain, atls) =
+        veil_protocol::server::split(listener, tpm.clone(), ClientAuth::Required(validator));
+    let limiter = Arc::new(limit::PeerLimiter::new(&limits));
+    let plain = Server::builder()
+        .add_service(
+            ActivationServer::new(ActivationService { tpm }).max_decoding_message_size(MAX_MESSAGE),
+        )
+        .add_service(
+            JoinActivationServer::new(service::JoinActivationService::new(
+                admission.clone(),
+                limiter.clone(),
+            ))
+            .max_decoding_message_size(MAX_MESSAGE),
+        )
+        .serve_with_incoming(plain);
+    let atls = Server::builder()
+        .add_service(
+            JoinServer::new(service::JoinService::new(cluster, limiter))
+                .max_decoding_message_size(MAX_MESSAGE),
+        )
+        .serve_with_incoming(atls);
+    tokio::try_join!(plain, atls)?;
+    Ok(())
+}

@@ -1,0 +1,93 @@
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use tracing_subscriber::prelude::*;
+use veil_atls::AttesterIssuer;
+use veil_attest::tpm::{EkTrust, TpmAttester, TpmAttesterConfig};
+use veil_joinservice::{CLUSTER_DIR, Cluster, Limits};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Veil join service (runs as veil-joinservice.service on control-plane nodes)"
+)]
+struct Args {
+    /// Where the master secret and reference measurements are (the state disk).
+    #[arg(long, default_value = CLUSTER_DIR)]
+    cluster_dir: PathBuf,
+    /// The CA that certifies joiners' TPM endorsement keys (PEM), from the image.
+    #[arg(long, default_value = "/usr/lib/veil/tpm-ca/root.pem")]
+    tpm_ca: PathBuf,
+    /// Intermediate CA certificates under it (PEM); skipped if absent.
+    #[arg(long, default_value = "/usr/lib/veil/tpm-ca/intermediate.pem")]
+    tpm_intermediate: PathBuf,
+    /// The TPM to attest with (a TSS2 TCTI string).
+    #[arg(long, default_value = "device:/dev/tpmrm0")]
+    tcti: String,
+    /// The join port.
+    #[arg(long, default_value_t = veil_protocol::JOIN_PORT)]
+    port: u16,
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // stderr always (the unit sends it to the console too, so a refused joiner is
+    // visible on the node's console); journald as well under systemd.
+    let journald = std::env::var_os("JOURNAL_STREAM").and_then(|_| tracing_journald::layer().ok());
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .without_time(),
+        )
+        .with(journald)
+        .init();
+}
+
+fn trust(args: &Args) -> Result<EkTrust> {
+    let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    let mut trust = EkTrust::from_pem(&read(&args.tpm_ca)?)
+        .with_context(|| format!("loading the TPM CA {}", args.tpm_ca.display()))?;
+    if args.tpm_intermediate.exists() {
+        trust = trust
+            .with_intermediates_pem(&read(&args.tpm_intermediate)?)
+            .with_context(|| format!("loading {}", args.tpm_intermediate.display()))?;
+    }
+    Ok(trust)
+}
+
+fn main() -> Result<()> {
+    init_logging();
+    let args = Args::parse();
+    let cluster = Cluster::load(&args.cluster_dir)?;
+    let trust = trust(&args)?;
+    let attester = TpmAttester::open(&TpmAttesterConfig::with_tcti(&args.tcti))
+        .with_context(|| format!("opening the TPM ({})", args.tcti))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(("0.0.0.0", args.port))
+            .await
+            .with_context(|| format!("listening on the join port {}", args.port))?;
+        tracing::info!(port = args.port, cluster = %cluster.master.cluster_id(), "join service serving");
+        println!("veil-joinservice-ready port={}", args.port);
+        sd_notify::notify(false, &[sd_notify::NotifyState::Ready])
+            .context("notifying systemd of readiness")?;
+        veil_joinservice::serve(
+            listener,
+            Arc::new(AttesterIssuer(Mutex::new(attester))),
+            cluster,
+            trust,
+            Limits::default(),
+        )
+        .await
+        .context("the join service stopped")
+    })
+}

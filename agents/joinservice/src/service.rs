@@ -1,0 +1,161 @@
+//! The join port's gRPC services: JoinActivation (plain HTTP/2) and Join (mutual
+//! aTLS; the handshake already refused joiners that did not attest).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+use veil_keys::MasterSecret;
+use veil_protocol::pb::attestation::TpmIdentity;
+use veil_protocol::pb::join::join_activation_server::JoinActivation;
+use veil_protocol::pb::join::join_server::Join;
+use veil_protocol::pb::join::{
+    ChallengeResponse, JoinRequest, JoinTicket, ProveRequest, ProveResponse, RejoinRequest,
+    RejoinTicket, Role,
+};
+use veil_protocol::server::PeerInfo;
+
+use crate::Cluster;
+use crate::admission::{Admission, AdmissionError};
+use crate::limit::PeerLimiter;
+
+pub struct JoinActivationService {
+    admission: Arc<Admission>,
+    limiter: Arc<PeerLimiter>,
+}
+
+impl JoinActivationService {
+    pub fn new(admission: Arc<Admission>, limiter: Arc<PeerLimiter>) -> Self {
+        JoinActivationService { admission, limiter }
+    }
+}
+
+fn refused(e: AdmissionError) -> Status {
+    match e {
+        AdmissionError::Busy(_) => Status::unavailable(e.to_string()),
+        _ => Status::permission_denied(e.to_string()),
+    }
+}
+
+#[tonic::async_trait]
+impl JoinActivation for JoinActivationService {
+    async fn challenge(
+        &self,
+        request: Request<TpmIdentity>,
+    ) -> Result<Response<ChallengeResponse>, Status> {
+        let peer = request.remote_addr().map(|a| a.ip());
+        self.limiter.admit(peer, "Challenge")?;
+        let identity = request.into_inner().into();
+        let admission = self.admission.clone();
+        // RSA-OAEP and the certificate chain: off the async threads.
+        let (id, credential) = tokio::task::spawn_blocking(move || admission.challenge(&identity))
+            .await
+            .map_err(|e| Status::internal(format!("challenge task failed: {e}")))?
+            .map_err(|e| {
+                tracing::warn!(?peer, "refused a joiner's TPM identity: {e}");
+                refused(e)
+            })?;
+        Ok(Response::new(ChallengeResponse {
+            challenge_id: id.to_vec(),
+            credential: Some(credential.into()),
+        }))
+    }
+
+    async fn prove(
+        &self,
+        request: Request<ProveRequest>,
+    ) -> Result<Response<ProveResponse>, Status> {
+        let peer = request.remote_addr().map(|a| a.ip());
+        let r = request.into_inner();
+        self.admission
+            .prove(&r.challenge_id, &r.secret)
+            .map_err(|e| {
+                tracing::warn!(?peer, "a joiner's activation failed: {e}");
+                refused(e)
+            })?;
+        tracing::info!(?peer, "activated a joiner's AK");
+        Ok(Response::new(ProveResponse {}))
+    }
+}
+
+pub struct JoinService {
+    master: MasterSecret,
+    limiter: Arc<PeerLimiter>,
+}
+
+impl JoinService {
+    pub fn new(cluster: Cluster, limiter: Arc<PeerLimiter>) -> Self {
+        JoinService {
+            master: cluster.master,
+            limiter,
+        }
+    }
+
+    /// The verified peer's address; a call without verified evidence never gets here
+    /// (the handshake requires it), but a key is never released on an assumption.
+    fn attested_peer<T>(&self, request: &Request<T>, call: &str) -> Result<Option<IpAddr>, Status> {
+        let peer = request.extensions().get::<PeerInfo>();
+        if peer.and_then(|p| p.verified.as_ref()).is_none() {
+            return Err(Status::unauthenticated(format!(
+                "{call} needs a verified joiner"
+            )));
+        }
+        let addr = peer.and_then(|p| p.addr).map(|a| a.ip());
+        self.limiter.admit(addr, call)?;
+        Ok(addr)
+    }
+
+    fn disk_key(&self, uuid: &str) -> Result<Vec<u8>, Status> {
+        let key = self
+            .master
+            .disk_key(uuid)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        Ok(key.to_vec())
+    }
+}
+
+#[tonic::async_trait]
+impl Join for JoinService {
+    async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinTicket>, Status> {
+        let peer = self.attested_peer(&request, "Join")?;
+        let r = request.into_inner();
+        if r.wireguard_public_key.len() != 32 {
+            return Err(Status::invalid_argument(format!(
+                "the WireGuard public key has {} bytes, not 32",
+                r.wireguard_public_key.len()
+            )));
+        }
+        let role = match Role::try_from(r.role) {
+            Ok(role @ (Role::Worker | Role::ControlPlane)) => role,
+            _ => {
+                return Err(Status::invalid_argument(format!(
+                    "role {} is neither worker nor control plane",
+                    r.role
+                )));
+            }
+        };
+        let disk_key = self.disk_key(&r.state_partition_uuid)?;
+        tracing::info!(
+            ?peer,
+            uuid = %r.state_partition_uuid,
+            role = role.as_str_name(),
+            "admitted a new node"
+        );
+        Ok(Response::new(JoinTicket {
+            disk_key,
+            cluster_id: self.master.cluster_id().0.to_vec(),
+            measurement_secret: self.master.measurement_secret().to_vec(),
+        }))
+    }
+
+    async fn rejoin(
+        &self,
+        request: Request<RejoinRequest>,
+    ) -> Result<Response<RejoinTicket>, Status> {
+        let peer = self.attested_peer(&request, "Rejoin")?;
+        let uuid = request.into_inner().state_partition_uuid;
+        let disk_key = self.disk_key(&uuid)?;
+        tracing::info!(?peer, %uuid, "admitted a rebooted node");
+        Ok(Response::new(RejoinTicket { disk_key }))
+    }
+}

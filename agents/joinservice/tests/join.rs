@@ -1,0 +1,362 @@
+//! The join service and the bootstrapper's joiner, both the real code, each on its own
+//! real swtpm: who gets a key, who is refused and why, and what a restart of the
+//! service in the middle of a join does.
+
+#[path = "../../attest/tests/support/mod.rs"]
+mod support;
+
+use std::net::TcpListener;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+
+use support::{LocalCa, Swtpm};
+use veil_atls::AttesterIssuer;
+use veil_attest::tpm::{TpmAttester, TpmAttesterConfig};
+use veil_bootstrapper::bootstrap::Admission;
+use veil_bootstrapper::join::{JoinConfig, Ticket, fetch_ticket};
+use veil_joinservice::{Cluster, Limits};
+use veil_keys::MasterSecret;
+use veil_protocol::activation::SharedTpm;
+use veil_protocol::pb::attestation::TpmIdentity;
+use veil_protocol::pb::join::Role;
+use veil_protocol::pb::join::join_activation_client::JoinActivationClient;
+
+const UUID: &str = "0a1b2c3d-4e5f-4061-8293-a4b5c6d7e8f9";
+
+/// Reference measurements (as `veil measure` writes them) that a fresh swtpm matches:
+/// each of `pcrs` expected zero.
+fn reference(pcrs: &[u32]) -> measured_boot::reference::ReferenceMeasurements {
+    let zero = "00".repeat(32);
+    let pcrs: Vec<String> = pcrs
+        .iter()
+        .map(|i| format!(r#""{i}":{{"expected":"{zero}","warnOnly":false}}"#))
+        .collect();
+    let json = format!(
+        r#"{{"pcrs":{{{}}},"image":{{"ukiSha256":"{zero}","roothash":"{zero}","osRelease":{{}},"kernelVersion":"test"}}}}"#,
+        pcrs.join(",")
+    );
+    measured_boot::reference::ReferenceMeasurements::from_json(&json).expect("reference")
+}
+
+/// How the test service is set up.
+struct Setup {
+    limits: Limits,
+    port: Option<u16>,
+    /// PCR 15 set, as on a node that joined a cluster.
+    member: bool,
+    /// PCRs its reference expects zero.
+    reference: &'static [u32],
+}
+
+impl Default for Setup {
+    fn default() -> Setup {
+        Setup {
+            limits: Limits::default(),
+            port: None,
+            member: true,
+            reference: &[4, 9, 11],
+        }
+    }
+}
+
+fn open(tpm: &Swtpm) -> SharedTpm {
+    let mut config = TpmAttesterConfig::with_tcti(tpm.tcti());
+    config.event_log = None;
+    config.systemd_log = None;
+    Arc::new(AttesterIssuer(Mutex::new(
+        TpmAttester::open(&config).expect("open swtpm"),
+    )))
+}
+
+fn extend(tpm: &SharedTpm, pcr: u32, with: &[u8; 32]) {
+    tpm.0
+        .lock()
+        .expect("tpm lock")
+        .extend_pcr(pcr, with)
+        .expect("extend");
+}
+
+/// A join service on its own runtime (dropping it stops everything, as a restart
+/// of the unit would), on its own swtpm with PCR 15 set like a member's.
+struct Service {
+    addr: String,
+    runtime: Option<tokio::runtime::Runtime>,
+    _tpm: Swtpm,
+}
+
+impl Service {
+    fn start(master: &MasterSecret, setup: Setup) -> Service {
+        let ca = LocalCa::shared();
+        let swtpm = Swtpm::start(ca);
+        let tpm = open(&swtpm);
+        if setup.member {
+            extend(&tpm, 15, &master.cluster_id().0);
+        }
+        let limits = setup.limits;
+        let listener = TcpListener::bind(("127.0.0.1", setup.port.unwrap_or(0))).expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        listener.set_nonblocking(true).expect("nonblocking");
+        let cluster = Cluster {
+            master: MasterSecret::from_parts(master.secret(), master.salt()).expect("copy"),
+            reference: reference(setup.reference),
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            let _ = veil_joinservice::serve(listener, tpm, cluster, ca.trust(), limits).await;
+        });
+        Service {
+            addr,
+            runtime: Some(runtime),
+            _tpm: swtpm,
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn client_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn config(service: &Service, ca: &LocalCa) -> JoinConfig {
+    JoinConfig {
+        endpoint: service.addr.clone(),
+        trust: ca.trust(),
+        role: Role::Worker,
+    }
+}
+
+fn ticket(service: &Service, joiner: &SharedTpm, how: Admission) -> anyhow::Result<Ticket> {
+    let wireguard = x25519_dalek::StaticSecret::from([7u8; 32]);
+    client_runtime().block_on(fetch_ticket(
+        joiner,
+        &config(service, LocalCa::shared()),
+        how,
+        UUID,
+        &wireguard,
+    ))
+}
+
+#[test]
+fn a_matching_node_joins_then_rejoins_with_its_disk_key_only() {
+    let master = MasterSecret::generate();
+    let service = Service::start(&master, Setup::default());
+    let joiner_tpm = Swtpm::start(LocalCa::shared());
+    let joiner = open(&joiner_tpm);
+
+    let t = ticket(&service, &joiner, Admission::Join).expect("join");
+    let expected = master.disk_key(UUID).expect("disk key");
+    assert_eq!(t.disk_key.as_slice(), expected.as_slice());
+    assert_eq!(t.disk_key.len(), 64);
+    assert_eq!(t.cluster_id, Some(master.cluster_id()));
+
+    let t = ticket(&service, &joiner, Admission::Rejoin).expect("rejoin");
+    assert_eq!(t.disk_key.as_slice(), expected.as_slice());
+    assert_eq!(
+        t.cluster_id, None,
+        "Rejoin gives the disk key and nothing else"
+    );
+}
+
+#[test]
+fn a_node_that_differs_from_the_reference_gets_nothing() {
+    let master = MasterSecret::generate();
+    let service = Service::start(&master, Setup::default());
+    let joiner_tpm = Swtpm::start(LocalCa::shared());
+    let joiner = open(&joiner_tpm);
+    // Another kernel command line, say: PCR 11 is not what the reference says.
+    extend(&joiner, 11, &[0x11; 32]);
+    let e = ticket(&service, &joiner, Admission::Join).expect_err("tampered joiner");
+    let text = format!("{e:#}");
+    assert!(text.contains("refused Join"), "{text}");
+    assert!(text.contains("the service refused our evidence"), "{text}");
+}
+
+#[test]
+fn a_node_that_already_joined_is_refused() {
+    let master = MasterSecret::generate();
+    let service = Service::start(&master, Setup::default());
+    let joiner_tpm = Swtpm::start(LocalCa::shared());
+    let joiner = open(&joiner_tpm);
+    extend(&joiner, 15, &[0x15; 32]);
+    let e = ticket(&service, &joiner, Admission::Join).expect_err("joined already");
+    assert!(
+        format!("{e:#}").contains("the service refused our evidence"),
+        "{e:#}"
+    );
+}
+
+#[test]
+fn a_tpm_from_another_ca_is_refused_at_its_challenge() {
+    let master = MasterSecret::generate();
+    let service = Service::start(&master, Setup::default());
+    let other_ca = LocalCa::new();
+    let joiner_tpm = Swtpm::start(&other_ca);
+    let joiner = open(&joiner_tpm);
+    let e = ticket(&service, &joiner, Admission::Join).expect_err("foreign TPM");
+    let text = format!("{e:#}");
+    assert!(text.contains("refused our TPM identity"), "{text}");
+    assert!(text.contains("not trusted"), "{text}");
+}
+
+#[test]
+fn a_joiner_sends_nothing_to_a_service_outside_a_cluster() {
+    let master = MasterSecret::generate();
+    let service = Service::start(
+        &master,
+        Setup {
+            member: false,
+            ..Setup::default()
+        },
+    );
+    let joiner_tpm = Swtpm::start(LocalCa::shared());
+    let joiner = open(&joiner_tpm);
+    let e = ticket(&service, &joiner, Admission::Join).expect_err("service in no cluster");
+    assert!(format!("{e:#}").contains("belongs to no cluster"), "{e:#}");
+}
+
+#[test]
+fn a_joiner_sends_nothing_to_a_service_running_another_uki() {
+    // The service's reference leaves PCR 4 out, so it would admit this joiner; the
+    // joiner sees the service's PCR 4 differ from its own and stops.
+    let master = MasterSecret::generate();
+    let service = Service::start(
+        &master,
+        Setup {
+            reference: &[9, 11],
+            ..Setup::default()
+        },
+    );
+    let joiner_tpm = Swtpm::start(LocalCa::shared());
+    let joiner = open(&joiner_tpm);
+    extend(&joiner, 4, &[0x04; 32]);
+    let e = ticket(&service, &joiner, Admission::Join).expect_err("another UKI");
+    assert!(
+        format!("{e:#}").contains("does not run our UKI: its PCR 4"),
+        "{e:#}"
+    );
+}
+
+#[test]
+fn a_restart_mid_join_fails_that_join_clearly_and_the_next_attempt_gets_in() {
+    let master = MasterSecret::generate();
+    let mut service = Service::start(&master, Setup::default());
+    let joiner_tpm = Swtpm::start(LocalCa::shared());
+    let joiner = open(&joiner_tpm);
+    let port: u16 = service
+        .addr
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+
+    // The joiner has its challenge; then the service goes away and comes back.
+    let rt = client_runtime();
+    let identity = joiner.0.lock().expect("lock").identity().clone();
+    let challenge = rt.block_on(async {
+        let channel = veil_protocol::client::plain(&service.addr)
+            .await
+            .expect("plain");
+        JoinActivationClient::new(channel)
+            .challenge(TpmIdentity::from(identity))
+            .await
+            .expect("challenge")
+            .into_inner()
+    });
+    service.stop();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let service = Service::start(
+        &master,
+        Setup {
+            port: Some(port),
+            ..Setup::default()
+        },
+    );
+    let credential = challenge.credential.expect("credential").into();
+    let secret = joiner
+        .0
+        .lock()
+        .expect("lock")
+        .activate(&credential)
+        .expect("activate");
+    let status = rt
+        .block_on(async {
+            let channel = veil_protocol::client::plain(&service.addr)
+                .await
+                .expect("plain");
+            JoinActivationClient::new(channel)
+                .prove(veil_protocol::pb::join::ProveRequest {
+                    challenge_id: challenge.challenge_id,
+                    secret: secret.to_vec(),
+                })
+                .await
+        })
+        .expect_err("the restarted service knows no such challenge");
+    assert!(
+        status.message().contains("start again with Challenge"),
+        "{status}"
+    );
+
+    // What the joiner's loop does next: a whole new attempt, which succeeds.
+    let t = ticket(&service, &joiner, Admission::Join).expect("join after the restart");
+    assert_eq!(t.cluster_id, Some(master.cluster_id()));
+}
+
+#[test]
+fn one_peer_calling_too_often_is_told_to_wait() {
+    let master = MasterSecret::generate();
+    let limits = Limits {
+        per_peer_per_minute: NonZeroU32::new(1).expect("1"),
+        per_peer_burst: NonZeroU32::new(2).expect("2"),
+        ..Limits::default()
+    };
+    let service = Service::start(
+        &master,
+        Setup {
+            limits,
+            ..Setup::default()
+        },
+    );
+    let joiner_tpm = Swtpm::start(LocalCa::shared());
+    let joiner = open(&joiner_tpm);
+    let identity = joiner.0.lock().expect("lock").identity().clone();
+    let rt = client_runtime();
+    let codes: Vec<Result<(), tonic::Status>> = rt.block_on(async {
+        let channel = veil_protocol::client::plain(&service.addr)
+            .await
+            .expect("plain");
+        let mut client = JoinActivationClient::new(channel);
+        let mut out = Vec::new();
+        for _ in 0..3 {
+            out.push(
+                client
+                    .challenge(TpmIdentity::from(identity.clone()))
+                    .await
+                    .map(|_| ()),
+            );
+        }
+        out
+    });
+    assert!(codes[0].is_ok() && codes[1].is_ok(), "{codes:?}");
+    let status = codes[2].as_ref().expect_err("third call within the minute");
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status}");
+    assert!(status.message().contains("try again in"), "{status}");
+}
