@@ -119,10 +119,16 @@ impl Node {
 
     /// The state partition (created if missing) and what it holds.
     pub fn locate(&self) -> Result<(StatePartition, veil_disk::Contents), Status> {
+        let started = Instant::now();
         let part = state::find_or_create(&self.root_dev)
             .map_err(|e| Status::internal(format!("finding the state disk: {e:#}")))?;
         let contents = veil_disk::inspect(&part.device)
             .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        tracing::info!(
+            device = %part.device.display(),
+            ms = started.elapsed().as_millis(),
+            "state partition found or created"
+        );
         Ok((part, contents))
     }
 

@@ -42,6 +42,7 @@ fn init_logging() {
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
+                .with_ansi(false)
                 .without_time(),
         )
         .with(journald)
