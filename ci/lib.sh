@@ -8,7 +8,10 @@ VEIL_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # the clone so a fresh clone reuses them; an empty cache still works, only slower.
 VEIL_CACHE=${VEIL_CACHE:-/var/cache/veil}
 VEIL_BUILD=${VEIL_BUILD:-$VEIL_ROOT/build}
-export VEIL_ROOT VEIL_CACHE VEIL_BUILD
+# The local TPM CA: certifies every QEMU node's EK, and the image trusts it. Exported,
+# so a second build elsewhere (ci/check-reproducible) bakes in the same one.
+VEIL_TPM_CA=${VEIL_TPM_CA:-$VEIL_BUILD/tpm-ca}
+export VEIL_ROOT VEIL_CACHE VEIL_BUILD VEIL_TPM_CA
 
 log() { printf '[%s] %s\n' "$(basename "$0")" "$*" >&2; }
 die() { printf '[%s] error: %s\n' "$(basename "$0")" "$*" >&2; exit 1; }
