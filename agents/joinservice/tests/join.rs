@@ -360,3 +360,40 @@ fn one_peer_calling_too_often_is_told_to_wait() {
     assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status}");
     assert!(status.message().contains("try again in"), "{status}");
 }
+
+#[test]
+fn a_wrong_answer_to_the_challenge_is_refused_and_that_challenge_is_spent() {
+    let master = MasterSecret::generate();
+    let service = Service::start(&master, Setup::default());
+    let joiner_tpm = Swtpm::start(LocalCa::shared());
+    let joiner = open(&joiner_tpm);
+    let identity = joiner.0.lock().expect("lock").identity().clone();
+    let rt = client_runtime();
+    let (wrong, again) = rt.block_on(async {
+        let channel = veil_protocol::client::plain(&service.addr)
+            .await
+            .expect("plain");
+        let mut client = JoinActivationClient::new(channel);
+        let challenge = client
+            .challenge(TpmIdentity::from(identity))
+            .await
+            .expect("challenge")
+            .into_inner();
+        let prove = |secret: Vec<u8>| veil_protocol::pb::join::ProveRequest {
+            challenge_id: challenge.challenge_id.clone(),
+            secret,
+        };
+        // Not what the TPM would answer: someone without the EK's private key.
+        let wrong = client.prove(prove(vec![0; 32])).await;
+        let again = client.prove(prove(vec![0; 32])).await;
+        (wrong, again)
+    });
+    let status = wrong.expect_err("a guessed secret");
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status}");
+    assert!(status.message().contains("not in the TPM"), "{status}");
+    let status = again.expect_err("a challenge answers once");
+    assert!(
+        status.message().contains("unknown or expired challenge"),
+        "{status}"
+    );
+}

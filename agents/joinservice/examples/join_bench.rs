@@ -1,0 +1,230 @@
+//! Join cost on real swtpms: latency of whole joins (activation both ways, the mutual
+//! aTLS handshake, the Join call) through a join service on this machine, and how many
+//! joiners one service can admit per second from recorded evidence (the handshake's
+//! check of a quote plus the key derivation), one thread per core.
+//!
+//! ```text
+//! join_bench --service-tcti T1 --joiner-tcti T2 --ca root.pem --intermediate ca.pem
+//!            [-n 20] [--seconds 3]
+//! ```
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use veil_atls::{AttesterIssuer, EvidenceIssuer, EvidenceValidator};
+use veil_attest::tpm::{EkTrust, TpmAttester, TpmAttesterConfig};
+use veil_bootstrapper::bootstrap::Admission;
+use veil_bootstrapper::join::{JoinConfig, fetch_ticket};
+use veil_joinservice::{Cluster, JoinerValidator, Limits};
+use veil_keys::MasterSecret;
+use veil_protocol::pb::join::Role;
+
+type BoxError = Box<dyn std::error::Error>;
+
+struct Args {
+    service_tcti: String,
+    joiner_tcti: String,
+    ca: String,
+    intermediate: String,
+    n: usize,
+    seconds: u64,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut it = std::env::args().skip(1);
+    let (mut st, mut jt, mut ca, mut im, mut n, mut seconds) = (None, None, None, None, 20, 3);
+    while let Some(a) = it.next() {
+        let mut val = || it.next().ok_or(format!("{a} needs a value"));
+        match a.as_str() {
+            "--service-tcti" => st = Some(val()?),
+            "--joiner-tcti" => jt = Some(val()?),
+            "--ca" => ca = Some(val()?),
+            "--intermediate" => im = Some(val()?),
+            "-n" => n = val()?.parse().map_err(|e| format!("-n: {e}"))?,
+            "--seconds" => seconds = val()?.parse().map_err(|e| format!("--seconds: {e}"))?,
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    Ok(Args {
+        service_tcti: st.ok_or("--service-tcti is required")?,
+        joiner_tcti: jt.ok_or("--joiner-tcti is required")?,
+        ca: ca.ok_or("--ca is required")?,
+        intermediate: im.ok_or("--intermediate is required")?,
+        n: n.max(1),
+        seconds: seconds.max(1),
+    })
+}
+
+fn open(tcti: &str) -> Result<Arc<AttesterIssuer<TpmAttester>>, BoxError> {
+    let mut config = TpmAttesterConfig::with_tcti(tcti);
+    config.event_log = None;
+    config.systemd_log = None;
+    Ok(Arc::new(AttesterIssuer(Mutex::new(TpmAttester::open(
+        &config,
+    )?))))
+}
+
+/// Reference measurements that the joiner's current PCRs 4, 9 and 11 match.
+fn reference_for(
+    joiner: &AttesterIssuer<TpmAttester>,
+) -> Result<measured_boot::reference::ReferenceMeasurements, BoxError> {
+    let pcrs = joiner
+        .0
+        .lock()
+        .map_err(|_| "lock")?
+        .read_pcrs(&[4, 9, 11])?;
+    let entries: Vec<String> = pcrs
+        .iter()
+        .map(|(i, v)| {
+            format!(
+                r#""{i}":{{"expected":"{}","warnOnly":false}}"#,
+                hex::encode(v)
+            )
+        })
+        .collect();
+    let zero = "00".repeat(32);
+    let json = format!(
+        r#"{{"pcrs":{{{}}},"image":{{"ukiSha256":"{zero}","roothash":"{zero}","osRelease":{{}},"kernelVersion":"bench"}}}}"#,
+        entries.join(",")
+    );
+    Ok(measured_boot::reference::ReferenceMeasurements::from_json(
+        &json,
+    )?)
+}
+
+fn percentile(sorted: &[Duration], p: usize) -> Duration {
+    sorted
+        .get((sorted.len() * p / 100).min(sorted.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or_default()
+}
+
+fn main() -> Result<(), BoxError> {
+    let args = parse_args()?;
+    let trust = EkTrust::from_pem(&std::fs::read(&args.ca)?)?
+        .with_intermediates_pem(&std::fs::read(&args.intermediate)?)?;
+    let master = MasterSecret::generate();
+    let service_tpm = open(&args.service_tcti)?;
+    let joiner = open(&args.joiner_tcti)?;
+    service_tpm
+        .0
+        .lock()
+        .map_err(|_| "lock")?
+        .extend_pcr(15, &master.cluster_id().0)?;
+    let reference = reference_for(&joiner)?;
+
+    // 1. Whole joins through a served join service.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let endpoint = listener.local_addr()?.to_string();
+    listener.set_nonblocking(true)?;
+    let limits = Limits {
+        per_peer_per_minute: std::num::NonZeroU32::MAX,
+        per_peer_burst: std::num::NonZeroU32::MAX,
+        ..Limits::default()
+    };
+    let cluster = Cluster {
+        master: MasterSecret::from_parts(master.secret(), master.salt())?,
+        reference: reference.clone(),
+    };
+    let (service_trust, serving_tpm) = (trust.clone(), service_tpm.clone());
+    runtime.spawn(async move {
+        let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+        if let Err(e) =
+            veil_joinservice::serve(listener, serving_tpm, cluster, service_trust, limits).await
+        {
+            eprintln!("join service stopped: {e}");
+        }
+    });
+    let config = JoinConfig {
+        endpoint,
+        trust: trust.clone(),
+        role: Role::Worker,
+    };
+    let wireguard = x25519_dalek::StaticSecret::from([9u8; 32]);
+    let mut latencies = Vec::with_capacity(args.n);
+    for i in 0..args.n {
+        let uuid = format!("00000000-0000-4000-8000-{i:012x}");
+        let started = Instant::now();
+        runtime.block_on(fetch_ticket(
+            &joiner,
+            &config,
+            Admission::Join,
+            &uuid,
+            &wireguard,
+        ))?;
+        latencies.push(started.elapsed());
+    }
+    latencies.sort();
+    println!(
+        "== join latency: request -> ticket (real swtpms, {} joins) ==",
+        args.n
+    );
+    println!(
+        "  min {:.1} ms   median {:.1} ms   p90 {:.1} ms   max {:.1} ms",
+        ms(latencies[0]),
+        ms(percentile(&latencies, 50)),
+        ms(percentile(&latencies, 90)),
+        ms(latencies[latencies.len() - 1])
+    );
+    println!("  (each: both AK activations, two quotes, the mutual aTLS handshake, Join)");
+
+    // 2. Admissions per second from recorded evidence: what the service spends per
+    //    joiner once the TPMs have done their part.
+    let admission = Arc::new(veil_joinservice::Admission::new(trust, Limits::default()));
+    let identity = joiner.0.lock().map_err(|_| "lock")?.identity().clone();
+    let (id, credential) = admission.challenge(&identity)?;
+    let secret = joiner.0.lock().map_err(|_| "lock")?.activate(&credential)?;
+    admission.prove(&id, &secret)?;
+    let validator = Arc::new(JoinerValidator::new(admission, &reference));
+    let user_data = [0x5a; 32];
+    let evidence = joiner.issue(&user_data)?;
+    validator.validate(&evidence, &user_data)?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let done = Arc::new(AtomicU64::new(0));
+    let master = Arc::new(master);
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let workers: Vec<_> = (0..threads)
+        .map(|_| {
+            let (validator, evidence, done, master) = (
+                validator.clone(),
+                evidence.clone(),
+                done.clone(),
+                master.clone(),
+            );
+            std::thread::spawn(move || {
+                while Instant::now() < deadline {
+                    if validator.validate(&evidence, &user_data).is_ok()
+                        && master
+                            .disk_key("0a1b2c3d-4e5f-4061-8293-a4b5c6d7e8f9")
+                            .is_ok()
+                    {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().map_err(|_| "worker panicked")?;
+    }
+    let total = done.load(Ordering::Relaxed);
+    println!(
+        "== admissions per second from recorded evidence ({threads} threads, {} s) ==",
+        args.seconds
+    );
+    println!(
+        "  {:.0} /s   ({:.3} ms per admission per core: quote check against the reference + disk key)",
+        total as f64 / args.seconds as f64,
+        args.seconds as f64 * 1000.0 * threads as f64 / total.max(1) as f64
+    );
+    Ok(())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}

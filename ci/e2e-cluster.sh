@@ -1,0 +1,216 @@
+# shellcheck shell=bash
+# The cluster part of ci/test-e2e (sourced: uses its ok/bad/expect helpers and its
+# $veil, $work, $B, $tpm_ca). Real nodes under QEMU, each with its own swtpm:
+#
+#   A ("boot")    `veil init`: A creates its LUKS2 state disk with the derived key,
+#                 keeps the master secret and reference there, extends PCR 15 and
+#                 starts its join service.
+#   B ("joiner")  boots with A's join port in fw_cfg and joins through A: activation
+#                 both ways, mutual aTLS, its own state disk created with the key A
+#                 derived for B's partition.
+#   C ("tampered") the changed-cmdline image ($work/changed.raw) tries the same and is
+#                 refused by A's join service (PCR 4, 9, 11 differ from the reference).
+#   Then A and B stop (a full restart): neither disk holds a key or the secret in the
+#   clear; A stays locked until `veil recover` (a wrong secret opens nothing); B comes
+#   back by Rejoin through the recovered A; each finds the file written before.
+#   Last, A's LUKS headers are damaged: recover says so and nothing is reformatted.
+
+# wait_console FILE PATTERN SECONDS: until FILE has a line matching PATTERN (ERE).
+wait_console() {
+    local file=$1 pattern=$2 deadline=$(($(date +%s) + $3))
+    until grep -a -q -E "$pattern" "$file"; do
+        [ "$(date +%s)" -lt "$deadline" ] || return 1
+        sleep 2
+    done
+}
+
+# no_secrets_on_disk NAME PARTUUID SECRET CLUSTER: the node's disk, converted to raw,
+# holds neither its disk key (nor half of it), nor the master secret, nor the marker
+# text (inside the encrypted file system) in the clear.
+no_secrets_on_disk() {
+    local raw=$work/$1-disk.raw rc=0
+    qemu-img convert -O raw "$B/nodes/$1/disk.qcow2" "$raw"
+    python3 - "$3" "$2" "$raw" "$4" <<'PY' || rc=1
+import base64, hashlib, hmac, json, mmap, sys
+f = json.load(open(sys.argv[1]))
+secret, salt = base64.b64decode(f["secret"]), base64.b64decode(f["salt"])
+prk = hmac.new(salt, secret, hashlib.sha256).digest()
+okm, t = b"", b""
+for i in range(1, 3):
+    t = hmac.new(prk, t + b"veil/v1/disk:" + sys.argv[2].encode() + bytes([i]), hashlib.sha256).digest()
+    okm += t
+with open(sys.argv[3], "rb") as d, mmap.mmap(d.fileno(), 0, access=mmap.ACCESS_READ) as m:
+    for name, needle in [("disk key", okm), ("disk key (first half)", okm[:32]),
+                         ("master secret", secret), ("marker", sys.argv[4].encode())]:
+        if m.find(needle) != -1:
+            sys.exit(f"{name} found on the disk in the clear")
+PY
+    rm -f "$raw"
+    return $rc
+}
+
+stop_quietly() { "$VEIL_ROOT/ci/boot-node" --stop "$1" 2>&1 | sed 's/^/# /'; }
+
+boot() { # boot NAME [boot-node options...] IMAGE
+    local name=$1; shift
+    "$VEIL_ROOT/ci/boot-node" --name "$name" --keep --timeout 400 --retry-emulator-faults 2 "$@"
+}
+
+cluster_checks() {
+    local port secret=$work/master-secret.json cluster partuuid console=$B/nodes/boot/console.log
+    local join b_console=$B/nodes/joiner/console.log b_partuuid c_console=$B/nodes/tampered/console.log
+    port=$(cat "$B/nodes/boot/agent-port")
+    if ! "$veil" init --node "127.0.0.1:$port" --measurements "$work/reference.json" "${tpm_ca[@]}" \
+        --master-secret "$secret" --output json >"$work/init.json" 2>"$work/init.err"; then
+        bad "veil init: $(tail -n 3 "$work/init.err")"
+        return
+    fi
+    ok "veil init: an attested node takes the master secret"
+    cluster=$(jq -r .clusterId "$work/init.json")
+    expect "veil init: the node created its state disk" jq -e '.stateDiskCreated == true' "$work/init.json"
+    expect "veil init: master-secret file has mode 0600" test "$(stat -c %a "$secret")" = 600
+    expect "node: state disk created, cluster id reported" \
+        bash -c "grep -a -q 'veil-state created partuuid=' '$console' && grep -a -q 'veil-cluster $cluster' '$console'"
+    partuuid=$(grep -a -o 'veil-state created partuuid=[0-9a-f-]*' "$console" | head -n 1 | cut -d= -f2)
+    expect "veil verify --cluster-id: PCR 15 holds the cluster id" \
+        quiet "$veil" verify --node "127.0.0.1:$port" --measurements "$work/reference.json" "${tpm_ca[@]}" --cluster-id "$cluster"
+    expect_error "a second veil init is refused (PCR 15 set)" "already belongs to a cluster" \
+        "$veil" init --node "127.0.0.1:$port" --measurements "$work/reference.json" "${tpm_ca[@]}" \
+        --master-secret "$work/second-secret.json"
+    expect_error "veil recover on a node that already joined is refused" "already belongs to a cluster" \
+        "$veil" recover --node "127.0.0.1:$port" --measurements "$work/reference.json" "${tpm_ca[@]}" \
+        --master-secret "$secret"
+    expect "the initialized node starts its join service" \
+        wait_console "$console" 'veil-joinservice-ready' 180
+
+    # B joins through A. The address is A's join port as B sees it (QEMU's host alias).
+    join=10.0.2.2:$(cat "$B/nodes/boot/join-port")
+    if boot joiner --join "$join" "$B/veil.raw"; then
+        if wait_console "$b_console" 'veil-join ok' 300; then
+            ok "a second node joins through the first one's join service"
+        else
+            bad "a second node joins through the first one's join service: $(grep -a 'veil-join' "$b_console" | tail -n 3)"
+        fi
+        expect "the joined node created its state disk (by Join) in the same cluster" \
+            bash -c "grep -a -q 'veil-state created partuuid=.* by=Join' '$b_console' && grep -a -q 'veil-cluster $cluster' '$b_console'"
+        b_partuuid=$(grep -a -o 'veil-state created partuuid=[0-9a-f-]*' "$b_console" | head -n 1 | cut -d= -f2)
+        expect "veil verify --cluster-id: the joined node's PCR 15 holds the cluster id" \
+            quiet "$veil" verify --node "127.0.0.1:$(cat "$B/nodes/joiner/agent-port")" \
+            --measurements "$work/reference.json" "${tpm_ca[@]}" --cluster-id "$cluster"
+        expect "the join service logged the admission" grep -a -q 'admitted a new node' "$console"
+    else
+        bad "a second node boots to join"
+    fi
+
+    # C runs another UKI (changed cmdline): A refuses it in the handshake; C gets nothing.
+    if boot tampered --join "$join" "$work/changed.raw"; then
+        if wait_console "$c_console" 'veil-join-failed' 300; then
+            ok "a node booted from a tampered image does not get in"
+            # The service checked C's evidence in the handshake and refused it; C
+            # itself stops too, since the service does not run its UKI.
+            expect "the join service refused the tampered node: its PCRs differ from the reference" \
+                bash -c "grep -a 'refused a joiner' '$console' | grep -q 'PCR 4'"
+            expect "the tampered node got no key: no state disk, no cluster" \
+                bash -c "! grep -a -q -E 'veil-state |veil-cluster|veil-join ok' '$c_console'"
+        else
+            bad "a node booted from a tampered image is refused at Join (no answer)"
+        fi
+    else
+        bad "a node boots from the tampered image"
+    fi
+    stop_quietly tampered
+
+    # A full restart: both nodes stop. Their disks hold nothing secret in the clear.
+    stop_quietly joiner
+    stop_quietly boot
+    expect "no disk key, master secret or plaintext marker on the first node's disk" \
+        no_secrets_on_disk boot "$partuuid" "$secret" "$cluster"
+    if [ -n "${b_partuuid:-}" ]; then
+        expect "no disk key, master secret or plaintext marker on the joined node's disk" \
+            no_secrets_on_disk joiner "$b_partuuid" "$secret" "$cluster"
+    fi
+
+    # A comes back: its state disk stays locked until recover.
+    if ! boot boot --reuse-disk "$B/veil.raw"; then
+        bad "node reboots with its state disk"
+        return
+    fi
+    ok "node reboots with its state disk"
+    port=$(cat "$B/nodes/boot/agent-port")
+    expect "after a reboot nothing is unlocked before recover" bash -c "! grep -a -q 'veil-state ' '$console'"
+    python3 -c "
+import base64, json, os
+fd = os.open('$work/wrong-secret.json', os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+os.write(fd, json.dumps({'veilMasterSecret': 1, 'secret': base64.b64encode(os.urandom(32)).decode(),
+                         'salt': base64.b64encode(os.urandom(32)).decode()}).encode())"
+    expect_error "veil recover with another cluster's secret opens nothing" "does not open" \
+        "$veil" recover --node "127.0.0.1:$port" --measurements "$work/reference.json" "${tpm_ca[@]}" \
+        --master-secret "$work/wrong-secret.json"
+    if "$veil" recover --node "127.0.0.1:$port" --measurements "$work/reference.json" "${tpm_ca[@]}" \
+        --master-secret "$secret" --output json >"$work/recover.json" 2>"$work/recover.err"; then
+        ok "veil recover: the rebooted node takes its master secret again"
+        expect "veil recover: the state disk was unlocked, not recreated" jq -e '.stateDiskCreated == false' "$work/recover.json"
+        expect "the file written at init is back after the reboot" \
+            grep -a -q "veil-state-marker $cluster" "$console"
+        expect "veil verify --cluster-id after recover" \
+            quiet "$veil" verify --node "127.0.0.1:$port" --measurements "$work/reference.json" "${tpm_ca[@]}" --cluster-id "$cluster"
+        expect "the recovered node starts its join service again" \
+            wait_console "$console" 'veil-joinservice-ready' 180
+    else
+        bad "veil recover: $(tail -n 3 "$work/recover.err")"
+    fi
+
+    # B comes back by Rejoin through the recovered A, and its file is back too.
+    if [ -n "${b_partuuid:-}" ] && boot joiner --reuse-disk --join "$join" "$B/veil.raw"; then
+        if wait_console "$b_console" 'veil-join ok' 300; then
+            ok "the joined node rejoins after the restart"
+        else
+            bad "the joined node rejoins after the restart: $(grep -a 'veil-join' "$b_console" | tail -n 3)"
+        fi
+        expect "the rejoined node unlocked its state disk (by Rejoin), not a new one" \
+            grep -a -q "veil-state unlocked partuuid=$b_partuuid .* by=Rejoin" "$b_console"
+        expect "the file written at join is back after the restart" \
+            grep -a -q "veil-state-marker $cluster" "$b_console"
+        expect "the join service logged the rejoin" grep -a -q 'admitted a rebooted node' "$console"
+    else
+        bad "the joined node reboots"
+    fi
+    stop_quietly joiner
+    stop_quietly boot
+
+    # A damaged LUKS header (both copies): recover says so and formats nothing.
+    local start
+    qemu-img convert -O raw "$B/nodes/boot/disk.qcow2" "$work/boot-disk.raw"
+    start=$(sfdisk --json "$work/boot-disk.raw" | jq --arg u "$partuuid" \
+        '.partitiontable.partitions[] | select((.uuid | ascii_downcase) == $u) | .start')
+    rm -f "$work/boot-disk.raw"
+    if [ -z "$start" ]; then
+        bad "state partition $partuuid not found in the node's disk"
+        return
+    fi
+    # The JSON metadata of both header copies (primary at 0, secondary at 16 KiB, each
+    # with its JSON 4 KiB in: LUKS2 defaults); the magic stays, so it is still LUKS.
+    qemu-io -f qcow2 -c "write -P 0x55 $((start * 512 + 4096)) 4096" \
+        -c "write -P 0x55 $((start * 512 + 16384 + 4096)) 4096" "$B/nodes/boot/disk.qcow2" >/dev/null
+    if boot boot --reuse-disk "$B/veil.raw" >/dev/null; then
+        port=$(cat "$B/nodes/boot/agent-port")
+        expect_error "veil recover on a corrupt LUKS header: a clear error" "LUKS header that does not load" \
+            "$veil" recover --node "127.0.0.1:$port" --measurements "$work/reference.json" "${tpm_ca[@]}" \
+            --master-secret "$secret"
+        expect "a corrupt state disk is never reformatted" bash -c "! grep -a -q 'veil-state created' '$console'"
+    else
+        bad "node reboots with a corrupt state disk header"
+    fi
+}
+
+# The nodes must not outlive a failed check or an error exit.
+trap 'for n in boot joiner tampered; do "$VEIL_ROOT/ci/boot-node" --stop $n >/dev/null 2>&1 || true; done; rm -rf "$work"' EXIT
+if boot boot "$B/veil.raw"; then
+    ok "a fresh node boots for cluster bootstrap"
+    cluster_checks
+else
+    bad "a fresh node boots for cluster bootstrap"
+fi
+for n in boot joiner tampered; do "$VEIL_ROOT/ci/boot-node" --stop $n >/dev/null 2>&1 || true; done
+trap 'rm -rf "$work"' EXIT
+rm -f "$work/changed.raw"
