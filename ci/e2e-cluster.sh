@@ -67,7 +67,7 @@ cluster_checks() {
     fi
     ok "veil init: an attested node takes the master secret"
     cluster=$(jq -r .clusterId "$work/init.json")
-    expect "veil init: the node created its state disk" jq -e '.stateDiskCreated == true' "$work/init.json"
+    expect "veil init: the node created its state disk" quiet jq -e '.stateDiskCreated == true' "$work/init.json"
     expect "veil init: master-secret file has mode 0600" test "$(stat -c %a "$secret")" = 600
     expect "node: state disk created, cluster id reported" \
         bash -c "grep -a -q 'veil-state created partuuid=' '$console' && grep -a -q 'veil-cluster $cluster' '$console'"
@@ -149,7 +149,7 @@ os.write(fd, json.dumps({'veilMasterSecret': 1, 'secret': base64.b64encode(os.ur
     if "$veil" recover --node "127.0.0.1:$port" --measurements "$work/reference.json" "${tpm_ca[@]}" \
         --master-secret "$secret" --output json >"$work/recover.json" 2>"$work/recover.err"; then
         ok "veil recover: the rebooted node takes its master secret again"
-        expect "veil recover: the state disk was unlocked, not recreated" jq -e '.stateDiskCreated == false' "$work/recover.json"
+        expect "veil recover: the state disk was unlocked, not recreated" quiet jq -e '.stateDiskCreated == false' "$work/recover.json"
         expect "the file written at init is back after the reboot" \
             grep -a -q "veil-state-marker $cluster" "$console"
         expect "veil verify --cluster-id after recover" \

@@ -45,7 +45,7 @@ pub const TPM_INTERMEDIATE: &str = "usr/lib/veil/tpm-ca/intermediate.pem";
 /// kernel loaded from it (9).
 pub const SAME_AS_OURS: [u32; 2] = [4, 9];
 /// Pause between attempts.
-pub const RETRY_AFTER: Duration = Duration::from_secs(5);
+pub const RETRY_AFTER: Duration = Duration::from_secs(3);
 /// Longest one attempt may take (activation both ways, the handshake, the call).
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(120);
 
