@@ -15,6 +15,7 @@ use std::time::Instant;
 use measured_boot::reference::ReferenceMeasurements;
 use tonic::{Request, Response, Status};
 use veil_attest::tpm::TpmAttester;
+use veil_disk::Integrity;
 use veil_keys::{ClusterId, MasterSecret};
 use veil_protocol::paths;
 use veil_protocol::pb::bootstrap::bootstrap_server::Bootstrap;
@@ -136,22 +137,24 @@ impl Node {
     /// PCR 15 with the cluster id: `cluster`, or for a disk that is opened, the one
     /// the disk was created for. `before_join` runs on the mounted disk first (to keep
     /// files there). Reports on the console; never a secret.
+    #[allow(clippy::too_many_arguments)]
     pub fn admit(
         &self,
         how: Admission,
         part: &StatePartition,
         key: &[u8],
         create: bool,
+        integrity: Integrity,
         cluster: Option<ClusterId>,
         before_join: impl FnOnce() -> Result<(), Status>,
     ) -> Result<Joined, Status> {
         let started = Instant::now();
         let marker = cluster.map(|c| c.to_hex()).unwrap_or_default();
-        let opened = state::open(part, key, create, &marker).map_err(|e| match e
-            .downcast_ref::<veil_disk::DiskError>(
-        ) {
-            Some(disk) => Status::failed_precondition(disk.to_string()),
-            None => Status::internal(format!("opening the state disk: {e:#}")),
+        let opened = state::open(part, key, create, integrity, &marker).map_err(|e| {
+            match e.downcast_ref::<veil_disk::DiskError>() {
+                Some(disk) => Status::failed_precondition(disk.to_string()),
+                None => Status::internal(format!("opening the state disk: {e:#}")),
+            }
         })?;
         let cluster_id = match cluster {
             Some(c) => c,
@@ -177,12 +180,19 @@ impl Node {
             ])
             .map(|(step, d)| format!("{step}={}ms", d.as_millis()))
             .collect();
+        let integrity = if create {
+            integrity
+        } else {
+            veil_disk::integrity(&part.device).unwrap_or_default()
+        };
         println!(
-            "veil-state {} partuuid={} device={} by={}",
+            "veil-state {} partuuid={} device={} by={} integrity={} size={}MiB",
             if create { "created" } else { "unlocked" },
             part.partuuid,
             part.device.display(),
-            how.name()
+            how.name(),
+            integrity.name(),
+            state::size_bytes(&part.device).unwrap_or(0) >> 20
         );
         println!("veil-state-marker {}", opened.marker);
         println!("veil-cluster {cluster_id}");
@@ -229,31 +239,37 @@ impl BootstrapService {
         how: Admission,
         mut secret: Vec<u8>,
         mut salt: Vec<u8>,
-        reference: Option<String>,
+        init: Option<InitSettings>,
     ) -> Result<Response<BootstrapResponse>, Status> {
         let master = MasterSecret::from_parts(&secret, &salt);
         secret.zeroize();
         salt.zeroize();
         let master = master.map_err(|e| Status::invalid_argument(e.to_string()))?;
-        if let Some(text) = &reference {
-            ReferenceMeasurements::from_json(text).map_err(|e| {
+        if let Some(InitSettings { reference, .. }) = &init {
+            ReferenceMeasurements::from_json(reference).map_err(|e| {
                 Status::invalid_argument(format!(
                     "the Init request's reference measurements do not parse: {e}"
                 ))
             })?;
         }
         let node = self.node.clone();
-        tokio::task::spawn_blocking(move || provision(how, &master, reference, &node))
+        tokio::task::spawn_blocking(move || provision(how, &master, init, &node))
             .await
             .map_err(|e| Status::internal(format!("{} task failed: {e}", how.name())))?
             .map(Response::new)
     }
 }
 
+/// What Init brings besides the secret.
+struct InitSettings {
+    reference: String,
+    settings: paths::ClusterSettings,
+}
+
 fn provision(
     how: Admission,
     master: &MasterSecret,
-    reference: Option<String>,
+    init: Option<InitSettings>,
     node: &Node,
 ) -> Result<BootstrapResponse, Status> {
     let _one_at_a_time = node.lock()?;
@@ -287,21 +303,32 @@ fn provision(
         .map_err(|e| Status::internal(e.to_string()))?;
     // Init keeps what the join service needs on the (encrypted) state disk.
     let keep = || {
-        let Some(reference) = &reference else {
+        let Some(InitSettings {
+            reference,
+            settings,
+        }) = &init
+        else {
             return Ok(());
         };
         let dir = Path::new(paths::CLUSTER_DIR);
         master
             .write_file(&dir.join(paths::MASTER_SECRET))
             .map_err(|e| Status::internal(format!("keeping the master secret: {e}")))?;
+        state::write_synced(&dir.join(paths::SETTINGS), settings.to_json().as_bytes())
+            .map_err(|e| Status::internal(format!("keeping the cluster settings: {e:#}")))?;
         state::write_synced(&dir.join(paths::REFERENCE), reference.as_bytes())
             .map_err(|e| Status::internal(format!("keeping the reference measurements: {e:#}")))
+    };
+    let integrity = match &init {
+        Some(i) if i.settings.state_disk_integrity => Integrity::HmacSha256,
+        _ => Integrity::None,
     };
     let joined = node.admit(
         how,
         &part,
         key.as_ref(),
         create,
+        integrity,
         Some(master.cluster_id()),
         keep,
     )?;
@@ -326,13 +353,14 @@ impl Bootstrap for BootstrapService {
                  check the nodes that join it",
             ));
         }
-        self.handle(
-            Admission::Init,
-            r.master_secret,
-            r.salt,
-            Some(r.reference_measurements),
-        )
-        .await
+        let init = InitSettings {
+            reference: r.reference_measurements,
+            settings: paths::ClusterSettings {
+                state_disk_integrity: r.state_disk_integrity,
+            },
+        };
+        self.handle(Admission::Init, r.master_secret, r.salt, Some(init))
+            .await
     }
 
     async fn recover(

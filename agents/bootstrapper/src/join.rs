@@ -98,6 +98,8 @@ pub struct Ticket {
     pub disk_key: Zeroizing<Vec<u8>>,
     /// Join only: Rejoin gives the disk key alone (the disk names its cluster).
     pub cluster_id: Option<ClusterId>,
+    /// Join only: how to format the new state disk.
+    pub integrity: veil_disk::Integrity,
 }
 
 impl std::fmt::Debug for Ticket {
@@ -204,6 +206,7 @@ async fn try_once(node: &Node, config: &JoinConfig) -> Result<Option<Admission>>
             &part,
             &ticket.disk_key,
             how == Admission::Join,
+            ticket.integrity,
             ticket.cluster_id,
             keep_wireguard,
         )
@@ -289,6 +292,11 @@ pub async fn fetch_ticket(
             Ok(Ticket {
                 disk_key: Zeroizing::new(t.disk_key),
                 cluster_id: Some(cluster_id),
+                integrity: if t.state_disk_integrity {
+                    veil_disk::Integrity::HmacSha256
+                } else {
+                    veil_disk::Integrity::None
+                },
             })
         }
         _ => {
@@ -302,6 +310,7 @@ pub async fn fetch_ticket(
             Ok(Ticket {
                 disk_key: Zeroizing::new(t.disk_key),
                 cluster_id: None,
+                integrity: veil_disk::Integrity::None,
             })
         }
     }

@@ -169,9 +169,16 @@ pub fn find_or_create(root_dev: &str) -> Result<StatePartition> {
     }
 }
 
-/// Unlocks the state partition with `key` (formatting it first when `create`),
-/// mounts it and binds its directories. `marker` is written to a new disk.
-pub fn open(part: &StatePartition, key: &[u8], create: bool, marker: &str) -> Result<Opened> {
+/// Unlocks the state partition with `key` (formatting it first when `create`, with
+/// `integrity`), mounts it and binds its directories. `marker` is written to a new
+/// disk.
+pub fn open(
+    part: &StatePartition,
+    key: &[u8],
+    create: bool,
+    integrity: veil_disk::Integrity,
+    marker: &str,
+) -> Result<Opened> {
     let mut timings = Vec::new();
     let mut step = Instant::now();
     let mut lap = |name: &'static str| {
@@ -179,11 +186,15 @@ pub fn open(part: &StatePartition, key: &[u8], create: bool, marker: &str) -> Re
         step = Instant::now();
     };
     if create {
-        veil_disk::format(&part.device, key)?;
+        veil_disk::format(&part.device, key, integrity)?;
         lap("luks-format");
     }
     let mapped = veil_disk::unlock(&part.device, MAPPER_NAME, key)?;
     lap("unlock");
+    if create && integrity != veil_disk::Integrity::None {
+        veil_disk::wipe_new_volume(&part.device, &mapped)?;
+        lap("integrity-wipe");
+    }
     if create {
         run(Command::new("mkfs.ext4")
             .args(["-q", "-L", PARTITION_LABEL])
@@ -230,6 +241,14 @@ pub fn open(part: &StatePartition, key: &[u8], create: bool, marker: &str) -> Re
             .to_owned()
     };
     Ok(Opened { marker, timings })
+}
+
+/// The size of a block device (from sysfs: 512-byte sectors), for the boot report.
+pub fn size_bytes(device: &Path) -> Option<u64> {
+    let name = device.file_name()?;
+    let sectors =
+        std::fs::read_to_string(Path::new("/sys/class/block").join(name).join("size")).ok()?;
+    sectors.trim().parse::<u64>().ok().map(|s| s * 512)
 }
 
 /// Writes `contents` to a new file on the state disk and syncs the file system: a

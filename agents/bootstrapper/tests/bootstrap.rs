@@ -33,6 +33,7 @@ fn init(secret: Vec<u8>) -> Request<InitRequest> {
         master_secret: secret,
         salt: vec![2; 32],
         reference_measurements: REFERENCE.into(),
+        state_disk_integrity: false,
     })
 }
 

@@ -7,6 +7,13 @@
 //! does not open it, or a device holding anything else is an error that names the
 //! device and changes nothing on it.
 //!
+//! Optionally ([`Integrity::HmacSha256`]) the volume is authenticated as well: LUKS2
+//! with dm-integrity, each 4 KiB sector carrying an HMAC-SHA256 tag under a key of its
+//! own, so that a storage provider that changes or swaps sectors makes reads fail
+//! instead of returning what it chose (XTS alone hides data but does not detect such
+//! changes). It costs the tag space, a journal, and a wipe of the whole volume when it
+//! is created (every tag must be valid before the first read).
+//!
 //! The keyslot uses PBKDF2-SHA256 with 1,000 iterations and no benchmark. A KDF slows
 //! down guessing a low-entropy passphrase; our "passphrase" is a uniformly random
 //! 512-bit key, which no number of iterations makes more or less guessable. The
@@ -17,15 +24,50 @@ use std::fs::File;
 use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
 
-use libcryptsetup_rs::consts::flags::{CryptActivate, CryptPbkdf, CryptVolumeKey};
-use libcryptsetup_rs::consts::vals::{CryptKdf, EncryptionFormat};
-use libcryptsetup_rs::{CryptDevice, CryptInit, CryptPbkdfType, Either, LibcryptErr};
+use libcryptsetup_rs::consts::flags::{CryptActivate, CryptPbkdf, CryptVolumeKey, CryptWipe};
+use libcryptsetup_rs::consts::vals::{CryptKdf, CryptWipePattern, EncryptionFormat};
+use libcryptsetup_rs::{
+    CryptDevice, CryptInit, CryptParamsLuks2, CryptParamsLuks2Ref, CryptPbkdfType, Either,
+    LibcryptErr,
+};
 use thiserror::Error;
 
 /// Cipher and mode of the state volume.
 pub const CIPHER: (&str, &str) = ("aes", "xts-plain64");
 /// Volume key bytes: AES-256 in XTS mode takes two 256-bit keys.
 pub const VOLUME_KEY_LEN: usize = 64;
+/// Integrity-protected volumes add an HMAC-SHA256 key to the volume key.
+pub const INTEGRITY_KEY_LEN: usize = 32;
+/// Sector size of an integrity-protected volume: one tag per 4 KiB, not per 512 B.
+const INTEGRITY_SECTOR: u32 = 4096;
+
+/// Whether the state volume is authenticated as well as encrypted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Integrity {
+    /// aes-xts-plain64 only (confidentiality).
+    #[default]
+    None,
+    /// aes-xts-plain64 with a dm-integrity HMAC-SHA256 tag per sector.
+    HmacSha256,
+}
+
+impl Integrity {
+    /// The name in libcryptsetup's terms, if any.
+    fn spec(self) -> Option<&'static str> {
+        match self {
+            Integrity::None => None,
+            Integrity::HmacSha256 => Some("hmac(sha256)"),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Integrity::None => "none",
+            Integrity::HmacSha256 => "hmac-sha256",
+        }
+    }
+}
+
 /// PBKDF2 iterations of the keyslot (see the crate docs for why so few).
 pub const KEYSLOT_ITERATIONS: u32 = 1000;
 /// How much of the device must be zero for it to count as blank: the LUKS2 header
@@ -150,8 +192,9 @@ pub fn clear_new_partition(device: &Path) -> Result<(), DiskError> {
 }
 
 /// Formats a blank `device` as LUKS2 with one keyslot opened by `key`; returns the
-/// volume's UUID. Refuses anything but [`Contents::Blank`].
-pub fn format(device: &Path, key: &[u8]) -> Result<String, DiskError> {
+/// volume's UUID. Refuses anything but [`Contents::Blank`]. A volume with
+/// [`Integrity::HmacSha256`] must be wiped once unlocked ([`wipe_new_volume`]).
+pub fn format(device: &Path, key: &[u8], integrity: Integrity) -> Result<String, DiskError> {
     match inspect(device)? {
         Contents::Blank => {}
         Contents::Luks2 { .. } => {
@@ -160,6 +203,16 @@ pub fn format(device: &Path, key: &[u8]) -> Result<String, DiskError> {
             });
         }
     }
+    // The device held nothing; a format that fails halfway must not leave it looking
+    // like somebody's data (which Init would then refuse forever).
+    format_blank(device, key, integrity).inspect_err(|_| {
+        if let Err(e) = clear_new_partition(device) {
+            tracing::error!("clearing {} after a failed format: {e}", device.display());
+        }
+    })
+}
+
+fn format_blank(device: &Path, key: &[u8], integrity: Integrity) -> Result<String, DiskError> {
     let mut cd = CryptInit::init(device).map_err(cs_err("opening", device))?;
     cd.settings_handle()
         .set_pbkdf_type(&CryptPbkdfType {
@@ -172,15 +225,38 @@ pub fn format(device: &Path, key: &[u8]) -> Result<String, DiskError> {
             flags: CryptPbkdf::NO_BENCHMARK,
         })
         .map_err(cs_err("setting the keyslot KDF for", device))?;
-    cd.context_handle()
-        .format::<()>(
+    match integrity.spec() {
+        None => cd.context_handle().format::<()>(
             EncryptionFormat::Luks2,
             CIPHER,
             None,
             Either::Right(VOLUME_KEY_LEN),
             None,
-        )
-        .map_err(cs_err("LUKS2 format of", device))?;
+        ),
+        Some(spec) => {
+            let params = CryptParamsLuks2 {
+                pbkdf: None,
+                integrity: Some(spec.into()),
+                integrity_params: None,
+                data_alignment: 0,
+                data_device: None,
+                sector_size: INTEGRITY_SECTOR,
+                label: None,
+                subsystem: None,
+            };
+            let mut params: CryptParamsLuks2Ref<'_> = (&params)
+                .try_into()
+                .map_err(cs_err("preparing the integrity parameters for", device))?;
+            cd.context_handle().format(
+                EncryptionFormat::Luks2,
+                CIPHER,
+                None,
+                Either::Right(VOLUME_KEY_LEN + INTEGRITY_KEY_LEN),
+                Some(&mut params),
+            )
+        }
+    }
+    .map_err(cs_err("LUKS2 format of", device))?;
     cd.keyslot_handle()
         .add_by_key(None, None, key, CryptVolumeKey::empty())
         .map_err(cs_err("adding the keyslot to", device))?;
@@ -188,8 +264,42 @@ pub fn format(device: &Path, key: &[u8]) -> Result<String, DiskError> {
         .status_handle()
         .get_uuid()
         .map_err(cs_err("reading the LUKS UUID of", device))?;
-    tracing::info!(device = %device.display(), %uuid, "formatted the state disk");
+    tracing::info!(device = %device.display(), %uuid, integrity = integrity.name(), "formatted the state disk");
     Ok(uuid.to_string())
+}
+
+/// The integrity protection of the LUKS2 volume on `device`.
+pub fn integrity(device: &Path) -> Result<Integrity, DiskError> {
+    let mut cd = load(device)?;
+    match cd.status_handle().get_integrity_info() {
+        Ok(info) if info.integrity == "hmac(sha256)" => Ok(Integrity::HmacSha256),
+        Ok(info) if info.integrity.is_empty() => Ok(Integrity::None),
+        Ok(info) => Err(DiskError::Cryptsetup {
+            what: "reading the integrity of",
+            device: device.into(),
+            reason: format!("unexpected integrity '{}'", info.integrity),
+        }),
+        Err(_) => Ok(Integrity::None),
+    }
+}
+
+/// Writes zeros over the whole of a just-formatted, unlocked integrity volume
+/// (`mapped`, on `device`), so that every sector has a valid tag before anything reads
+/// it; otherwise reads of never-written sectors fail.
+pub fn wipe_new_volume(device: &Path, mapped: &Path) -> Result<(), DiskError> {
+    let mut cd = load(device)?;
+    cd.wipe_handle()
+        .wipe::<()>(
+            mapped,
+            CryptWipePattern::Zero,
+            0,
+            0,
+            1 << 20,
+            CryptWipe::NO_DIRECT_IO,
+            None,
+            None,
+        )
+        .map_err(cs_err("initializing the integrity tags of", device))
 }
 
 fn by_passphrase(device: &Path, name: Option<&str>, key: &[u8]) -> Result<(), DiskError> {

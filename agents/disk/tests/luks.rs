@@ -2,7 +2,7 @@
 
 use std::io::{Seek, SeekFrom, Write};
 
-use veil_disk::{Contents, DiskError, check_key, format, inspect};
+use veil_disk::{Contents, DiskError, Integrity, check_key, format, inspect};
 
 const KEY: [u8; 64] = [0x5a; 64];
 
@@ -18,7 +18,7 @@ fn blank_device_is_formatted_and_opens_with_its_key_only() {
     let dir = tempfile::tempdir().expect("tempdir");
     let dev = blank(&dir);
     assert_eq!(inspect(&dev).expect("inspect"), Contents::Blank);
-    let uuid = format(&dev, &KEY).expect("format");
+    let uuid = format(&dev, &KEY, Integrity::None).expect("format");
     assert_eq!(
         inspect(&dev).expect("inspect"),
         Contents::Luks2 { uuid: uuid.clone() }
@@ -29,7 +29,7 @@ fn blank_device_is_formatted_and_opens_with_its_key_only() {
     let err = check_key(&dev, &[0xa5; 64]).expect_err("wrong key");
     assert!(matches!(err, DiskError::WrongKey { .. }), "{err}");
     // Never reformatted: a second format is refused, and nothing changed.
-    let err = format(&dev, &KEY).expect_err("formatted twice");
+    let err = format(&dev, &KEY, Integrity::None).expect_err("formatted twice");
     assert!(matches!(err, DiskError::NotBlank { .. }), "{err}");
     assert!(
         std::fs::read(&dev).expect("bytes") == before,
@@ -41,7 +41,7 @@ fn blank_device_is_formatted_and_opens_with_its_key_only() {
 fn keyslot_uses_cheap_pbkdf2_and_the_volume_aes_xts() {
     let dir = tempfile::tempdir().expect("tempdir");
     let dev = blank(&dir);
-    format(&dev, &KEY).expect("format");
+    format(&dev, &KEY, Integrity::None).expect("format");
     // The header's JSON area starts at 4096 in the primary header.
     let bytes = std::fs::read(&dev).expect("bytes");
     let json_end = bytes[4096..16384]
@@ -69,7 +69,7 @@ fn corrupt_header_and_foreign_data_are_errors_never_formatted() {
     f.seek(SeekFrom::Start(1024 + 56)).expect("seek");
     f.write_all(&[0x53, 0xef]).expect("write");
     drop(f);
-    let err = format(&foreign, &KEY).expect_err("foreign");
+    let err = format(&foreign, &KEY, Integrity::None).expect_err("foreign");
     assert!(matches!(err, DiskError::NotBlank { .. }), "{err}");
     assert!(err.to_string().contains("state.img"), "{err}");
 
@@ -79,7 +79,7 @@ fn corrupt_header_and_foreign_data_are_errors_never_formatted() {
         .expect("create")
         .set_len(32 << 20)
         .expect("size");
-    format(&dev, &KEY).expect("format");
+    format(&dev, &KEY, Integrity::None).expect("format");
     let mut bytes = std::fs::read(&dev).expect("bytes");
     for b in &mut bytes[4096..8192] {
         *b ^= 0xff;
@@ -91,7 +91,7 @@ fn corrupt_header_and_foreign_data_are_errors_never_formatted() {
     std::fs::write(&dev, &bytes).expect("write");
     let err = inspect(&dev).expect_err("corrupt");
     assert!(matches!(err, DiskError::CorruptHeader { .. }), "{err}");
-    let err = format(&dev, &KEY).expect_err("corrupt must not be formatted");
+    let err = format(&dev, &KEY, Integrity::None).expect_err("corrupt must not be formatted");
     assert!(matches!(err, DiskError::CorruptHeader { .. }), "{err}");
     assert!(
         std::fs::read(&dev).expect("bytes") == bytes,
@@ -122,4 +122,33 @@ fn a_just_created_partition_with_stale_bytes_is_cleared_to_blank() {
     let bytes = std::fs::read(&dev).expect("bytes");
     assert_eq!(bytes.len(), 32 << 20);
     assert_eq!(&bytes[20 << 20..(20 << 20) + 22], b"beyond the header area");
+}
+
+/// An integrity volume needs device-mapper even to be formatted (dm-integrity writes
+/// its superblock through a temporary device): inside a node it is formatted (the
+/// end-to-end test boots one); on a host without device-mapper the error says so and
+/// the device is left blank.
+#[test]
+fn an_integrity_volume_is_formatted_only_where_device_mapper_is() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dev = blank(&dir);
+    let formatted = format(&dev, &KEY, Integrity::HmacSha256);
+    // The kernel lists device-mapper among its block devices when it has it.
+    let has_dm = std::fs::read_to_string("/proc/devices")
+        .is_ok_and(|d| d.lines().any(|l| l.ends_with(" device-mapper")));
+    if has_dm {
+        let uuid = formatted.expect("format with integrity");
+        assert_eq!(inspect(&dev).expect("inspect"), Contents::Luks2 { uuid });
+        assert_eq!(
+            veil_disk::integrity(&dev).expect("integrity"),
+            Integrity::HmacSha256
+        );
+        check_key(&dev, &KEY).expect("its key opens it");
+    } else {
+        let err = formatted.expect_err("no device-mapper here");
+        let text = err.to_string();
+        assert!(text.contains("LUKS2 format of"), "{text}");
+        assert!(text.contains(&dev.display().to_string()), "{text}");
+        assert_eq!(inspect(&dev).expect("inspect"), Contents::Blank);
+    }
 }

@@ -130,6 +130,7 @@ fn main() -> Result<(), BoxError> {
     let cluster = Cluster {
         master: MasterSecret::from_parts(master.secret(), master.salt())?,
         reference: reference.clone(),
+        settings: Default::default(),
     };
     let (service_trust, serving_tpm) = (trust.clone(), service_tpm.clone());
     runtime.spawn(async move {

@@ -28,19 +28,13 @@ use veil_attest::tpm::EkTrust;
 use veil_keys::MasterSecret;
 use veil_protocol::MAX_MESSAGE;
 use veil_protocol::activation::{ActivationService, SharedTpm};
+use veil_protocol::paths::{self, ClusterSettings};
 use veil_protocol::pb::attestation::activation_server::ActivationServer;
 use veil_protocol::pb::join::join_activation_server::JoinActivationServer;
 use veil_protocol::pb::join::join_server::JoinServer;
 
 pub use admission::{Admission, JoinerValidator};
 pub use limit::Limits;
-
-/// The master-secret file in the cluster directory.
-pub const MASTER_SECRET_FILE: &str = "master-secret.json";
-/// The reference measurements file in the cluster directory.
-pub const REFERENCE_FILE: &str = "reference.json";
-/// Where a control-plane node keeps them: on its state disk, never anywhere else.
-pub const CLUSTER_DIR: &str = "/var/lib/veil/state/veil";
 
 #[derive(Debug, Error)]
 pub enum JoinServiceError {
@@ -52,7 +46,7 @@ pub enum JoinServiceError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{} is not a reference measurements file: {reason}", path.display())]
+    #[error("{} does not parse: {reason}", path.display())]
     Reference { path: PathBuf, reason: String },
     #[error("serving the join port failed: {0}")]
     Serve(#[from] tonic::transport::Error),
@@ -62,13 +56,15 @@ pub enum JoinServiceError {
 pub struct Cluster {
     pub master: MasterSecret,
     pub reference: ReferenceMeasurements,
+    pub settings: ClusterSettings,
 }
 
 impl Cluster {
-    /// Reads the master secret and reference measurements from `dir`.
+    /// Reads the master secret, reference measurements and settings from `dir`
+    /// ([`paths::CLUSTER_DIR`] on a node: its encrypted state disk).
     pub fn load(dir: &Path) -> Result<Cluster, JoinServiceError> {
-        let master = MasterSecret::read_file(&dir.join(MASTER_SECRET_FILE))?;
-        let path = dir.join(REFERENCE_FILE);
+        let master = MasterSecret::read_file(&dir.join(paths::MASTER_SECRET))?;
+        let path = dir.join(paths::REFERENCE);
         let text = std::fs::read_to_string(&path).map_err(|source| JoinServiceError::Read {
             path: path.clone(),
             source,
@@ -78,7 +74,23 @@ impl Cluster {
                 path,
                 reason: e.to_string(),
             })?;
-        Ok(Cluster { master, reference })
+        // Kept by Init since settings existed; an older node has none: the defaults.
+        let path = dir.join(paths::SETTINGS);
+        let settings = match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                ClusterSettings::from_json(&text).map_err(|e| JoinServiceError::Reference {
+                    path,
+                    reason: e.to_string(),
+                })?
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => ClusterSettings::default(),
+            Err(source) => return Err(JoinServiceError::Read { path, source }),
+        };
+        Ok(Cluster {
+            master,
+            reference,
+            settings,
+        })
     }
 }
 

@@ -6,7 +6,8 @@ use clap::Parser;
 use tracing_subscriber::prelude::*;
 use veil_atls::AttesterIssuer;
 use veil_attest::tpm::{EkTrust, TpmAttester, TpmAttesterConfig};
-use veil_joinservice::{CLUSTER_DIR, Cluster, Limits};
+use veil_joinservice::{Cluster, Limits};
+use veil_protocol::paths::CLUSTER_DIR;
 
 #[derive(Parser)]
 #[command(

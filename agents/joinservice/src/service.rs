@@ -80,6 +80,7 @@ impl JoinActivation for JoinActivationService {
 
 pub struct JoinService {
     master: MasterSecret,
+    state_disk_integrity: bool,
     limiter: Arc<PeerLimiter>,
 }
 
@@ -87,6 +88,7 @@ impl JoinService {
     pub fn new(cluster: Cluster, limiter: Arc<PeerLimiter>) -> Self {
         JoinService {
             master: cluster.master,
+            state_disk_integrity: cluster.settings.state_disk_integrity,
             limiter,
         }
     }
@@ -145,6 +147,7 @@ impl Join for JoinService {
             disk_key,
             cluster_id: self.master.cluster_id().0.to_vec(),
             measurement_secret: self.master.measurement_secret().to_vec(),
+            state_disk_integrity: self.state_disk_integrity,
         }))
     }
 

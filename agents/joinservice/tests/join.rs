@@ -46,6 +46,8 @@ struct Setup {
     member: bool,
     /// PCRs its reference expects zero.
     reference: &'static [u32],
+    /// The cluster's state disks are integrity-protected.
+    integrity: bool,
 }
 
 impl Default for Setup {
@@ -55,6 +57,7 @@ impl Default for Setup {
             port: None,
             member: true,
             reference: &[4, 9, 11],
+            integrity: false,
         }
     }
 }
@@ -99,6 +102,9 @@ impl Service {
         let cluster = Cluster {
             master: MasterSecret::from_parts(master.secret(), master.salt()).expect("copy"),
             reference: reference(setup.reference),
+            settings: veil_protocol::paths::ClusterSettings {
+                state_disk_integrity: setup.integrity,
+            },
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -167,6 +173,8 @@ fn a_matching_node_joins_then_rejoins_with_its_disk_key_only() {
     assert_eq!(t.disk_key.as_slice(), expected.as_slice());
     assert_eq!(t.disk_key.len(), 64);
     assert_eq!(t.cluster_id, Some(master.cluster_id()));
+
+    assert_eq!(t.integrity, veil_disk::Integrity::None);
 
     let t = ticket(&service, &joiner, Admission::Rejoin).expect("rejoin");
     assert_eq!(t.disk_key.as_slice(), expected.as_slice());
@@ -396,4 +404,20 @@ fn a_wrong_answer_to_the_challenge_is_refused_and_that_challenge_is_spent() {
         status.message().contains("unknown or expired challenge"),
         "{status}"
     );
+}
+
+#[test]
+fn the_ticket_says_how_the_cluster_formats_state_disks() {
+    let master = MasterSecret::generate();
+    let service = Service::start(
+        &master,
+        Setup {
+            integrity: true,
+            ..Setup::default()
+        },
+    );
+    let joiner_tpm = Swtpm::start(LocalCa::shared());
+    let joiner = open(&joiner_tpm);
+    let t = ticket(&service, &joiner, Admission::Join).expect("join");
+    assert_eq!(t.integrity, veil_disk::Integrity::HmacSha256);
 }

@@ -7,9 +7,30 @@ pub const STATE_MOUNT: &str = "/var/lib/veil/state";
 pub const CLUSTER_DIR: &str = "/var/lib/veil/state/veil";
 /// In [`CLUSTER_DIR`]: the master secret (control-plane nodes only), mode 0600.
 pub const MASTER_SECRET: &str = "master-secret.json";
+/// In [`CLUSTER_DIR`]: the cluster's settings (JSON: `{"stateDiskIntegrity": bool}`).
+pub const SETTINGS: &str = "settings.json";
 /// In [`CLUSTER_DIR`]: the reference measurements joiners must match.
 pub const REFERENCE: &str = "reference.json";
 /// In [`CLUSTER_DIR`]: the id of the cluster the disk was created for (hex).
 pub const CLUSTER_ID: &str = "cluster";
 /// In [`CLUSTER_DIR`]: the node's WireGuard private key (base64), mode 0600.
 pub const WIREGUARD_KEY: &str = "wireguard.key";
+
+/// The cluster's settings, as kept in [`SETTINGS`] on a control-plane node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// State disks are LUKS2 with dm-integrity (HMAC-SHA256), not only encrypted.
+    #[serde(default)]
+    pub state_disk_integrity: bool,
+}
+
+impl ClusterSettings {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| "{}".into())
+    }
+
+    pub fn from_json(text: &str) -> serde_json::Result<ClusterSettings> {
+        serde_json::from_str(text)
+    }
+}
