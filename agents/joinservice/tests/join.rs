@@ -135,6 +135,26 @@ impl Drop for Service {
     }
 }
 
+/// A running join service and a joiner's TPM.
+struct Fixture {
+    master: MasterSecret,
+    service: Service,
+    joiner: SharedTpm,
+    _joiner_tpm: Swtpm,
+}
+
+fn fixture(setup: Setup) -> Fixture {
+    let master = MasterSecret::generate();
+    let service = Service::start(&master, setup);
+    let joiner_tpm = Swtpm::start(LocalCa::shared());
+    Fixture {
+        joiner: open(&joiner_tpm),
+        master,
+        service,
+        _joiner_tpm: joiner_tpm,
+    }
+}
+
 fn client_runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -163,12 +183,10 @@ fn ticket(service: &Service, joiner: &SharedTpm, how: Admission) -> anyhow::Resu
 
 #[test]
 fn a_matching_node_joins_then_rejoins_with_its_disk_key_only() {
-    let master = MasterSecret::generate();
-    let service = Service::start(&master, Setup::default());
-    let joiner_tpm = Swtpm::start(LocalCa::shared());
-    let joiner = open(&joiner_tpm);
+    let f = fixture(Setup::default());
+    let (master, service, joiner) = (&f.master, &f.service, &f.joiner);
 
-    let t = ticket(&service, &joiner, Admission::Join).expect("join");
+    let t = ticket(service, joiner, Admission::Join).expect("join");
     let expected = master.disk_key(UUID).expect("disk key");
     assert_eq!(t.disk_key.as_slice(), expected.as_slice());
     assert_eq!(t.disk_key.len(), 64);
@@ -176,7 +194,7 @@ fn a_matching_node_joins_then_rejoins_with_its_disk_key_only() {
 
     assert_eq!(t.integrity, veil_disk::Integrity::None);
 
-    let t = ticket(&service, &joiner, Admission::Rejoin).expect("rejoin");
+    let t = ticket(service, joiner, Admission::Rejoin).expect("rejoin");
     assert_eq!(t.disk_key.as_slice(), expected.as_slice());
     assert_eq!(
         t.cluster_id, None,
@@ -186,13 +204,11 @@ fn a_matching_node_joins_then_rejoins_with_its_disk_key_only() {
 
 #[test]
 fn a_node_that_differs_from_the_reference_gets_nothing() {
-    let master = MasterSecret::generate();
-    let service = Service::start(&master, Setup::default());
-    let joiner_tpm = Swtpm::start(LocalCa::shared());
-    let joiner = open(&joiner_tpm);
+    let f = fixture(Setup::default());
+    let (service, joiner) = (&f.service, &f.joiner);
     // Another kernel command line, say: PCR 11 is not what the reference says.
-    extend(&joiner, 11, &[0x11; 32]);
-    let e = ticket(&service, &joiner, Admission::Join).expect_err("tampered joiner");
+    extend(joiner, 11, &[0x11; 32]);
+    let e = ticket(service, joiner, Admission::Join).expect_err("tampered joiner");
     let text = format!("{e:#}");
     assert!(text.contains("refused Join"), "{text}");
     assert!(text.contains("the service refused our evidence"), "{text}");
@@ -200,12 +216,10 @@ fn a_node_that_differs_from_the_reference_gets_nothing() {
 
 #[test]
 fn a_node_that_already_joined_is_refused() {
-    let master = MasterSecret::generate();
-    let service = Service::start(&master, Setup::default());
-    let joiner_tpm = Swtpm::start(LocalCa::shared());
-    let joiner = open(&joiner_tpm);
-    extend(&joiner, 15, &[0x15; 32]);
-    let e = ticket(&service, &joiner, Admission::Join).expect_err("joined already");
+    let f = fixture(Setup::default());
+    let (service, joiner) = (&f.service, &f.joiner);
+    extend(joiner, 15, &[0x15; 32]);
+    let e = ticket(service, joiner, Admission::Join).expect_err("joined already");
     assert!(
         format!("{e:#}").contains("the service refused our evidence"),
         "{e:#}"
@@ -227,17 +241,12 @@ fn a_tpm_from_another_ca_is_refused_at_its_challenge() {
 
 #[test]
 fn a_joiner_sends_nothing_to_a_service_outside_a_cluster() {
-    let master = MasterSecret::generate();
-    let service = Service::start(
-        &master,
-        Setup {
-            member: false,
-            ..Setup::default()
-        },
-    );
-    let joiner_tpm = Swtpm::start(LocalCa::shared());
-    let joiner = open(&joiner_tpm);
-    let e = ticket(&service, &joiner, Admission::Join).expect_err("service in no cluster");
+    let f = fixture(Setup {
+        member: false,
+        ..Setup::default()
+    });
+    let (service, joiner) = (&f.service, &f.joiner);
+    let e = ticket(service, joiner, Admission::Join).expect_err("service in no cluster");
     assert!(format!("{e:#}").contains("belongs to no cluster"), "{e:#}");
 }
 
@@ -245,18 +254,13 @@ fn a_joiner_sends_nothing_to_a_service_outside_a_cluster() {
 fn a_joiner_sends_nothing_to_a_service_running_another_uki() {
     // The service's reference leaves PCR 4 out, so it would admit this joiner; the
     // joiner sees the service's PCR 4 differ from its own and stops.
-    let master = MasterSecret::generate();
-    let service = Service::start(
-        &master,
-        Setup {
-            reference: &[9, 11],
-            ..Setup::default()
-        },
-    );
-    let joiner_tpm = Swtpm::start(LocalCa::shared());
-    let joiner = open(&joiner_tpm);
-    extend(&joiner, 4, &[0x04; 32]);
-    let e = ticket(&service, &joiner, Admission::Join).expect_err("another UKI");
+    let f = fixture(Setup {
+        reference: &[9, 11],
+        ..Setup::default()
+    });
+    let (service, joiner) = (&f.service, &f.joiner);
+    extend(joiner, 4, &[0x04; 32]);
+    let e = ticket(service, joiner, Admission::Join).expect_err("another UKI");
     assert!(
         format!("{e:#}").contains("does not run our UKI: its PCR 4"),
         "{e:#}"
@@ -371,10 +375,8 @@ fn one_peer_calling_too_often_is_told_to_wait() {
 
 #[test]
 fn a_wrong_answer_to_the_challenge_is_refused_and_that_challenge_is_spent() {
-    let master = MasterSecret::generate();
-    let service = Service::start(&master, Setup::default());
-    let joiner_tpm = Swtpm::start(LocalCa::shared());
-    let joiner = open(&joiner_tpm);
+    let f = fixture(Setup::default());
+    let (service, joiner) = (&f.service, &f.joiner);
     let identity = joiner.0.lock().expect("lock").identity().clone();
     let rt = client_runtime();
     let (wrong, again) = rt.block_on(async {
@@ -408,16 +410,11 @@ fn a_wrong_answer_to_the_challenge_is_refused_and_that_challenge_is_spent() {
 
 #[test]
 fn the_ticket_says_how_the_cluster_formats_state_disks() {
-    let master = MasterSecret::generate();
-    let service = Service::start(
-        &master,
-        Setup {
-            integrity: true,
-            ..Setup::default()
-        },
-    );
-    let joiner_tpm = Swtpm::start(LocalCa::shared());
-    let joiner = open(&joiner_tpm);
-    let t = ticket(&service, &joiner, Admission::Join).expect("join");
+    let f = fixture(Setup {
+        integrity: true,
+        ..Setup::default()
+    });
+    let (service, joiner) = (&f.service, &f.joiner);
+    let t = ticket(service, joiner, Admission::Join).expect("join");
     assert_eq!(t.integrity, veil_disk::Integrity::HmacSha256);
 }
