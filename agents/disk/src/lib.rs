@@ -287,13 +287,19 @@ pub fn integrity(device: &Path) -> Result<Integrity, DiskError> {
 /// (`mapped`, on `device`), so that every sector has a valid tag before anything reads
 /// it; otherwise reads of never-written sectors fail.
 pub fn wipe_new_volume(device: &Path, mapped: &Path) -> Result<(), DiskError> {
+    let size = File::open(mapped)
+        .and_then(|mut f| f.seek(std::io::SeekFrom::End(0)))
+        .map_err(|source| DiskError::Read {
+            device: mapped.into(),
+            source,
+        })?;
     let mut cd = load(device)?;
     cd.wipe_handle()
         .wipe::<()>(
             mapped,
             CryptWipePattern::Zero,
             0,
-            0,
+            size,
             1 << 20,
             CryptWipe::NO_DIRECT_IO,
             None,
