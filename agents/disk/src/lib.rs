@@ -268,18 +268,32 @@ fn format_blank(device: &Path, key: &[u8], integrity: Integrity) -> Result<Strin
     Ok(uuid.to_string())
 }
 
-/// The integrity protection of the LUKS2 volume on `device`.
+/// The integrity protection of the LUKS2 volume on `device`, from its metadata.
+/// (libcryptsetup-rs's `get_integrity_info` turns the C struct's null strings of a
+/// volume without integrity into undefined behaviour; the LUKS2 JSON says the same.)
 pub fn integrity(device: &Path) -> Result<Integrity, DiskError> {
     let mut cd = load(device)?;
-    match cd.status_handle().get_integrity_info() {
-        Ok(info) if info.integrity == "hmac(sha256)" => Ok(Integrity::HmacSha256),
-        Ok(info) if info.integrity.is_empty() => Ok(Integrity::None),
-        Ok(info) => Err(DiskError::Cryptsetup {
+    let json = cd
+        .status_handle()
+        .dump_json()
+        .map_err(cs_err("reading the LUKS2 metadata of", device))?;
+    let kinds: Vec<&str> = json["segments"]
+        .as_object()
+        .map(|segments| {
+            segments
+                .values()
+                .filter_map(|seg| seg["integrity"]["type"].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    match kinds.as_slice() {
+        [] => Ok(Integrity::None),
+        kinds if kinds.iter().all(|k| *k == "hmac(sha256)") => Ok(Integrity::HmacSha256),
+        kinds => Err(DiskError::Cryptsetup {
             what: "reading the integrity of",
             device: device.into(),
-            reason: format!("unexpected integrity '{}'", info.integrity),
+            reason: format!("unexpected integrity {kinds:?}"),
         }),
-        Err(_) => Ok(Integrity::None),
     }
 }
 

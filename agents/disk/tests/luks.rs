@@ -152,3 +152,14 @@ fn an_integrity_volume_is_formatted_only_where_device_mapper_is() {
         assert_eq!(inspect(&dev).expect("inspect"), Contents::Blank);
     }
 }
+
+#[test]
+fn a_plain_volume_reports_no_integrity() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dev = blank(&dir);
+    format(&dev, &KEY, Integrity::None).expect("format");
+    assert_eq!(
+        veil_disk::integrity(&dev).expect("integrity"),
+        Integrity::None
+    );
+}
