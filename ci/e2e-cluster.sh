@@ -214,7 +214,7 @@ integrity_checks() {
     port=$(cat "$B/nodes/sealed/agent-port")
     if ! "$veil" init --node "127.0.0.1:$port" --measurements "$work/reference.json" "${tpm_ca[@]}" \
         --master-secret "$secret" --state-disk-integrity --output json >"$work/sealed.json" 2>"$work/sealed.err"; then
-        bad "veil init --state-disk-integrity: $(tail -n 3 "$work/sealed.err")"
+        bad "veil init --state-disk-integrity: $(grep -v -E '^ +([0-9]+:|at )' "$work/sealed.err" | tail -n 4)"
         return
     fi
     cluster=$(jq -r .clusterId "$work/sealed.json")

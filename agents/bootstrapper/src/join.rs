@@ -46,7 +46,9 @@ pub const TPM_INTERMEDIATE: &str = "usr/lib/veil/tpm-ca/intermediate.pem";
 pub const SAME_AS_OURS: [u32; 2] = [4, 9];
 /// Pause between attempts.
 pub const RETRY_AFTER: Duration = Duration::from_secs(3);
-/// Longest one attempt may take (activation both ways, the handshake, the call).
+/// Longest the talking part of one attempt may take (activation both ways, the
+/// handshake, the call); opening the disk afterwards (a whole-disk wipe with
+/// dm-integrity) takes as long as it takes.
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub struct JoinConfig {
@@ -118,23 +120,19 @@ pub async fn run(node: Node, config: JoinConfig) {
         config.role.as_str_name()
     );
     for attempt in 1u64.. {
-        match tokio::time::timeout(ATTEMPT_TIMEOUT, try_once(&node, &config)).await {
-            Ok(Ok(Some(how))) => {
+        match try_once(&node, &config).await {
+            Ok(Some(how)) => {
                 println!("veil-join ok by={} attempt={attempt}", how.name());
                 return;
             }
-            Ok(Ok(None)) => {
+            Ok(None) => {
                 println!("veil-join stopped: the node joined a cluster another way");
                 return;
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 tracing::warn!(attempt, "joining through {} failed: {e:#}", config.endpoint);
                 println!("veil-join-failed attempt={attempt} {e:#}");
             }
-            Err(_) => println!(
-                "veil-join-failed attempt={attempt} no answer within {} s",
-                ATTEMPT_TIMEOUT.as_secs()
-            ),
         }
         tokio::time::sleep(RETRY_AFTER).await;
     }
@@ -180,7 +178,18 @@ async fn try_once(node: &Node, config: &JoinConfig) -> Result<Option<Admission>>
         veil_disk::Contents::Luks2 { .. } => Admission::Rejoin,
     };
     let wireguard = x25519_dalek::StaticSecret::random_from_rng(rand_core::OsRng);
-    let ticket = fetch_ticket(node.tpm(), config, how, &part.partuuid, &wireguard).await?;
+    let ticket = tokio::time::timeout(
+        ATTEMPT_TIMEOUT,
+        fetch_ticket(node.tpm(), config, how, &part.partuuid, &wireguard),
+    )
+    .await
+    .map_err(|_| {
+        anyhow!(
+            "no ticket from {} within {} s",
+            config.endpoint,
+            ATTEMPT_TIMEOUT.as_secs()
+        )
+    })??;
 
     let n = node.clone();
     tokio::task::spawn_blocking(move || {

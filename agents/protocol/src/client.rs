@@ -14,8 +14,11 @@ use veil_attest::Verified;
 
 use crate::{HANDSHAKE_TIMEOUT, ProtocolError};
 
-/// How long one call may take.
-const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long one call may take. Generous: Init on a cluster with integrity-protected
+/// state disks writes the node's whole state partition before it answers (a minute
+/// per GiB or so under emulation). Connecting and the handshake have their own,
+/// short, limits.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 fn endpoint() -> Endpoint {
     // The scheme only tells tonic "HTTP/2 without TLS of its own"; the connector below
