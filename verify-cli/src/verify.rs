@@ -139,13 +139,8 @@ pub async fn attest_node(
             args.measurements.display()
         )
     })?;
-    let mut trust = EkTrust::from_pem(&read(&args.tpm_ca, "TPM CA")?)
-        .with_context(|| format!("loading the TPM CA {}", args.tpm_ca.display()))?;
-    if let Some(path) = &args.tpm_intermediate {
-        trust = trust
-            .with_intermediates_pem(&read(path, "TPM intermediate CA")?)
-            .with_context(|| format!("loading the TPM intermediate CA {}", path.display()))?;
-    }
+    let trust = EkTrust::from_pem_files(&args.tpm_ca, args.tpm_intermediate.as_deref())
+        .context("loading the TPM CA")?;
 
     let (channel, verified, info) = attest(&args.node, TpmVerifier::new(trust)).await?;
     let mut expected: BTreeMap<u32, ([u8; 32], bool)> = reference

@@ -363,3 +363,29 @@ fn event_logs_are_attached_unless_too_large_for_a_handshake() {
     assert_eq!(verified.event_log, None);
     assert_eq!(verified.systemd_log, None);
 }
+
+#[test]
+fn ca_files_are_read_with_their_intermediates_and_errors_name_the_file() {
+    let ca = LocalCa::shared();
+    let tpm = Swtpm::start(ca);
+    let a = attester(&tpm);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (root, issuer) = (dir.path().join("root.pem"), dir.path().join("issuer.pem"));
+    std::fs::write(&root, ca.root_pem()).expect("write root");
+    std::fs::write(&issuer, ca.intermediate_pem()).expect("write issuer");
+
+    let trust = EkTrust::from_pem_files(&root, Some(&issuer)).expect("both files");
+    TpmVerifier::new(trust)
+        .challenge(a.identity())
+        .expect("root and intermediate make a path");
+    let root_only = EkTrust::from_pem_files(&root, None).expect("root file");
+    assert!(TpmVerifier::new(root_only).challenge(a.identity()).is_err());
+
+    let missing = dir.path().join("missing.pem");
+    let err = EkTrust::from_pem_files(&missing, None).expect_err("no such file");
+    assert!(err.to_string().contains("missing.pem"), "{err}");
+    let garbled = dir.path().join("garbled.pem");
+    std::fs::write(&garbled, "not a certificate").expect("write");
+    let err = EkTrust::from_pem_files(&root, Some(&garbled)).expect_err("garbled");
+    assert!(err.to_string().contains("garbled.pem"), "{err}");
+}

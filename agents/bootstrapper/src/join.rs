@@ -37,9 +37,6 @@ pub const FW_CFG_JOIN_ENDPOINT: &str =
     "sys/firmware/qemu_fw_cfg/by_name/opt/veil/join-endpoint/raw";
 /// The node's role, if given the same way (`worker` unless it says `control-plane`).
 pub const FW_CFG_ROLE: &str = "sys/firmware/qemu_fw_cfg/by_name/opt/veil/role/raw";
-/// The TPM CA the image trusts for join services (and the join service for joiners).
-pub const TPM_CA: &str = "usr/lib/veil/tpm-ca/root.pem";
-pub const TPM_INTERMEDIATE: &str = "usr/lib/veil/tpm-ca/intermediate.pem";
 
 /// PCRs a join service must share with the joiner: the UKI (4) and what its stub and
 /// kernel loaded from it (9).
@@ -77,16 +74,13 @@ impl JoinConfig {
             ),
             Err(_) => Role::Worker,
         };
-        let read = |p: &str| {
-            std::fs::read(root.join(p))
-                .with_context(|| format!("reading /{p} (the image's TPM CA)"))
-        };
-        let mut trust = EkTrust::from_pem(&read(TPM_CA)?).context("loading the image's TPM CA")?;
-        if root.join(TPM_INTERMEDIATE).exists() {
-            trust = trust
-                .with_intermediates_pem(&read(TPM_INTERMEDIATE)?)
-                .context("loading the image's TPM intermediate CA")?;
-        }
+        let under_root = |p: &str| root.join(p.trim_start_matches('/'));
+        let intermediate = under_root(paths::IMAGE_TPM_INTERMEDIATE);
+        let trust = EkTrust::from_pem_files(
+            &under_root(paths::IMAGE_TPM_CA),
+            intermediate.exists().then_some(intermediate.as_path()),
+        )
+        .context("loading the image's TPM CA")?;
         Ok(Some(JoinConfig {
             endpoint,
             trust,

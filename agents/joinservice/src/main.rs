@@ -7,7 +7,7 @@ use tracing_subscriber::prelude::*;
 use veil_atls::AttesterIssuer;
 use veil_attest::tpm::{EkTrust, TpmAttester, TpmAttesterConfig};
 use veil_joinservice::{Cluster, Limits};
-use veil_protocol::paths::CLUSTER_DIR;
+use veil_protocol::paths::{CLUSTER_DIR, IMAGE_TPM_CA, IMAGE_TPM_INTERMEDIATE};
 
 #[derive(Parser)]
 #[command(
@@ -19,10 +19,10 @@ struct Args {
     #[arg(long, default_value = CLUSTER_DIR)]
     cluster_dir: PathBuf,
     /// The CA that certifies joiners' TPM endorsement keys (PEM), from the image.
-    #[arg(long, default_value = "/usr/lib/veil/tpm-ca/root.pem")]
+    #[arg(long, default_value = IMAGE_TPM_CA)]
     tpm_ca: PathBuf,
     /// Intermediate CA certificates under it (PEM); skipped if absent.
-    #[arg(long, default_value = "/usr/lib/veil/tpm-ca/intermediate.pem")]
+    #[arg(long, default_value = IMAGE_TPM_INTERMEDIATE)]
     tpm_intermediate: PathBuf,
     /// The TPM to attest with (a TSS2 TCTI string).
     #[arg(long, default_value = "device:/dev/tpmrm0")]
@@ -50,23 +50,15 @@ fn init_logging() {
         .init();
 }
 
-fn trust(args: &Args) -> Result<EkTrust> {
-    let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
-    let mut trust = EkTrust::from_pem(&read(&args.tpm_ca)?)
-        .with_context(|| format!("loading the TPM CA {}", args.tpm_ca.display()))?;
-    if args.tpm_intermediate.exists() {
-        trust = trust
-            .with_intermediates_pem(&read(&args.tpm_intermediate)?)
-            .with_context(|| format!("loading {}", args.tpm_intermediate.display()))?;
-    }
-    Ok(trust)
-}
-
 fn main() -> Result<()> {
     init_logging();
     let args = Args::parse();
     let cluster = Cluster::load(&args.cluster_dir)?;
-    let trust = trust(&args)?;
+    let trust = EkTrust::from_pem_files(
+        &args.tpm_ca,
+        (args.tpm_intermediate.exists()).then_some(args.tpm_intermediate.as_path()),
+    )
+    .context("loading the TPM CA for joiners")?;
     let attester = TpmAttester::open(&TpmAttesterConfig::with_tcti(&args.tcti))
         .with_context(|| format!("opening the TPM ({})", args.tcti))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

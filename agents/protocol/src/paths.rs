@@ -1,6 +1,12 @@
 //! Where the agents on one node find each other's files: the bootstrapper writes
 //! them when the node joins a cluster, the join service reads them.
 
+/// The TPM CA the image trusts for other nodes' TPMs (a joiner's, a join service's):
+/// the cloud's vTPM endorsement roots, or here the local CA of ci/boot-node.
+pub const IMAGE_TPM_CA: &str = "/usr/lib/veil/tpm-ca/root.pem";
+/// Intermediate CA certificates under [`IMAGE_TPM_CA`], if the image has any.
+pub const IMAGE_TPM_INTERMEDIATE: &str = "/usr/lib/veil/tpm-ca/intermediate.pem";
+
 /// The node's state disk, mounted once it is unlocked (encrypted, never in the clear).
 pub const STATE_MOUNT: &str = "/var/lib/veil/state";
 /// The cluster's files on the state disk.

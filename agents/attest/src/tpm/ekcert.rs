@@ -6,6 +6,7 @@
 //! Supported signature algorithms: RSA PKCS#1 v1.5 with SHA-256/384/512 (what swtpm's
 //! local CA and most TPM vendors use) and ECDSA P-256 with SHA-256.
 
+use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use p256::ecdsa::signature::Verifier as _;
@@ -52,6 +53,29 @@ impl EkTrust {
         Ok(EkTrust {
             anchors: load(pem)?,
             intermediates: Vec::new(),
+        })
+    }
+
+    /// Trusts the CA certificates in the PEM file `anchors`, with the intermediates in
+    /// the PEM file `intermediates` if given. Errors name the file.
+    pub fn from_pem_files(
+        anchors: &Path,
+        intermediates: Option<&Path>,
+    ) -> Result<Self, EkCertError> {
+        let read = |path: &Path| {
+            let in_file = |reason: String| EkCertError::BadCaFile {
+                reason: format!("{}: {reason}", path.display()),
+            };
+            let pem = std::fs::read(path).map_err(|e| in_file(e.to_string()))?;
+            load(&pem).map_err(|e| match e {
+                EkCertError::BadCaFile { reason } | EkCertError::NotTrusted { reason } => {
+                    in_file(reason)
+                }
+            })
+        };
+        Ok(EkTrust {
+            anchors: read(anchors)?,
+            intermediates: intermediates.map(read).transpose()?.unwrap_or_default(),
         })
     }
 
