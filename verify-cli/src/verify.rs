@@ -15,7 +15,9 @@ use measured_boot::reference::ReferenceMeasurements;
 use measured_boot::{Digest, EventLog, diff_reference_against_log};
 use veil_atls::VerifierValidator;
 use veil_attest::tpm::{EkTrust, TpmVerifier};
-use veil_attest::{PcrCheck, PcrOutcome, Verified, check_pcrs};
+use veil_attest::{
+    EvidencePlatform, PcrCheck, PcrOutcome, PlatformPolicy, PlatformVerifier, Verified, check_pcrs,
+};
 use veil_protocol::MAX_MESSAGE;
 use veil_protocol::pb::attestation::attestation_client::AttestationClient;
 use veil_protocol::pb::attestation::{GetNodeInfoRequest, NodeInfo};
@@ -38,6 +40,11 @@ pub struct NodeArgs {
     /// Intermediate CA certificates between the TPM CA and EK certificates (PEM).
     #[arg(long)]
     pub tpm_intermediate: Option<PathBuf>,
+    /// Per-platform policy (JSON): which SEV-SNP and TDX evidence to accept, with
+    /// minimum TCB, launch measurements, MRTD/RTMRs. Without it only TPM evidence is
+    /// accepted.
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -69,26 +76,18 @@ pub struct Report {
     pub expected: BTreeMap<u32, ([u8; 32], bool)>,
     /// Components named from the node's event log, for differing PCRs.
     pub why: Vec<String>,
+    /// Which kind of evidence the node presented.
+    pub evidence: EvidencePlatform,
+    /// What SEV-SNP or TDX evidence proved (checked against the platform policy).
+    pub platform: Vec<(&'static str, String)>,
     pub ok: bool,
 }
 
 impl Report {
     pub fn print(&self, output: Output) -> anyhow::Result<()> {
         match output {
-            Output::Human => print!(
-                "{}",
-                table(&self.node, &self.info, &self.checks, &self.why, self.ok)
-            ),
-            Output::Json => println!(
-                "{}",
-                serde_json::to_string_pretty(&json(
-                    &self.info,
-                    &self.checks,
-                    &self.expected,
-                    &self.why,
-                    self.ok
-                ))?
-            ),
+            Output::Human => print!("{}", table(self)),
+            Output::Json => println!("{}", serde_json::to_string_pretty(&json(self))?),
         }
         Ok(())
     }
@@ -141,8 +140,18 @@ pub async fn attest_node(
     })?;
     let trust = EkTrust::from_pem_files(&args.tpm_ca, args.tpm_intermediate.as_deref())
         .context("loading the TPM CA")?;
+    let verifier = match &args.policy {
+        None => PlatformVerifier::tpm_only(TpmVerifier::new(trust)),
+        Some(path) => {
+            let name = path.display().to_string();
+            let text = String::from_utf8(read(path, "platform policy")?)
+                .with_context(|| format!("{name} is not UTF-8 text"))?;
+            let policy = PlatformPolicy::from_json(&name, &text)?;
+            PlatformVerifier::new(TpmVerifier::new(trust), &policy, &name)?
+        }
+    };
 
-    let (channel, verified, info) = attest(&args.node, TpmVerifier::new(trust)).await?;
+    let (channel, verified, info) = attest(&args.node, verifier).await?;
     let mut expected: BTreeMap<u32, ([u8; 32], bool)> = reference
         .pcrs
         .iter()
@@ -173,20 +182,44 @@ pub async fn attest_node(
             checks,
             expected,
             why,
+            evidence: verified.platform,
+            platform: platform_facts(&verified),
             ok,
         },
     })
+}
+
+/// What hardware evidence proved, as (name, value) lines; empty for TPM evidence.
+fn platform_facts(verified: &Verified) -> Vec<(&'static str, String)> {
+    let mut facts = Vec::new();
+    if let Some(snp) = &verified.snp {
+        facts.push(("SEV-SNP launch measurement", hex::encode(snp.measurement)));
+        facts.push(("SEV-SNP reported TCB", snp.reported_tcb.to_string()));
+        facts.push(("SEV-SNP guest policy", format!("{:#x}", snp.policy)));
+        facts.push(("SEV-SNP VMPL", snp.vmpl.to_string()));
+    }
+    if let Some(tdx) = &verified.tdx {
+        facts.push(("TDX MRTD", hex::encode(tdx.mr_td)));
+        for (i, r) in tdx.rtmrs.iter().enumerate() {
+            facts.push((
+                ["TDX RTMR0", "TDX RTMR1", "TDX RTMR2", "TDX RTMR3"][i],
+                hex::encode(r),
+            ));
+        }
+        facts.push(("TDX TCB status", tdx.tcb_status.clone()));
+    }
+    facts
 }
 
 /// Activates the node's AK over plain gRPC, then takes its quote from a one-way aTLS
 /// handshake and asks, over that channel, what the node is.
 async fn attest(
     node: &str,
-    mut verifier: TpmVerifier,
+    mut verifier: PlatformVerifier,
 ) -> anyhow::Result<(tonic::transport::Channel, Verified, NodeInfo)> {
     let channel = veil_protocol::client::plain(node).await?;
-    let ak = veil_protocol::activation::activate_peer(channel, node, &verifier).await?;
-    verifier.add_trusted_ak(ak);
+    let ak = veil_protocol::activation::activate_peer(channel, node, verifier.tpm()).await?;
+    verifier.tpm_mut().add_trusted_ak(ak);
 
     let (channel, verified) =
         veil_protocol::client::atls(node, None, Arc::new(VerifierValidator(verifier)))
@@ -244,16 +277,31 @@ fn outcome(c: &PcrCheck) -> &'static str {
     }
 }
 
-fn table(node: &str, info: &NodeInfo, checks: &[PcrCheck], why: &[String], ok: bool) -> String {
+fn evidence_name(platform: EvidencePlatform) -> &'static str {
+    match platform {
+        EvidencePlatform::Tpm => "TPM quote verified (AK activated against a trusted EK)",
+        EvidencePlatform::SevSnp => "SEV-SNP report verified (VCEK chains to AMD's pinned roots)",
+        EvidencePlatform::Tdx => "TDX quote verified (chains to Intel's pinned root)",
+        _ => "evidence verified",
+    }
+}
+
+fn table(r: &Report) -> String {
     let mut out = format!(
-        "node {node} ({}, veil-bootstrapper {}): TPM quote verified (AK activated against a trusted EK)\n\n",
-        info.platform, info.bootstrapper_version
+        "node {} ({}, veil-bootstrapper {}): {}\n",
+        r.node,
+        r.info.platform,
+        r.info.bootstrapper_version,
+        evidence_name(r.evidence)
     );
+    for (name, value) in &r.platform {
+        out.push_str(&format!("  {name}: {value}\n"));
+    }
     out.push_str(&format!(
-        "{:>4}  {:<64}  {:<64}  {}\n",
+        "\n{:>4}  {:<64}  {:<64}  {}\n",
         "PCR", "expected", "actual", "result"
     ));
-    for c in checks {
+    for c in &r.checks {
         let actual = c.actual.map_or_else(|| "-".into(), hex::encode);
         out.push_str(&format!(
             "{:>4}  {}  {:<64}  {}\n",
@@ -263,24 +311,19 @@ fn table(node: &str, info: &NodeInfo, checks: &[PcrCheck], why: &[String], ok: b
             outcome(c)
         ));
     }
-    if !why.is_empty() {
+    if !r.why.is_empty() {
         out.push_str("\nwhat differs (from the node's event log):\n");
-        for line in why {
+        for line in &r.why {
             out.push_str(&format!("  {line}\n"));
         }
     }
-    out.push_str(if ok { "\nOK\n" } else { "\nFAILED\n" });
+    out.push_str(if r.ok { "\nOK\n" } else { "\nFAILED\n" });
     out
 }
 
-fn json(
-    info: &NodeInfo,
-    checks: &[PcrCheck],
-    expected: &BTreeMap<u32, ([u8; 32], bool)>,
-    why: &[String],
-    ok: bool,
-) -> serde_json::Value {
-    let pcrs: serde_json::Map<String, serde_json::Value> = checks
+fn json(r: &Report) -> serde_json::Value {
+    let pcrs: serde_json::Map<String, serde_json::Value> = r
+        .checks
         .iter()
         .map(|c| {
             (
@@ -288,16 +331,23 @@ fn json(
                 serde_json::json!({
                     "expected": hex::encode(c.expected),
                     "actual": c.actual.map(hex::encode),
-                    "enforced": !expected.get(&c.index).is_some_and(|e| e.1),
+                    "enforced": !r.expected.get(&c.index).is_some_and(|e| e.1),
                     "match": c.outcome == PcrOutcome::Match,
                 }),
             )
         })
         .collect();
+    let platform: serde_json::Map<String, serde_json::Value> = r
+        .platform
+        .iter()
+        .map(|(name, value)| ((*name).to_owned(), value.clone().into()))
+        .collect();
     serde_json::json!({
-        "result": if ok { "OK" } else { "FAILED" },
-        "node": { "platform": info.platform, "bootstrapperVersion": info.bootstrapper_version },
+        "result": if r.ok { "OK" } else { "FAILED" },
+        "node": { "platform": r.info.platform, "bootstrapperVersion": r.info.bootstrapper_version },
+        "evidence": r.evidence,
+        "platformFacts": platform,
         "pcrs": pcrs,
-        "differences": why,
+        "differences": r.why,
     })
 }

@@ -209,3 +209,42 @@ fn init_on_a_node_without_a_state_disk_says_so() {
     assert!(stderr.contains("refused init"), "{stderr}");
     assert!(stderr.contains(secret.to_str().expect("utf-8")), "{stderr}");
 }
+
+#[test]
+fn platform_policy_file_is_read_and_its_mistakes_named() {
+    let n = node();
+    let good = reference(&n, &"00".repeat(32));
+    // Accepting SEV-SNP and TDX as well does not change what a TPM node must show.
+    let policy = n.dir.path().join("policy.json");
+    std::fs::write(
+        &policy,
+        r#"{"sevSnp": {"product": "genoa", "minTcb": {"snp": 8}}, "tdx": {}}"#,
+    )
+    .expect("policy");
+    let policy_arg = policy.to_string_lossy().into_owned();
+    let out = veil(
+        &n,
+        &["verify", "--output", "json", "--policy", &policy_arg],
+        &good,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    assert_eq!(v["result"], "OK");
+    assert_eq!(v["evidence"], "tpm");
+    assert_eq!(v["platformFacts"], serde_json::json!({}));
+
+    std::fs::write(&policy, r#"{"sevSnp": {"product": "milan", "minTCB": {}}}"#).expect("policy");
+    let out = veil(&n, &["verify", "--policy", &policy_arg], &good);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{policy_arg} is not a Veil platform policy")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("unknown field `minTCB`"), "{stderr}");
+}

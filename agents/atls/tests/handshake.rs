@@ -364,3 +364,102 @@ fn rustls_client(own: Arc<dyn rustls::client::ResolvesClientCert>) -> rustls::Cl
 fn rustls_client_anonymous() -> rustls::ClientConfig {
     rustls_builder().with_no_client_auth()
 }
+
+/// Genuine hardware evidence recorded on real machines (veil-attest's test vectors):
+/// what an attacker who once saw such evidence could replay.
+fn recorded_hardware_evidence() -> [(veil_attest::Evidence, &'static str); 2] {
+    let report = hex::decode(include_str!("../../attest/tests/data/snp/report_milan.hex").trim())
+        .expect("hex test vector");
+    let snp = veil_attest::Evidence::SevSnp(veil_attest::SnpEvidence {
+        report,
+        vcek: include_bytes!("../../attest/tests/data/snp/vcek_milan.der").to_vec(),
+        cert_chain: None,
+    });
+    let tdx = veil_attest::Evidence::Tdx(veil_attest::TdxEvidence {
+        quote: include_bytes!("../../attest/tests/data/tdx/tdx_quote.bin").to_vec(),
+        collateral: Some(
+            include_str!("../../attest/tests/data/tdx/tdx_quote_collateral.json").to_owned(),
+        ),
+    });
+    [(snp, "SEV-SNP"), (tdx, "TDX")]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_snp_and_tdx_evidence_reaches_its_verifier_and_is_refused() {
+    use veil_attest::snp::SnpPolicy;
+    use veil_attest::tdx::{TdxPolicy, TdxVerifier};
+    use veil_attest::tpm::EkTrust;
+    use veil_attest::{PlatformPolicy, PlatformVerifier};
+    // No TPM evidence is exchanged here: the TPM verifiers trust no EK CA at all.
+
+    for (evidence, platform) in recorded_hardware_evidence() {
+        let issuer: Arc<dyn EvidenceIssuer> = Arc::new(ReplayingIssuer {
+            recorded: evidence.encode(),
+        });
+        // Policies that accept the recorded vectors' platforms, their chips and their
+        // report-data layout: all that can fail is the binding to this handshake.
+        let accepting = PlatformPolicy {
+            sev_snp: Some(SnpPolicy {
+                require_zero_report_data_tail: false,
+                ..SnpPolicy::default()
+            }),
+            tdx: None,
+        };
+        let verifier = PlatformVerifier::new(
+            TpmVerifier::new(EkTrust::default()),
+            &accepting,
+            "test policy",
+        )
+        .expect("verifier")
+        .with_tdx(TdxVerifier::new(TdxPolicy {
+            now: Some(1_751_328_000),
+            ignore_report_data_tail: true,
+            ..TdxPolicy::default()
+        }));
+        let (port, server) = serve(
+            issuer.clone(),
+            ClientAuth::Optional(validator(TpmVerifier::new(EkTrust::default()))),
+        )
+        .await;
+        let err = veil_atls::connect(
+            dial(port).await,
+            None,
+            Arc::new(VerifierValidator(verifier)),
+        )
+        .await
+        .map(|_| ())
+        .expect_err("replayed hardware evidence must be refused");
+        let msg = err.to_string();
+        assert!(matches!(err, AtlsError::Refused(_)), "{msg}");
+        assert!(
+            msg.contains(&format!("{platform} evidence refused")),
+            "{msg}"
+        );
+        assert!(msg.contains("replayed"), "{msg}");
+        let _ = server.await;
+
+        // A TPM-only policy refuses the same evidence for its platform alone.
+        let (port, server) = serve(
+            issuer,
+            ClientAuth::Optional(validator(TpmVerifier::new(EkTrust::default()))),
+        )
+        .await;
+        let tpm_only = PlatformVerifier::tpm_only(TpmVerifier::new(EkTrust::default()));
+        let err = veil_atls::connect(
+            dial(port).await,
+            None,
+            Arc::new(VerifierValidator(tpm_only)),
+        )
+        .await
+        .map(|_| ())
+        .expect_err("platform not in the policy");
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&format!(
+                "{platform} evidence, which the policy does not accept"
+            )),
+            "{msg}"
+        );
+        let _ = server.await;
+    }
+}

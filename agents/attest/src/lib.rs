@@ -12,11 +12,14 @@
 //! - [`snp`] implements them for AMD SEV-SNP (configfs-tsm reports; VCEK → ASK → ARK
 //!   checked against AMD roots pinned in the crate, pure-Rust `sev` backend).
 //! - [`reference`](mod@reference) compares verified PCR values with reference values.
+//! - [`policy`] reads a verifier's per-platform options (SNP and TDX) and dispatches
+//!   evidence of any accepted platform to its verifier.
 
 mod encoding;
 pub mod evidence;
 pub mod pcr;
 pub mod platform;
+pub mod policy;
 pub mod reference;
 pub mod snp;
 pub mod tdx;
@@ -30,6 +33,7 @@ pub use evidence::{
 };
 pub use pcr::{PcrBank, PcrError, read_sysfs_pcrs};
 pub use platform::{Platform, detect};
+pub use policy::{PlatformPolicy, PlatformVerifier, PlatformVerifyError, PolicyError};
 pub use reference::{PcrCheck, PcrOutcome, PcrPolicyError, check_pcrs, compare_pcrs};
 pub use snp::{SnpAttester, SnpEvidence, SnpPolicy, SnpProduct, SnpVerifier, SnpVerifyError};
 pub use tdx::{TdxAttester, TdxEvidence, TdxPolicy, TdxVerifier, TdxVerifyError};

@@ -1,0 +1,366 @@
+//! A verifier's per-platform policy, and one [`Verifier`] that checks evidence of any
+//! platform the policy accepts.
+//!
+//! The reference measurements (`veil measure --output json`) say which PCR values a
+//! node's TPM must quote. What a TPM cannot say, the policy file says: which
+//! SEV-SNP launch measurements and minimum TCB, which TDX MRTD/RTMRs and TCB statuses,
+//! and whose AMD roots. A platform without a section in the file is not accepted, so a
+//! verifier never takes evidence of a kind nobody configured. Roots stay pinned in this
+//! crate (AMD ARK/ASK per product, the Intel SGX Root CA); the policy only chooses among
+//! them. The TPM's root is the EK CA the caller loads ([`crate::tpm::EkTrust`]).
+//!
+//! ```json
+//! {
+//!   "sevSnp": {
+//!     "product": "milan",
+//!     "minTcb": { "bootloader": 3, "tee": 0, "snp": 8, "microcode": 115 },
+//!     "measurements": ["<96 hex digits: SHA-384 launch digest>"],
+//!     "allowDebug": false
+//!   },
+//!   "tdx": {
+//!     "mrtd": ["<96 hex digits>"],
+//!     "rtmrs": { "0": "<96 hex digits>" },
+//!     "tcbStatus": ["UpToDate"],
+//!     "allowDebug": false
+//!   }
+//! }
+//! ```
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::evidence::{Evidence, Verified, Verifier};
+use crate::snp::{SnpPolicy, SnpProduct, SnpVerifier, SnpVerifyError, TcbVersion};
+use crate::tdx::{TdxPolicy, TdxVerifier, TdxVerifyError};
+use crate::tpm::{TpmVerifier, TpmVerifyError};
+
+#[derive(Debug, Error)]
+pub enum PolicyError {
+    #[error("{source_name} is not a Veil platform policy: {reason}")]
+    Parse { source_name: String, reason: String },
+    #[error("{source_name}: the SEV-SNP section cannot be used: {source}")]
+    Snp {
+        source_name: String,
+        source: SnpVerifyError,
+    },
+}
+
+/// The per-platform options of a policy file (see the module docs). Hardware platforms
+/// without a section are refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PlatformPolicy {
+    pub sev_snp: Option<SnpPolicy>,
+    pub tdx: Option<TdxPolicy>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct PolicyFile {
+    #[serde(default)]
+    sev_snp: Option<SnpSection>,
+    #[serde(default)]
+    tdx: Option<TdxSection>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct SnpSection {
+    product: ProductName,
+    #[serde(default)]
+    min_tcb: TcbSection,
+    #[serde(default)]
+    measurements: Vec<Sha384Hex>,
+    #[serde(default)]
+    allow_debug: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum ProductName {
+    #[serde(alias = "Milan")]
+    Milan,
+    #[serde(alias = "Genoa")]
+    Genoa,
+    #[serde(alias = "Turin")]
+    Turin,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TcbSection {
+    #[serde(default)]
+    bootloader: u8,
+    #[serde(default)]
+    tee: u8,
+    #[serde(default)]
+    snp: u8,
+    #[serde(default)]
+    microcode: u8,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct TdxSection {
+    #[serde(default)]
+    mrtd: Vec<Sha384Hex>,
+    #[serde(default)]
+    rtmrs: BTreeMap<RtmrIndex, Sha384Hex>,
+    /// Absent: Intel's `UpToDate` only.
+    #[serde(default)]
+    tcb_status: Option<Vec<String>>,
+    #[serde(default)]
+    allow_debug: bool,
+}
+
+/// 48 bytes written as 96 hex digits.
+struct Sha384Hex([u8; 48]);
+
+impl<'de> Deserialize<'de> for Sha384Hex {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let mut out = [0u8; 48];
+        hex::decode_to_slice(s.trim(), &mut out).map_err(|e| {
+            serde::de::Error::custom(format!("'{s}' is not a SHA-384 value (96 hex digits): {e}"))
+        })?;
+        Ok(Sha384Hex(out))
+    }
+}
+
+/// An RTMR index, 0 to 3, written as a JSON object key.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct RtmrIndex(u8);
+
+impl<'de> Deserialize<'de> for RtmrIndex {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.parse::<u8>() {
+            Ok(i) if i <= 3 => Ok(RtmrIndex(i)),
+            _ => Err(serde::de::Error::custom(format!(
+                "RTMR index '{s}' is not 0, 1, 2 or 3"
+            ))),
+        }
+    }
+}
+
+impl PlatformPolicy {
+    /// Parses a policy file's text; `source_name` (e.g. the path) is named in errors.
+    pub fn from_json(source_name: &str, text: &str) -> Result<Self, PolicyError> {
+        let file: PolicyFile = serde_json::from_str(text).map_err(|e| PolicyError::Parse {
+            source_name: source_name.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let sev_snp = file.sev_snp.map(|s| SnpPolicy {
+            allowed_measurements: s.measurements.into_iter().map(|m| m.0).collect(),
+            min_tcb: TcbVersion {
+                bootloader: s.min_tcb.bootloader,
+                tee: s.min_tcb.tee,
+                snp: s.min_tcb.snp,
+                microcode: s.min_tcb.microcode,
+            },
+            allow_debug: s.allow_debug,
+            product: match s.product {
+                ProductName::Milan => SnpProduct::Milan,
+                ProductName::Genoa => SnpProduct::Genoa,
+                ProductName::Turin => SnpProduct::Turin,
+            },
+            require_zero_report_data_tail: true,
+        });
+        let tdx = file.tdx.map(|t| {
+            let default = TdxPolicy::default();
+            TdxPolicy {
+                allowed_mrtd: t.mrtd.into_iter().map(|m| m.0).collect(),
+                expected_rtmrs: t.rtmrs.into_iter().map(|(i, v)| (i.0, v.0)).collect(),
+                allowed_tcb_status: t.tcb_status.unwrap_or(default.allowed_tcb_status),
+                allow_debug: t.allow_debug,
+                ..default
+            }
+        });
+        Ok(PlatformPolicy { sev_snp, tdx })
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum PlatformVerifyError {
+    #[error(
+        "the peer presented {platform} evidence, which the policy does not accept (it has no \"{section}\" section)"
+    )]
+    NotAccepted {
+        platform: &'static str,
+        section: &'static str,
+    },
+    #[error("TPM evidence refused: {0}")]
+    Tpm(#[from] TpmVerifyError),
+    #[error("SEV-SNP evidence refused: {0}")]
+    Snp(#[from] SnpVerifyError),
+    #[error("TDX evidence refused: {0}")]
+    Tdx(#[from] TdxVerifyError),
+}
+
+/// Verifies evidence of whichever platform produced it: TPM quotes always (with the
+/// [`TpmVerifier`]'s EK CA and activated AKs), SEV-SNP and TDX only where the policy
+/// has a section for them.
+#[derive(Debug)]
+pub struct PlatformVerifier {
+    tpm: TpmVerifier,
+    snp: Option<SnpVerifier>,
+    tdx: Option<TdxVerifier>,
+}
+
+impl PlatformVerifier {
+    /// `source_name` names the policy in errors.
+    pub fn new(
+        tpm: TpmVerifier,
+        policy: &PlatformPolicy,
+        source_name: &str,
+    ) -> Result<Self, PolicyError> {
+        let snp = policy
+            .sev_snp
+            .clone()
+            .map(SnpVerifier::new)
+            .transpose()
+            .map_err(|source| PolicyError::Snp {
+                source_name: source_name.to_owned(),
+                source,
+            })?;
+        Ok(PlatformVerifier {
+            tpm,
+            snp,
+            tdx: policy.tdx.clone().map(TdxVerifier::new),
+        })
+    }
+
+    /// Only TPM evidence: what a policy without hardware sections gives.
+    pub fn tpm_only(tpm: TpmVerifier) -> Self {
+        PlatformVerifier {
+            tpm,
+            snp: None,
+            tdx: None,
+        }
+    }
+
+    /// Replaces the TDX verifier (e.g. one with collateral, a fixed clock or a test root).
+    pub fn with_tdx(mut self, tdx: TdxVerifier) -> Self {
+        self.tdx = Some(tdx);
+        self
+    }
+
+    pub fn tpm(&self) -> &TpmVerifier {
+        &self.tpm
+    }
+
+    /// For trusting AKs after activation.
+    pub fn tpm_mut(&mut self) -> &mut TpmVerifier {
+        &mut self.tpm
+    }
+}
+
+impl Verifier for PlatformVerifier {
+    type Error = PlatformVerifyError;
+
+    fn verify(
+        &self,
+        evidence: &Evidence,
+        expected_user_data: &[u8; 32],
+    ) -> Result<Verified, PlatformVerifyError> {
+        match evidence {
+            Evidence::Tpm(_) => Ok(self.tpm.verify(evidence, expected_user_data)?),
+            Evidence::SevSnp(_) => {
+                let snp = self.snp.as_ref().ok_or(PlatformVerifyError::NotAccepted {
+                    platform: "SEV-SNP",
+                    section: "sevSnp",
+                })?;
+                Ok(snp.verify(evidence, expected_user_data)?)
+            }
+            Evidence::Tdx(_) => {
+                let tdx = self.tdx.as_ref().ok_or(PlatformVerifyError::NotAccepted {
+                    platform: "TDX",
+                    section: "tdx",
+                })?;
+                Ok(tdx.verify(evidence, expected_user_data)?)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const M: &str = "a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5";
+
+    #[test]
+    fn full_file_becomes_the_platform_policies() {
+        let text = format!(
+            r#"{{
+              "sevSnp": {{ "product": "genoa", "minTcb": {{ "snp": 8, "microcode": 115 }},
+                           "measurements": ["{M}"] }},
+              "tdx": {{ "mrtd": ["{M}"], "rtmrs": {{ "1": "{M}" }},
+                        "tcbStatus": ["UpToDate", "SWHardeningNeeded"] }}
+            }}"#
+        );
+        let p = PlatformPolicy::from_json("policy.json", &text).expect("valid policy");
+        let snp = p.sev_snp.expect("snp section");
+        assert_eq!(snp.product, SnpProduct::Genoa);
+        assert_eq!(snp.min_tcb.snp, 8);
+        assert_eq!(snp.min_tcb.microcode, 115);
+        assert_eq!(snp.min_tcb.bootloader, 0);
+        assert_eq!(snp.allowed_measurements, vec![[0xa5; 48]]);
+        assert!(!snp.allow_debug);
+        assert!(snp.require_zero_report_data_tail);
+        let tdx = p.tdx.expect("tdx section");
+        assert_eq!(tdx.allowed_mrtd, vec![[0xa5; 48]]);
+        assert_eq!(tdx.expected_rtmrs.get(&1), Some(&[0xa5; 48]));
+        assert_eq!(
+            tdx.allowed_tcb_status,
+            vec!["UpToDate".to_owned(), "SWHardeningNeeded".to_owned()]
+        );
+        assert_eq!(tdx.now, None);
+        assert!(!tdx.ignore_report_data_tail);
+    }
+
+    #[test]
+    fn empty_file_accepts_no_hardware_platform() {
+        let p = PlatformPolicy::from_json("p", "{}").expect("empty policy");
+        assert_eq!(p, PlatformPolicy::default());
+        let p = PlatformPolicy::from_json("p", r#"{"tdx": {}}"#).expect("tdx only");
+        assert_eq!(p.tdx.expect("tdx").allowed_tcb_status, vec!["UpToDate"]);
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let cases = [
+            (r#"{"sevsnp": {}}"#, "unknown field `sevsnp`"),
+            (r#"{"sevSnp": {}}"#, "missing field `product`"),
+            (
+                r#"{"sevSnp": {"product": "naples"}}"#,
+                "unknown variant `naples`",
+            ),
+            (
+                r#"{"sevSnp": {"product": "milan", "minTcb": {"fw": 1}}}"#,
+                "unknown field `fw`",
+            ),
+            (
+                r#"{"sevSnp": {"product": "milan", "minTcb": {"snp": 300}}}"#,
+                "300",
+            ),
+            (
+                r#"{"tdx": {"mrtd": ["abcd"]}}"#,
+                "'abcd' is not a SHA-384 value (96 hex digits)",
+            ),
+            (
+                &format!(r#"{{"tdx": {{"rtmrs": {{"4": "{M}"}}}}}}"#),
+                "RTMR index '4' is not 0, 1, 2 or 3",
+            ),
+            (r#"{"tdx": {"allowDebug": "no"}}"#, "invalid type"),
+            (r#"{"tdx": "#, "EOF"),
+        ];
+        for (text, needle) in cases {
+            let err = PlatformPolicy::from_json("site.json", text).expect_err(text);
+            let msg = err.to_string();
+            assert!(msg.starts_with("site.json is not"), "{msg}");
+            assert!(msg.contains(needle), "{text}: {msg}");
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! The platform policy at work on recorded real SEV-SNP and TDX evidence (the vectors of
+//! tests/snp.rs and tests/tdx.rs): evidence of a platform the policy accepts reaches
+//! that platform's verifier; any other platform is refused by name.
+
+use veil_attest::snp::{SnpCertChain, SnpEvidence, SnpPolicy};
+use veil_attest::tdx::{TdQuote, TdxEvidence, TdxPolicy, TdxVerifier};
+use veil_attest::tpm::{EkTrust, TpmEvidence, TpmVerifier};
+use veil_attest::{
+    Evidence, EvidencePlatform, PlatformPolicy, PlatformVerifier, PlatformVerifyError, Verifier,
+};
+
+const SNP_REPORT_HEX: &str = include_str!("data/snp/report_milan.hex");
+const VCEK_MILAN: &[u8] = include_bytes!("data/snp/vcek_milan.der");
+const TDX_QUOTE: &[u8] = include_bytes!("data/tdx/tdx_quote.bin");
+const TDX_COLLATERAL: &str = include_str!("data/tdx/tdx_quote_collateral.json");
+/// Inside the TDX sample collateral's validity window (see tests/tdx.rs).
+const TDX_NOW: u64 = 1_751_328_000;
+
+fn snp() -> (Evidence, [u8; 32]) {
+    let report = hex::decode(SNP_REPORT_HEX.trim()).expect("hex test vector");
+    let mut user = [0u8; 32];
+    user.copy_from_slice(&report[0x50..0x70]);
+    let ev = Evidence::SevSnp(SnpEvidence {
+        report,
+        vcek: VCEK_MILAN.to_vec(),
+        cert_chain: None::<SnpCertChain>,
+    });
+    (ev, user)
+}
+
+fn tdx() -> (Evidence, [u8; 32]) {
+    let td = TdQuote::parse(TDX_QUOTE).expect("parse sample");
+    let mut user = [0u8; 32];
+    user.copy_from_slice(&td.report_data[..32]);
+    let ev = Evidence::Tdx(TdxEvidence {
+        quote: TDX_QUOTE.to_vec(),
+        collateral: Some(TDX_COLLATERAL.to_owned()),
+    });
+    (ev, user)
+}
+
+fn tpm() -> TpmVerifier {
+    TpmVerifier::new(EkTrust::default())
+}
+
+fn from_file(text: &str) -> PlatformVerifier {
+    let policy = PlatformPolicy::from_json("policy.json", text).expect("policy parses");
+    PlatformVerifier::new(tpm(), &policy, "policy.json").expect("verifier")
+}
+
+#[test]
+fn snp_evidence_reaches_the_snp_verifier_only_where_the_policy_accepts_it() {
+    let (ev, user) = snp();
+    // The recorded report fills all 64 bytes of report_data (it was not made by
+    // Veil's attester), so only this test policy relaxes the tail.
+    let policy = PlatformPolicy {
+        sev_snp: Some(SnpPolicy {
+            require_zero_report_data_tail: false,
+            ..SnpPolicy::default()
+        }),
+        tdx: None,
+    };
+    let v = PlatformVerifier::new(tpm(), &policy, "test policy").expect("verifier");
+    let verified = v.verify(&ev, &user).expect("recorded report verifies");
+    assert_eq!(verified.platform, EvidencePlatform::SevSnp);
+    let info = verified.snp.expect("SNP facts");
+    assert_eq!(info.vmpl, 0);
+    assert!(verified.pcrs.is_empty() && verified.tpm.is_none());
+
+    let err = from_file("{}")
+        .verify(&ev, &user)
+        .expect_err("no sevSnp section");
+    assert!(
+        matches!(err, PlatformVerifyError::NotAccepted { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("SEV-SNP evidence"), "{err}");
+    assert!(err.to_string().contains("\"sevSnp\" section"), "{err}");
+}
+
+#[test]
+fn snp_policy_from_a_file_checks_the_chain_and_the_binding() {
+    let (ev, user) = snp();
+    // Turin's pinned roots do not sign a Milan VCEK.
+    let err = from_file(r#"{"sevSnp": {"product": "turin"}}"#)
+        .verify(&ev, &user)
+        .expect_err("wrong product");
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with("SEV-SNP evidence refused: VCEK certificate chain not trusted"),
+        "{msg}"
+    );
+
+    // Milan: chain and signature hold, and Veil's strict layout (32 bytes of user data,
+    // 32 zero bytes) refuses this recorded report's report_data.
+    let err = from_file(r#"{"sevSnp": {"product": "milan"}}"#)
+        .verify(&ev, &user)
+        .expect_err("report_data tail");
+    let msg = err.to_string();
+    assert!(msg.contains("report_data is"), "{msg}");
+}
+
+#[test]
+fn tdx_evidence_reaches_the_tdx_verifier_only_where_the_policy_accepts_it() {
+    let (ev, user) = tdx();
+    let accepting = PlatformVerifier::tpm_only(tpm()).with_tdx(TdxVerifier::new(TdxPolicy {
+        now: Some(TDX_NOW),
+        ignore_report_data_tail: true,
+        ..TdxPolicy::default()
+    }));
+    let verified = accepting
+        .verify(&ev, &user)
+        .expect("recorded quote verifies");
+    assert_eq!(verified.platform, EvidencePlatform::Tdx);
+    assert_eq!(verified.tdx.expect("TDX facts").tcb_status, "UpToDate");
+
+    let err = from_file(r#"{"sevSnp": {"product": "milan"}}"#)
+        .verify(&ev, &user)
+        .expect_err("no tdx section");
+    assert!(err.to_string().contains("\"tdx\" section"), "{err}");
+
+    // A policy from a file checks at the real clock: the sample's collateral expired in
+    // July 2025, and that is what the error says.
+    let err = from_file(r#"{"tdx": {}}"#)
+        .verify(&ev, &user)
+        .expect_err("expired collateral");
+    assert!(
+        err.to_string()
+            .starts_with("TDX evidence refused: TDX collateral not valid"),
+        "{err}"
+    );
+}
+
+#[test]
+fn tpm_evidence_goes_to_the_tpm_verifier_whatever_the_policy() {
+    // A quote from an AK nobody activated: the TPM verifier's own refusal, under the
+    // platform prefix, with or without hardware sections.
+    let ev = Evidence::Tpm(TpmEvidence {
+        quote: vec![0xff, 0x54, 0x43, 0x47],
+        signature: vec![0; 8],
+        pcrs: Default::default(),
+        ak_public: vec![0; 4],
+        ek_public: vec![0; 4],
+        ek_cert: vec![0; 4],
+        event_log: None,
+        systemd_log: None,
+    });
+    for text in ["{}", r#"{"sevSnp": {"product": "milan"}, "tdx": {}}"#] {
+        let err = from_file(text)
+            .verify(&ev, &[0; 32])
+            .expect_err("unusable quote");
+        assert!(matches!(err, PlatformVerifyError::Tpm(_)), "{err}");
+        assert!(
+            err.to_string().starts_with("TPM evidence refused: "),
+            "{err}"
+        );
+    }
+}
