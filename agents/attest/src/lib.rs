@@ -12,9 +12,12 @@
 //! - [`snp`] implements them for AMD SEV-SNP (configfs-tsm reports; VCEK → ASK → ARK
 //!   checked against AMD roots pinned in the crate, pure-Rust `sev` backend).
 //! - [`reference`](mod@reference) compares verified PCR values with reference values.
+//! - [`cvm`] attaches a hardware report that binds a confidential VM's vTPM key to its
+//!   TPM quotes.
 //! - [`policy`] reads a verifier's per-platform options (SNP and TDX) and dispatches
 //!   evidence of any accepted platform to its verifier.
 
+pub mod cvm;
 mod encoding;
 pub mod evidence;
 pub mod pcr;
@@ -26,6 +29,7 @@ pub mod tdx;
 pub mod tpm;
 pub mod tsm;
 
+pub use cvm::{HardwareAttester, HardwareEvidence};
 pub use encoding::Digest32;
 pub use evidence::{
     Attester, EVIDENCE_VERSION, Evidence, EvidenceError, EvidencePlatform, SnpVerifiedInfo,

@@ -9,8 +9,13 @@
 //! crate (AMD ARK/ASK per product, the Intel SGX Root CA); the policy only chooses among
 //! them. The TPM's root is the EK CA the caller loads ([`crate::tpm::EkTrust`]).
 //!
+//! A TPM quote may carry a hardware report that binds its AK ([`crate::cvm`]); the
+//! report is then checked under the same section, and `requireHardware` refuses quotes
+//! without one.
+//!
 //! ```json
 //! {
+//!   "requireHardware": true,
 //!   "sevSnp": {
 //!     "product": "milan",
 //!     "minTcb": { "bootloader": 3, "tee": 0, "snp": 8, "microcode": 115 },
@@ -31,10 +36,11 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use thiserror::Error;
 
+use crate::cvm::{HardwareEvidence, ak_binding};
 use crate::evidence::{Evidence, Verified, Verifier};
 use crate::snp::{SnpPolicy, SnpProduct, SnpVerifier, SnpVerifyError, TcbVersion};
 use crate::tdx::{TdxPolicy, TdxVerifier, TdxVerifyError};
-use crate::tpm::{TpmVerifier, TpmVerifyError};
+use crate::tpm::{TpmEvidence, TpmVerifier, TpmVerifyError};
 
 #[derive(Debug, Error)]
 pub enum PolicyError {
@@ -53,6 +59,9 @@ pub enum PolicyError {
 pub struct PlatformPolicy {
     pub sev_snp: Option<SnpPolicy>,
     pub tdx: Option<TdxPolicy>,
+    /// Refuse TPM quotes that come without a hardware report binding their AK
+    /// ([`crate::cvm`]): every node must be a confidential VM.
+    pub require_hardware: bool,
 }
 
 #[derive(Deserialize)]
@@ -62,6 +71,8 @@ struct PolicyFile {
     sev_snp: Option<SnpSection>,
     #[serde(default)]
     tdx: Option<TdxSection>,
+    #[serde(default)]
+    require_hardware: bool,
 }
 
 #[derive(Deserialize)]
@@ -177,7 +188,17 @@ impl PlatformPolicy {
                 ..default
             }
         });
-        Ok(PlatformPolicy { sev_snp, tdx })
+        if file.require_hardware && sev_snp.is_none() && tdx.is_none() {
+            return Err(PolicyError::Parse {
+                source_name: source_name.to_owned(),
+                reason: "requireHardware needs a \"sevSnp\" or \"tdx\" section to check the hardware against".into(),
+            });
+        }
+        Ok(PlatformPolicy {
+            sev_snp,
+            tdx,
+            require_hardware: file.require_hardware,
+        })
     }
 }
 
@@ -192,6 +213,15 @@ pub enum PlatformVerifyError {
     },
     #[error("TPM evidence refused: {0}")]
     Tpm(#[from] TpmVerifyError),
+    #[error(
+        "the policy requires a hardware report (SEV-SNP or TDX) with every TPM quote, and this one came without"
+    )]
+    NoHardware,
+    #[error("the {platform} report attached to the TPM quote is refused: {reason}")]
+    Hardware {
+        platform: &'static str,
+        reason: String,
+    },
     #[error("SEV-SNP evidence refused: {0}")]
     Snp(#[from] SnpVerifyError),
     #[error("TDX evidence refused: {0}")]
@@ -206,6 +236,7 @@ pub struct PlatformVerifier {
     tpm: TpmVerifier,
     snp: Option<SnpVerifier>,
     tdx: Option<TdxVerifier>,
+    require_hardware: bool,
 }
 
 impl PlatformVerifier {
@@ -228,6 +259,7 @@ impl PlatformVerifier {
             tpm,
             snp,
             tdx: policy.tdx.clone().map(TdxVerifier::new),
+            require_hardware: policy.require_hardware,
         })
     }
 
@@ -237,6 +269,7 @@ impl PlatformVerifier {
             tpm,
             snp: None,
             tdx: None,
+            require_hardware: false,
         }
     }
 
@@ -244,6 +277,60 @@ impl PlatformVerifier {
     pub fn with_tdx(mut self, tdx: TdxVerifier) -> Self {
         self.tdx = Some(tdx);
         self
+    }
+
+    fn snp(&self) -> Result<&SnpVerifier, PlatformVerifyError> {
+        self.snp.as_ref().ok_or(PlatformVerifyError::NotAccepted {
+            platform: "SEV-SNP",
+            section: "sevSnp",
+        })
+    }
+
+    fn tdx(&self) -> Result<&TdxVerifier, PlatformVerifyError> {
+        self.tdx.as_ref().ok_or(PlatformVerifyError::NotAccepted {
+            platform: "TDX",
+            section: "tdx",
+        })
+    }
+
+    /// A TPM quote, and the hardware report that must bind its AK where one is
+    /// attached (or required).
+    fn verify_tpm(
+        &self,
+        evidence: &Evidence,
+        tpm: &TpmEvidence,
+        expected_user_data: &[u8; 32],
+    ) -> Result<Verified, PlatformVerifyError> {
+        let mut verified = self.tpm.verify(evidence, expected_user_data)?;
+        let Some(hardware) = &tpm.hardware else {
+            return match self.require_hardware {
+                true => Err(PlatformVerifyError::NoHardware),
+                false => Ok(verified),
+            };
+        };
+        let bound = ak_binding(expected_user_data, &tpm.ak_public);
+        let refused = |reason: String| PlatformVerifyError::Hardware {
+            platform: hardware.platform_name(),
+            reason,
+        };
+        match hardware {
+            HardwareEvidence::SevSnp(ev) => {
+                let (_, info) = self
+                    .snp()?
+                    .verify_snp(ev, &bound)
+                    .map_err(|e| refused(e.to_string()))?;
+                verified.snp = Some(info);
+            }
+            HardwareEvidence::Tdx(ev) => {
+                let hw = Evidence::Tdx(ev.clone());
+                let tdx = self
+                    .tdx()?
+                    .verify(&hw, &bound)
+                    .map_err(|e| refused(e.to_string()))?;
+                verified.tdx = tdx.tdx;
+            }
+        }
+        Ok(verified)
     }
 
     pub fn tpm(&self) -> &TpmVerifier {
@@ -265,21 +352,11 @@ impl Verifier for PlatformVerifier {
         expected_user_data: &[u8; 32],
     ) -> Result<Verified, PlatformVerifyError> {
         match evidence {
-            Evidence::Tpm(_) => Ok(self.tpm.verify(evidence, expected_user_data)?),
-            Evidence::SevSnp(_) => {
-                let snp = self.snp.as_ref().ok_or(PlatformVerifyError::NotAccepted {
-                    platform: "SEV-SNP",
-                    section: "sevSnp",
-                })?;
-                Ok(snp.verify(evidence, expected_user_data)?)
-            }
-            Evidence::Tdx(_) => {
-                let tdx = self.tdx.as_ref().ok_or(PlatformVerifyError::NotAccepted {
-                    platform: "TDX",
-                    section: "tdx",
-                })?;
-                Ok(tdx.verify(evidence, expected_user_data)?)
-            }
+            Evidence::Tpm(tpm) => self.verify_tpm(evidence, tpm, expected_user_data),
+            // Bare hardware evidence proves the platform, not the UKI: a caller that
+            // compares PCRs finds none quoted.
+            Evidence::SevSnp(_) => Ok(self.snp()?.verify(evidence, expected_user_data)?),
+            Evidence::Tdx(_) => Ok(self.tdx()?.verify(evidence, expected_user_data)?),
         }
     }
 }
@@ -355,6 +432,7 @@ mod tests {
             ),
             (r#"{"tdx": {"allowDebug": "no"}}"#, "invalid type"),
             (r#"{"tdx": "#, "EOF"),
+            (r#"{"requireHardware": true}"#, "requireHardware needs"),
         ];
         for (text, needle) in cases {
             let err = PlatformPolicy::from_json("site.json", text).expect_err(text);

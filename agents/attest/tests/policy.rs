@@ -1,12 +1,20 @@
 //! The platform policy at work on recorded real SEV-SNP and TDX evidence (the vectors of
 //! tests/snp.rs and tests/tdx.rs): evidence of a platform the policy accepts reaches
-//! that platform's verifier; any other platform is refused by name.
+//! that platform's verifier; any other platform is refused by name. A real swtpm
+//! attaches a hardware report from a fake configfs-tsm entry (a test double of the
+//! guest kernel's interface) to its quotes, as a confidential VM's vTPM would.
 
-use veil_attest::snp::{SnpCertChain, SnpEvidence, SnpPolicy};
+mod support;
+
+use support::{LocalCa, Swtpm};
+use veil_attest::cvm::ak_binding;
+use veil_attest::snp::attester::{build_cert_table, cert_guids};
+use veil_attest::snp::{SnpAttester, SnpCertChain, SnpEvidence, SnpPolicy};
 use veil_attest::tdx::{TdQuote, TdxEvidence, TdxPolicy, TdxVerifier};
-use veil_attest::tpm::{EkTrust, TpmEvidence, TpmVerifier};
+use veil_attest::tpm::{EkTrust, TpmAttester, TpmAttesterConfig, TpmEvidence, TpmVerifier};
 use veil_attest::{
-    Evidence, EvidencePlatform, PlatformPolicy, PlatformVerifier, PlatformVerifyError, Verifier,
+    Attester, Evidence, EvidencePlatform, HardwareAttester, HardwareEvidence, PlatformPolicy,
+    PlatformVerifier, PlatformVerifyError, Verifier,
 };
 
 const SNP_REPORT_HEX: &str = include_str!("data/snp/report_milan.hex");
@@ -59,6 +67,7 @@ fn snp_evidence_reaches_the_snp_verifier_only_where_the_policy_accepts_it() {
             ..SnpPolicy::default()
         }),
         tdx: None,
+        require_hardware: false,
     };
     let v = PlatformVerifier::new(tpm(), &policy, "test policy").expect("verifier");
     let verified = v.verify(&ev, &user).expect("recorded report verifies");
@@ -144,6 +153,7 @@ fn tpm_evidence_goes_to_the_tpm_verifier_whatever_the_policy() {
         ek_cert: vec![0; 4],
         event_log: None,
         systemd_log: None,
+        hardware: None,
     });
     for text in ["{}", r#"{"sevSnp": {"product": "milan"}, "tdx": {}}"#] {
         let err = from_file(text)
@@ -155,4 +165,121 @@ fn tpm_evidence_goes_to_the_tpm_verifier_whatever_the_policy() {
             "{err}"
         );
     }
+}
+
+/// A configfs-tsm report entry, as the SEV-SNP guest driver shows it, answering with
+/// the recorded report and its certificate table.
+fn fake_snp_tsm(dir: &std::path::Path) {
+    let entry = dir.join("veil-test");
+    std::fs::create_dir(&entry).expect("mkdir");
+    std::fs::write(entry.join("provider"), "sev_guest\n").expect("provider");
+    std::fs::write(entry.join("generation"), "1\n").expect("generation");
+    let (Evidence::SevSnp(recorded), _) = snp() else {
+        unreachable!("snp() makes SNP evidence")
+    };
+    std::fs::write(entry.join("outblob"), &recorded.report).expect("outblob");
+    let (vcek, _, _) = cert_guids();
+    std::fs::write(
+        entry.join("auxblob"),
+        build_cert_table(&[(vcek, VCEK_MILAN)]),
+    )
+    .expect("auxblob");
+}
+
+fn accepting_recorded_snp(require_hardware: bool) -> PlatformPolicy {
+    PlatformPolicy {
+        sev_snp: Some(SnpPolicy {
+            require_zero_report_data_tail: false,
+            ..SnpPolicy::default()
+        }),
+        tdx: None,
+        require_hardware,
+    }
+}
+
+#[test]
+fn a_cvm_quote_carries_a_report_over_its_ak_and_the_verifier_checks_that_binding() {
+    let ca = LocalCa::shared();
+    let swtpm = Swtpm::start(ca);
+    let tsm = tempfile::tempdir().expect("tempdir");
+    fake_snp_tsm(tsm.path());
+    let mut config = TpmAttesterConfig::with_tcti(swtpm.tcti());
+    config.event_log = None;
+    config.systemd_log = None;
+    config.hardware = Some(HardwareAttester::SevSnp(
+        SnpAttester::new(tsm.path()).with_entry_name("veil-test"),
+    ));
+    let mut att = TpmAttester::open(&config).expect("open swtpm");
+
+    let user = [0x5a; 32];
+    let Evidence::Tpm(quote) = att.evidence(&user).expect("evidence") else {
+        panic!("a TPM attester makes TPM evidence")
+    };
+    // The hardware was asked for a report over the AK and the user data.
+    let mut inblob = ak_binding(&user, &att.identity().ak_public).to_vec();
+    inblob.extend_from_slice(&[0; 32]);
+    let asked = std::fs::read(tsm.path().join("veil-test/inblob")).expect("inblob");
+    assert_eq!(asked, inblob);
+    assert!(matches!(quote.hardware, Some(HardwareEvidence::SevSnp(_))));
+
+    let mut tpm = TpmVerifier::new(ca.trust());
+    let (challenge, pending) = tpm.challenge(att.identity()).expect("challenge");
+    let secret = att.activate(&challenge).expect("activate");
+    tpm.add_trusted_ak(pending.finish(&secret).expect("secret matches"));
+    let verifier = |policy: &PlatformPolicy| {
+        let mut v = PlatformVerifier::new(TpmVerifier::new(ca.trust()), policy, "test policy")
+            .expect("verifier");
+        let ak = tpm
+            .trusted_ak(&quote_ak_name(&quote))
+            .expect("activated")
+            .clone();
+        v.tpm_mut().add_trusted_ak(ak);
+        v
+    };
+    let ev = Evidence::Tpm(quote.clone());
+
+    // The fake hands out a genuine report that binds other data: the chain and the
+    // signature hold, the binding to this AK and this user data does not.
+    let err = verifier(&accepting_recorded_snp(false))
+        .verify(&ev, &user)
+        .expect_err("report binds something else");
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with("the SEV-SNP report attached to the TPM quote is refused: report_data is"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(&hex::encode(ak_binding(&user, &quote.ak_public))),
+        "{msg}"
+    );
+
+    // A policy without an SNP section does not take the attached report on faith.
+    let err = verifier(&PlatformPolicy::default())
+        .verify(&ev, &user)
+        .expect_err("no sevSnp section");
+    assert!(
+        matches!(err, PlatformVerifyError::NotAccepted { .. }),
+        "{err}"
+    );
+
+    // Without the report: accepted as a plain TPM quote, unless hardware is required.
+    let mut bare = quote.clone();
+    bare.hardware = None;
+    let bare = Evidence::Tpm(bare);
+    let ok = verifier(&accepting_recorded_snp(false))
+        .verify(&bare, &user)
+        .expect("plain TPM quote");
+    assert_eq!(ok.platform, EvidencePlatform::Tpm);
+    assert!(ok.snp.is_none());
+    let err = verifier(&accepting_recorded_snp(true))
+        .verify(&bare, &user)
+        .expect_err("hardware required");
+    assert!(matches!(err, PlatformVerifyError::NoHardware), "{err}");
+}
+
+/// The AK's name (nameAlg || SHA-256 of its public area), as the verifier keys it.
+fn quote_ak_name(quote: &TpmEvidence) -> Vec<u8> {
+    veil_attest::tpm::public::TpmPublic::from_tpm2b(&quote.ak_public)
+        .and_then(|p| p.name())
+        .expect("AK public area")
 }

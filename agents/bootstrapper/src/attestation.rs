@@ -90,6 +90,11 @@ pub fn start(
     join: Option<JoinConfig>,
 ) -> Result<()> {
     let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
+    let platform = match &config.hardware {
+        None => "tpm",
+        Some(veil_attest::HardwareAttester::SevSnp(_)) => "sev-snp+vtpm",
+        Some(veil_attest::HardwareAttester::Tdx(_)) => "tdx+vtpm",
+    };
     listener
         .set_nonblocking(true)
         .context("making the agent port's listener non-blocking")?;
@@ -122,7 +127,7 @@ pub fn start(
                 if let (Some(node), Some(join)) = (&node, join) {
                     tokio::spawn(crate::join::run(node.clone(), join));
                 }
-                serve(listener, tpm, "tpm", node).await
+                serve(listener, tpm, platform, node).await
             });
             if let Err(e) = served {
                 fail(format!("the attestation endpoint stopped: {e:#}"));

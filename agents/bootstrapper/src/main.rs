@@ -71,12 +71,13 @@ fn main() -> Result<()> {
                         }),
                     None => None,
                 };
-                veil_bootstrapper::attestation::start(
-                    veil_attest::tpm::TpmAttesterConfig::with_tcti(&args.tcti),
-                    listener,
-                    root_dev,
-                    join,
-                )?;
+                let mut tpm = veil_attest::tpm::TpmAttesterConfig::with_tcti(&args.tcti);
+                // In a confidential VM each quote carries a hardware report over its AK.
+                tpm.hardware = veil_attest::HardwareAttester::for_platform(&platform, &args.root);
+                if let Some(hardware) = &tpm.hardware {
+                    tracing::info!(?hardware, "TPM quotes carry a hardware report");
+                }
+                veil_bootstrapper::attestation::start(tpm, listener, root_dev, join)?;
             }
             None => tracing::warn!("no TPM: the attestation endpoint is not served"),
         }

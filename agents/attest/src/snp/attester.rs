@@ -45,7 +45,7 @@ pub enum SnpAttestError {
 }
 
 /// Produces [`Evidence::SevSnp`] through configfs-tsm.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnpAttester {
     root: PathBuf,
     entry: Option<String>,

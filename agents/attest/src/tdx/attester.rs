@@ -31,7 +31,7 @@ pub enum TdxAttestError {
 }
 
 /// Produces [`TdxEvidence`] in a TDX guest.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TdxAttester {
     root: PathBuf,
     collateral: Option<String>,

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::convert::TryFrom;
 use std::path::PathBuf;
 
+use crate::cvm::{HardwareAttestError, HardwareAttester};
 use thiserror::Error;
 use tss_esapi::Context;
 use tss_esapi::abstraction::{AsymmetricAlgorithmSelection, ak, ek, pcr};
@@ -73,6 +74,8 @@ pub enum TpmAttestError {
     PcrsUnstable { attempts: usize },
     #[error("TPM returned an unexpected {what}: {reason}")]
     Unexpected { what: &'static str, reason: String },
+    #[error(transparent)]
+    Hardware(#[from] HardwareAttestError),
 }
 
 fn tpm(op: &'static str) -> impl FnOnce(tss_esapi::Error) -> TpmAttestError {
@@ -90,6 +93,8 @@ pub struct TpmAttesterConfig {
     pub event_log: Option<PathBuf>,
     /// systemd's log of its own extends (PCR 11 phases, …) to attach if it exists.
     pub systemd_log: Option<PathBuf>,
+    /// In a confidential VM: attach a hardware report binding the AK to each quote.
+    pub hardware: Option<HardwareAttester>,
 }
 
 impl Default for TpmAttesterConfig {
@@ -99,6 +104,7 @@ impl Default for TpmAttesterConfig {
             pcrs: (0..16).collect(),
             event_log: Some(PathBuf::from(DEFAULT_EVENT_LOG)),
             systemd_log: Some(PathBuf::from(DEFAULT_SYSTEMD_LOG)),
+            hardware: None,
         }
     }
 }
@@ -122,6 +128,7 @@ pub struct TpmAttester {
     selection: PcrSelectionList,
     event_log: Option<PathBuf>,
     systemd_log: Option<PathBuf>,
+    hardware: Option<HardwareAttester>,
 }
 
 impl std::fmt::Debug for TpmAttester {
@@ -129,6 +136,7 @@ impl std::fmt::Debug for TpmAttester {
         f.debug_struct("TpmAttester")
             .field("selection", &self.selection)
             .field("event_log", &self.event_log)
+            .field("hardware", &self.hardware)
             .finish_non_exhaustive()
     }
 }
@@ -175,6 +183,7 @@ impl TpmAttester {
             selection,
             event_log: config.event_log.clone(),
             systemd_log: config.systemd_log.clone(),
+            hardware: config.hardware.clone(),
         })
     }
 
@@ -284,6 +293,10 @@ impl TpmAttester {
                 if attached > MAX_ATTACHED_LOG_BYTES {
                     (event_log, systemd_log) = (None, None);
                 }
+                let hardware = match &mut self.hardware {
+                    Some(h) => Some(h.report(user_data, &self.identity.ak_public)?),
+                    None => None,
+                };
                 return Ok(TpmEvidence {
                     quote,
                     signature,
@@ -293,6 +306,7 @@ impl TpmAttester {
                     ek_cert: self.identity.ek_cert.clone(),
                     event_log,
                     systemd_log,
+                    hardware,
                 });
             }
         }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::cvm::HardwareEvidence;
 use crate::encoding::{Digest32, b64, b64_opt};
 
 /// A TPM quote with everything needed to check it.
@@ -35,6 +36,10 @@ pub struct TpmEvidence {
     /// systemd's `tpm2-measure.log` (JSON-SEQ), if the node has one.
     #[serde(with = "b64_opt", default)]
     pub systemd_log: Option<Vec<u8>>,
+    /// In a confidential VM: the hardware report binding this AK and the user data
+    /// ([`crate::cvm`]). Checked by [`crate::PlatformVerifier`], not by the TPM verifier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hardware: Option<HardwareEvidence>,
 }
 
 impl TpmEvidence {
