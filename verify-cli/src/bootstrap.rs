@@ -78,6 +78,7 @@ pub fn run(args: &Args, mode: Mode) -> anyhow::Result<()> {
                         salt: master.salt().to_vec(),
                         reference_measurements: attested.reference_text,
                         state_disk_integrity: args.state_disk_integrity,
+                        platform_policy: attested.policy_text.unwrap_or_default(),
                     })
                     .await
             }

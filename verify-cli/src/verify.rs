@@ -66,6 +66,8 @@ pub struct Attested {
     pub report: Report,
     /// The reference measurements file's text, as checked against.
     pub reference_text: String,
+    /// The platform policy file's text, if one was given.
+    pub policy_text: Option<String>,
 }
 
 /// The comparison of a node's quoted PCRs with the reference.
@@ -140,14 +142,15 @@ pub async fn attest_node(
     })?;
     let trust = EkTrust::from_pem_files(&args.tpm_ca, args.tpm_intermediate.as_deref())
         .context("loading the TPM CA")?;
-    let verifier = match &args.policy {
-        None => PlatformVerifier::tpm_only(TpmVerifier::new(trust)),
+    let (verifier, policy_text) = match &args.policy {
+        None => (PlatformVerifier::tpm_only(TpmVerifier::new(trust)), None),
         Some(path) => {
             let name = path.display().to_string();
             let text = String::from_utf8(read(path, "platform policy")?)
                 .with_context(|| format!("{name} is not UTF-8 text"))?;
             let policy = PlatformPolicy::from_json(&name, &text)?;
-            PlatformVerifier::new(TpmVerifier::new(trust), &policy, &name)?
+            let verifier = PlatformVerifier::new(TpmVerifier::new(trust), &policy, &name)?;
+            (verifier, Some(text))
         }
     };
 
@@ -176,6 +179,7 @@ pub async fn attest_node(
     Ok(Attested {
         channel,
         reference_text,
+        policy_text,
         report: Report {
             node: args.node.clone(),
             info,

@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use measured_boot::reference::ReferenceMeasurements;
 use tonic::{Request, Response, Status};
+use veil_attest::PlatformPolicy;
 use veil_attest::tpm::TpmAttester;
 use veil_disk::Integrity;
 use veil_keys::{ClusterId, MasterSecret};
@@ -245,12 +246,19 @@ impl BootstrapService {
         secret.zeroize();
         salt.zeroize();
         let master = master.map_err(|e| Status::invalid_argument(e.to_string()))?;
-        if let Some(InitSettings { reference, .. }) = &init {
+        if let Some(InitSettings {
+            reference, policy, ..
+        }) = &init
+        {
             ReferenceMeasurements::from_json(reference).map_err(|e| {
                 Status::invalid_argument(format!(
                     "the Init request's reference measurements do not parse: {e}"
                 ))
             })?;
+            if let Some(policy) = policy {
+                PlatformPolicy::from_json("the Init request's platform policy", policy)
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            }
         }
         let node = self.node.clone();
         tokio::task::spawn_blocking(move || provision(how, &master, init, &node))
@@ -263,6 +271,8 @@ impl BootstrapService {
 /// What Init brings besides the secret.
 struct InitSettings {
     reference: String,
+    /// None: joiners show TPM quotes only.
+    policy: Option<String>,
     settings: paths::ClusterSettings,
 }
 
@@ -305,6 +315,7 @@ fn provision(
     let keep = || {
         let Some(InitSettings {
             reference,
+            policy,
             settings,
         }) = &init
         else {
@@ -316,6 +327,10 @@ fn provision(
             .map_err(|e| Status::internal(format!("keeping the master secret: {e}")))?;
         state::write_synced(&dir.join(paths::SETTINGS), settings.to_json().as_bytes())
             .map_err(|e| Status::internal(format!("keeping the cluster settings: {e:#}")))?;
+        if let Some(policy) = policy {
+            state::write_synced(&dir.join(paths::PLATFORM_POLICY), policy.as_bytes())
+                .map_err(|e| Status::internal(format!("keeping the platform policy: {e:#}")))?;
+        }
         state::write_synced(&dir.join(paths::REFERENCE), reference.as_bytes())
             .map_err(|e| Status::internal(format!("keeping the reference measurements: {e:#}")))
     };
@@ -355,6 +370,7 @@ impl Bootstrap for BootstrapService {
         }
         let init = InitSettings {
             reference: r.reference_measurements,
+            policy: Some(r.platform_policy).filter(|p| !p.is_empty()),
             settings: paths::ClusterSettings {
                 state_disk_integrity: r.state_disk_integrity,
             },

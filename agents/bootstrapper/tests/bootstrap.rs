@@ -34,6 +34,7 @@ fn init(secret: Vec<u8>) -> Request<InitRequest> {
         salt: vec![2; 32],
         reference_measurements: REFERENCE.into(),
         state_disk_integrity: false,
+        platform_policy: String::new(),
     })
 }
 
@@ -89,6 +90,20 @@ async fn malformed_secrets_and_a_missing_disk_are_clear_errors() {
     request.get_mut().reference_measurements = "{\"pcrs\": 4}".into();
     let status = svc.init(request).await.expect_err("garbled reference");
     assert!(status.message().contains("do not parse"), "{status}");
+
+    let mut request = init(vec![1; 32]);
+    request.get_mut().platform_policy = r#"{"sevSnp": {"product": "rome"}}"#.into();
+    let status = svc.init(request).await.expect_err("garbled policy");
+    assert!(
+        status
+            .message()
+            .contains("the Init request's platform policy is not a Veil platform policy"),
+        "{status}"
+    );
+    assert!(
+        status.message().contains("unknown variant `rome`"),
+        "{status}"
+    );
 
     // PCR 15 is clear, so the node looks for its state disk next; there is none.
     let status = svc.init(init(vec![1; 32])).await.expect_err("no disk");

@@ -130,6 +130,7 @@ fn main() -> Result<(), BoxError> {
     let cluster = Cluster {
         master: MasterSecret::from_parts(master.secret(), master.salt())?,
         reference: reference.clone(),
+        platform: Default::default(),
         settings: Default::default(),
     };
     let (service_trust, serving_tpm) = (trust.clone(), service_tpm.clone());
@@ -176,7 +177,10 @@ fn main() -> Result<(), BoxError> {
 
     // 2. Admissions per second from recorded evidence: what the service spends per
     //    joiner once the TPMs have done their part.
-    let admission = Arc::new(veil_joinservice::Admission::new(trust, Limits::default()));
+    let admission = Arc::new(veil_joinservice::Admission::new(
+        veil_attest::PlatformVerifier::tpm_only(veil_attest::tpm::TpmVerifier::new(trust)),
+        Limits::default(),
+    ));
     let identity = joiner.0.lock().map_err(|_| "lock")?.identity().clone();
     let (id, credential) = admission.challenge(&identity)?;
     let secret = joiner.0.lock().map_err(|_| "lock")?.activate(&credential)?;

@@ -10,8 +10,8 @@ use measured_boot::reference::ReferenceMeasurements;
 use rand_core::{OsRng, RngCore};
 use thiserror::Error;
 use veil_atls::{AtlsError, EvidenceValidator};
-use veil_attest::tpm::{AkIdentity, CredentialChallenge, EkTrust, PendingActivation, TpmVerifier};
-use veil_attest::{Evidence, PcrOutcome, Verified, Verifier, check_pcrs};
+use veil_attest::tpm::{AkIdentity, CredentialChallenge, PendingActivation};
+use veil_attest::{Evidence, PcrOutcome, PlatformVerifier, Verified, Verifier, check_pcrs};
 
 use crate::limit::Limits;
 
@@ -40,7 +40,7 @@ struct Pending {
 
 /// AK activation state shared by the plain services and the aTLS validator.
 pub struct Admission {
-    verifier: RwLock<TpmVerifier>,
+    verifier: RwLock<PlatformVerifier>,
     pending: Mutex<HashMap<ChallengeId, Pending>>,
     /// Activated AK names, oldest first, for expiry.
     trusted: Mutex<VecDeque<(Vec<u8>, Instant)>>,
@@ -48,9 +48,10 @@ pub struct Admission {
 }
 
 impl Admission {
-    pub fn new(trust: EkTrust, limits: Limits) -> Admission {
+    /// `verifier` holds the TPM CA and the cluster's platform policy.
+    pub fn new(verifier: PlatformVerifier, limits: Limits) -> Admission {
         Admission {
-            verifier: RwLock::new(TpmVerifier::new(trust)),
+            verifier: RwLock::new(verifier),
             pending: Mutex::default(),
             trusted: Mutex::default(),
             limits,
@@ -66,6 +67,7 @@ impl Admission {
             .verifier
             .read()
             .unwrap_or_else(|p| p.into_inner())
+            .tpm()
             .challenge(identity)
             .map_err(AdmissionError::NotTrusted)?;
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
@@ -104,7 +106,7 @@ impl Admission {
         let name = ak.name().to_vec();
         let mut verifier = self.verifier.write().unwrap_or_else(|p| p.into_inner());
         let mut trusted = self.trusted.lock().unwrap_or_else(|p| p.into_inner());
-        verifier.add_trusted_ak(ak);
+        verifier.tpm_mut().add_trusted_ak(ak);
         trusted.push_back((name, Instant::now()));
         // Forget AKs that had their time, and the oldest beyond the bound.
         while let Some((name, since)) = trusted.front() {
@@ -113,7 +115,7 @@ impl Admission {
             {
                 break;
             }
-            verifier.remove_trusted_ak(name);
+            verifier.tpm_mut().remove_trusted_ak(name);
             trusted.pop_front();
         }
         Ok(())

@@ -10,6 +10,9 @@
 //! are never stored; the service keeps no state that a restart would lose except
 //! joins in flight, which the joiner starts again.
 //!
+//! Where the cluster's platform policy accepts SEV-SNP or TDX, a joiner's quote may (or,
+//! with `requireHardware`, must) carry a hardware report over its AK, checked under it.
+//!
 //! What the service holds (the master secret and the reference measurements) lives on
 //! the node's encrypted state disk, where Init or Recover put it ([`Cluster::load`]).
 
@@ -24,7 +27,8 @@ use measured_boot::reference::ReferenceMeasurements;
 use thiserror::Error;
 use tonic::transport::Server;
 use veil_atls::ClientAuth;
-use veil_attest::tpm::EkTrust;
+use veil_attest::tpm::{EkTrust, TpmVerifier};
+use veil_attest::{PlatformPolicy, PlatformVerifier};
 use veil_keys::MasterSecret;
 use veil_protocol::MAX_MESSAGE;
 use veil_protocol::activation::{ActivationService, SharedTpm};
@@ -56,6 +60,8 @@ pub enum JoinServiceError {
 pub struct Cluster {
     pub master: MasterSecret,
     pub reference: ReferenceMeasurements,
+    /// Which hardware evidence joiners may or must show with their TPM quotes.
+    pub platform: PlatformPolicy,
     pub settings: ClusterSettings,
 }
 
@@ -86,9 +92,24 @@ impl Cluster {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => ClusterSettings::default(),
             Err(source) => return Err(JoinServiceError::Read { path, source }),
         };
+        // Kept by Init only when the operator gave one: otherwise TPM quotes only.
+        let path = dir.join(paths::PLATFORM_POLICY);
+        let platform = match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                PlatformPolicy::from_json(&path.display().to_string(), &text).map_err(|e| {
+                    JoinServiceError::Reference {
+                        path,
+                        reason: e.to_string(),
+                    }
+                })?
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => PlatformPolicy::default(),
+            Err(source) => return Err(JoinServiceError::Read { path, source }),
+        };
         Ok(Cluster {
             master,
             reference,
+            platform,
             settings,
         })
     }
@@ -103,7 +124,16 @@ pub async fn serve(
     trust: EkTrust,
     limits: Limits,
 ) -> Result<(), JoinServiceError> {
-    let admission = Arc::new(Admission::new(trust, limits.clone()));
+    let verifier = PlatformVerifier::new(
+        TpmVerifier::new(trust),
+        &cluster.platform,
+        "the cluster's platform policy",
+    )
+    .map_err(|e| JoinServiceError::Reference {
+        path: Path::new(paths::CLUSTER_DIR).join(paths::PLATFORM_POLICY),
+        reason: e.to_string(),
+    })?;
+    let admission = Arc::new(Admission::new(verifier, limits.clone()));
     let validator = Arc::new(JoinerValidator::new(admission.clone(), &cluster.reference));
     let (plain, atls) =
         veil_protocol::server::split(listener, tpm.clone(), ClientAuth::Required(validator));

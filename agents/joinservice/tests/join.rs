@@ -48,6 +48,8 @@ struct Setup {
     reference: &'static [u32],
     /// The cluster's state disks are integrity-protected.
     integrity: bool,
+    /// The cluster's platform policy.
+    platform: veil_attest::PlatformPolicy,
 }
 
 impl Default for Setup {
@@ -58,6 +60,7 @@ impl Default for Setup {
             member: true,
             reference: &[4, 9, 11],
             integrity: false,
+            platform: Default::default(),
         }
     }
 }
@@ -102,6 +105,7 @@ impl Service {
         let cluster = Cluster {
             master: MasterSecret::from_parts(master.secret(), master.salt()).expect("copy"),
             reference: reference(setup.reference),
+            platform: setup.platform,
             settings: veil_protocol::paths::ClusterSettings {
                 state_disk_integrity: setup.integrity,
             },
@@ -417,4 +421,103 @@ fn the_ticket_says_how_the_cluster_formats_state_disks() {
     let (service, joiner) = (&f.service, &f.joiner);
     let t = ticket(service, joiner, Admission::Join).expect("join");
     assert_eq!(t.integrity, veil_disk::Integrity::HmacSha256);
+}
+
+/// A policy that accepts SEV-SNP reports and requires one with every quote.
+fn hardware_required() -> veil_attest::PlatformPolicy {
+    veil_attest::PlatformPolicy::from_json(
+        "test policy",
+        r#"{"requireHardware": true, "sevSnp": {"product": "milan"}}"#,
+    )
+    .expect("policy")
+}
+
+#[test]
+fn a_cluster_that_requires_hardware_refuses_a_bare_tpm_quote_and_says_why() {
+    // Over the network: the joiner learns it was refused.
+    let f = fixture(Setup {
+        platform: hardware_required(),
+        ..Setup::default()
+    });
+    let e = ticket(&f.service, &f.joiner, Admission::Join).expect_err("no hardware report");
+    assert!(
+        format!("{e:#}").contains("the service refused our evidence"),
+        "{e:#}"
+    );
+
+    // The service's reason, from its validator (what its log says).
+    use veil_atls::{EvidenceIssuer, EvidenceValidator};
+    let verifier = veil_attest::PlatformVerifier::new(
+        veil_attest::tpm::TpmVerifier::new(LocalCa::shared().trust()),
+        &hardware_required(),
+        "test policy",
+    )
+    .expect("verifier");
+    let admission = Arc::new(veil_joinservice::Admission::new(
+        verifier,
+        Limits::default(),
+    ));
+    let identity = f.joiner.0.lock().expect("lock").identity().clone();
+    let (id, credential) = admission.challenge(&identity).expect("challenge");
+    let secret = f
+        .joiner
+        .0
+        .lock()
+        .expect("lock")
+        .activate(&credential)
+        .expect("activate");
+    admission.prove(&id, &secret).expect("prove");
+    let validator = veil_joinservice::JoinerValidator::new(admission, &reference(&[4, 9, 11]));
+    let user_data = [0x33; 32];
+    let evidence = f.joiner.issue(&user_data).expect("evidence");
+    let err = validator
+        .validate(&evidence, &user_data)
+        .expect_err("bare TPM quote");
+    assert!(
+        err.to_string().contains("requires a hardware report"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_cluster_is_loaded_from_what_init_kept_and_a_bad_file_is_named() {
+    use veil_protocol::paths;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let master = MasterSecret::generate();
+    master
+        .write_file(&dir.path().join(paths::MASTER_SECRET))
+        .expect("master secret");
+    let zero = "00".repeat(32);
+    std::fs::write(
+        dir.path().join(paths::REFERENCE),
+        format!(
+            r#"{{"pcrs":{{"4":{{"expected":"{zero}","warnOnly":false}}}},"image":{{"ukiSha256":"{zero}","osRelease":{{}}}}}}"#
+        ),
+    )
+    .expect("reference");
+
+    // Only what every Init keeps: TPM quotes only, plain state disks.
+    let c = Cluster::load(dir.path()).expect("load");
+    assert_eq!(c.master.cluster_id(), master.cluster_id());
+    assert_eq!(c.platform, veil_attest::PlatformPolicy::default());
+    assert!(!c.settings.state_disk_integrity);
+
+    std::fs::write(
+        dir.path().join(paths::SETTINGS),
+        r#"{"stateDiskIntegrity":true}"#,
+    )
+    .expect("settings");
+    std::fs::write(
+        dir.path().join(paths::PLATFORM_POLICY),
+        r#"{"requireHardware": true, "tdx": {}}"#,
+    )
+    .expect("policy");
+    let c = Cluster::load(dir.path()).expect("load");
+    assert!(c.platform.require_hardware && c.platform.tdx.is_some());
+    assert!(c.settings.state_disk_integrity);
+
+    std::fs::write(dir.path().join(paths::PLATFORM_POLICY), r#"{"tdx": 5}"#).expect("policy");
+    let err = Cluster::load(dir.path()).err().expect("bad policy");
+    assert!(err.to_string().contains(paths::PLATFORM_POLICY), "{err}");
+    assert!(err.to_string().contains("invalid type"), "{err}");
 }

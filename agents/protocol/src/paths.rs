@@ -17,6 +17,8 @@ pub const MASTER_SECRET: &str = "master-secret.json";
 pub const SETTINGS: &str = "settings.json";
 /// In [`CLUSTER_DIR`]: the reference measurements joiners must match.
 pub const REFERENCE: &str = "reference.json";
+/// In [`CLUSTER_DIR`]: the platform policy joiners must satisfy (absent: TPM only).
+pub const PLATFORM_POLICY: &str = "platform-policy.json";
 /// In [`CLUSTER_DIR`]: the id of the cluster the disk was created for (hex).
 pub const CLUSTER_ID: &str = "cluster";
 /// In [`CLUSTER_DIR`]: the node's WireGuard private key (base64), mode 0600.
