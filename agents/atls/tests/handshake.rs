@@ -404,6 +404,7 @@ async fn replayed_snp_and_tdx_evidence_reaches_its_verifier_and_is_refused() {
                 ..SnpPolicy::default()
             }),
             tdx: None,
+            tdx_collateral: None,
             require_hardware: false,
         };
         let verifier = PlatformVerifier::new(

@@ -26,7 +26,8 @@
 //!     "mrtd": ["<96 hex digits>"],
 //!     "rtmrs": { "0": "<96 hex digits>" },
 //!     "tcbStatus": ["UpToDate"],
-//!     "allowDebug": false
+//!     "allowDebug": false,
+//!     "collateral": { "<Intel PCS collateral for quotes that carry none>": "…" }
 //!   }
 //! }
 //! ```
@@ -51,6 +52,11 @@ pub enum PolicyError {
         source_name: String,
         source: SnpVerifyError,
     },
+    #[error("{source_name}: the TDX collateral cannot be used: {source}")]
+    TdxCollateral {
+        source_name: String,
+        source: TdxVerifyError,
+    },
 }
 
 /// The per-platform options of a policy file (see the module docs). Hardware platforms
@@ -59,6 +65,9 @@ pub enum PolicyError {
 pub struct PlatformPolicy {
     pub sev_snp: Option<SnpPolicy>,
     pub tdx: Option<TdxPolicy>,
+    /// Intel PCS collateral (`QuoteCollateralV3` JSON) for TDX quotes that carry none.
+    /// Intel signs it, so where it comes from does not matter; it expires within weeks.
+    pub tdx_collateral: Option<String>,
     /// Refuse TPM quotes that come without a hardware report binding their AK
     /// ([`crate::cvm`]): every node must be a confidential VM.
     pub require_hardware: bool,
@@ -123,6 +132,9 @@ struct TdxSection {
     tcb_status: Option<Vec<String>>,
     #[serde(default)]
     allow_debug: bool,
+    /// Intel PCS collateral, inline, for quotes that come without.
+    #[serde(default)]
+    collateral: Option<serde_json::Value>,
 }
 
 /// 48 bytes written as 96 hex digits.
@@ -178,6 +190,11 @@ impl PlatformPolicy {
             },
             require_zero_report_data_tail: true,
         });
+        let tdx_collateral = file
+            .tdx
+            .as_ref()
+            .and_then(|t| t.collateral.as_ref())
+            .map(ToString::to_string);
         let tdx = file.tdx.map(|t| {
             let default = TdxPolicy::default();
             TdxPolicy {
@@ -197,6 +214,7 @@ impl PlatformPolicy {
         Ok(PlatformPolicy {
             sev_snp,
             tdx,
+            tdx_collateral,
             require_hardware: file.require_hardware,
         })
     }
@@ -255,10 +273,22 @@ impl PlatformVerifier {
                 source_name: source_name.to_owned(),
                 source,
             })?;
+        let tdx = match (&policy.tdx, &policy.tdx_collateral) {
+            (Some(p), Some(c)) => Some(
+                TdxVerifier::new(p.clone())
+                    .with_collateral_json(c)
+                    .map_err(|source| PolicyError::TdxCollateral {
+                        source_name: source_name.to_owned(),
+                        source,
+                    })?,
+            ),
+            (Some(p), None) => Some(TdxVerifier::new(p.clone())),
+            (None, _) => None,
+        };
         Ok(PlatformVerifier {
             tpm,
             snp,
-            tdx: policy.tdx.clone().map(TdxVerifier::new),
+            tdx,
             require_hardware: policy.require_hardware,
         })
     }

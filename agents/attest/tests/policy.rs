@@ -67,6 +67,7 @@ fn snp_evidence_reaches_the_snp_verifier_only_where_the_policy_accepts_it() {
             ..SnpPolicy::default()
         }),
         tdx: None,
+        tdx_collateral: None,
         require_hardware: false,
     };
     let v = PlatformVerifier::new(tpm(), &policy, "test policy").expect("verifier");
@@ -193,6 +194,7 @@ fn accepting_recorded_snp(require_hardware: bool) -> PlatformPolicy {
             ..SnpPolicy::default()
         }),
         tdx: None,
+        tdx_collateral: None,
         require_hardware,
     }
 }
@@ -282,4 +284,39 @@ fn quote_ak_name(quote: &TpmEvidence) -> Vec<u8> {
     veil_attest::tpm::public::TpmPublic::from_tpm2b(&quote.ak_public)
         .and_then(|p| p.name())
         .expect("AK public area")
+}
+
+#[test]
+fn tdx_collateral_in_the_policy_serves_quotes_that_carry_none() {
+    let (Evidence::Tdx(mut bare), user) = tdx() else {
+        unreachable!("tdx() makes TDX evidence")
+    };
+    bare.collateral = None;
+    let bare = Evidence::Tdx(bare);
+
+    let err = from_file(r#"{"tdx": {}}"#)
+        .verify(&bare, &user)
+        .expect_err("no collateral anywhere");
+    assert!(err.to_string().contains("none is configured"), "{err}");
+
+    // With the policy's collateral the quote gets as far as its validity window (the
+    // sample collateral expired in July 2025; this verifier reads the real clock).
+    let with = format!(r#"{{"tdx": {{"collateral": {TDX_COLLATERAL}}}}}"#);
+    let err = from_file(&with)
+        .verify(&bare, &user)
+        .expect_err("expired collateral");
+    assert!(
+        err.to_string().contains("TDX collateral not valid"),
+        "{err}"
+    );
+    assert!(!err.to_string().contains("none is configured"), "{err}");
+
+    let policy = PlatformPolicy::from_json("p.json", r#"{"tdx": {"collateral": {"x": 1}}}"#)
+        .expect("parses as JSON");
+    let err = PlatformVerifier::new(tpm(), &policy, "p.json").expect_err("not collateral");
+    assert!(
+        err.to_string()
+            .starts_with("p.json: the TDX collateral cannot be used"),
+        "{err}"
+    );
 }
