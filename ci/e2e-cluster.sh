@@ -61,7 +61,11 @@ cluster_checks() {
     local port secret=$work/master-secret.json cluster partuuid console=$B/nodes/boot/console.log
     local join b_console=$B/nodes/joiner/console.log b_partuuid c_console=$B/nodes/tampered/console.log
     port=$(cat "$B/nodes/boot/agent-port")
+    # A platform policy that would also take SEV-SNP nodes (it requires no hardware, so
+    # the QEMU joiners get in): A keeps it, and its join service runs under it.
+    echo '{"sevSnp": {"product": "milan", "minTcb": {"snp": 8}}}' >"$work/policy.json"
     if ! "$veil" init --node "127.0.0.1:$port" --measurements "$work/reference.json" "${tpm_ca[@]}" \
+        --policy "$work/policy.json" \
         --master-secret "$secret" --output json >"$work/init.json" 2>"$work/init.err"; then
         bad "veil init: $(tail -n 3 "$work/init.err")"
         return
@@ -82,8 +86,8 @@ cluster_checks() {
     expect_error "veil recover on a node that already joined is refused" "already belongs to a cluster" \
         "$veil" recover --node "127.0.0.1:$port" --measurements "$work/reference.json" "${tpm_ca[@]}" \
         --master-secret "$secret"
-    expect "the initialized node starts its join service" \
-        wait_console "$console" 'veil-joinservice-ready' 180
+    expect "the initialized node starts its join service, under the platform policy given to init" \
+        wait_console "$console" 'veil-joinservice-ready port=7444 accepts=tpm,sev-snp' 180
 
     # B joins through A. The address is A's join port as B sees it (QEMU's host alias).
     join=10.0.2.2:$(cat "$B/nodes/boot/join-port")
@@ -156,8 +160,8 @@ os.write(fd, json.dumps({'veilMasterSecret': 1, 'secret': base64.b64encode(os.ur
             grep -a -q "veil-state-marker $cluster" "$console"
         expect "veil verify --cluster-id after recover" \
             quiet "$veil" verify --node "127.0.0.1:$port" --measurements "$work/reference.json" "${tpm_ca[@]}" --cluster-id "$cluster"
-        expect "the recovered node starts its join service again" \
-            wait_console "$console" 'veil-joinservice-ready' 180
+        expect "the recovered node starts its join service again, under the policy kept on its disk" \
+            wait_console "$console" 'veil-joinservice-ready port=7444 accepts=tpm,sev-snp' 180
     else
         bad "veil recover: $(tail -n 3 "$work/recover.err")"
     fi

@@ -168,6 +168,30 @@ impl<'de> Deserialize<'de> for RtmrIndex {
 }
 
 impl PlatformPolicy {
+    /// The evidence kinds accepted, for logs: `tpm`, `tpm+sev-snp`, `tpm+sev-snp+tdx`;
+    /// with `requireHardware`, `tpm` is not among them on its own.
+    pub fn accepts(&self) -> String {
+        let mut kinds = Vec::new();
+        if !self.require_hardware {
+            kinds.push("tpm");
+        }
+        if self.sev_snp.is_some() {
+            kinds.push(if self.require_hardware {
+                "tpm+sev-snp-report"
+            } else {
+                "sev-snp"
+            });
+        }
+        if self.tdx.is_some() {
+            kinds.push(if self.require_hardware {
+                "tpm+tdx-quote"
+            } else {
+                "tdx"
+            });
+        }
+        kinds.join(",")
+    }
+
     /// Parses a policy file's text; `source_name` (e.g. the path) is named in errors.
     pub fn from_json(source_name: &str, text: &str) -> Result<Self, PolicyError> {
         let file: PolicyFile = serde_json::from_str(text).map_err(|e| PolicyError::Parse {
@@ -408,6 +432,7 @@ mod tests {
             }}"#
         );
         let p = PlatformPolicy::from_json("policy.json", &text).expect("valid policy");
+        assert_eq!(p.accepts(), "tpm,sev-snp,tdx");
         let snp = p.sev_snp.expect("snp section");
         assert_eq!(snp.product, SnpProduct::Genoa);
         assert_eq!(snp.min_tcb.snp, 8);
@@ -425,12 +450,16 @@ mod tests {
         );
         assert_eq!(tdx.now, None);
         assert!(!tdx.ignore_report_data_tail);
+        let strict = PlatformPolicy::from_json("p", r#"{"requireHardware": true, "tdx": {}}"#)
+            .expect("strict policy");
+        assert_eq!(strict.accepts(), "tpm+tdx-quote");
     }
 
     #[test]
     fn empty_file_accepts_no_hardware_platform() {
         let p = PlatformPolicy::from_json("p", "{}").expect("empty policy");
         assert_eq!(p, PlatformPolicy::default());
+        assert_eq!(p.accepts(), "tpm");
         let p = PlatformPolicy::from_json("p", r#"{"tdx": {}}"#).expect("tdx only");
         assert_eq!(p.tdx.expect("tdx").allowed_tcb_status, vec!["UpToDate"]);
     }

@@ -70,8 +70,9 @@ fn main() -> Result<()> {
         let listener = tokio::net::TcpListener::bind(("0.0.0.0", args.port))
             .await
             .with_context(|| format!("listening on the join port {}", args.port))?;
-        tracing::info!(port = args.port, cluster = %cluster.master.cluster_id(), "join service serving");
-        println!("veil-joinservice-ready port={}", args.port);
+        let accepts = cluster.platform.accepts();
+        tracing::info!(port = args.port, cluster = %cluster.master.cluster_id(), accepts, "join service serving");
+        println!("veil-joinservice-ready port={} accepts={accepts}", args.port);
         sd_notify::notify(false, &[sd_notify::NotifyState::Ready])
             .context("notifying systemd of readiness")?;
         veil_joinservice::serve(
