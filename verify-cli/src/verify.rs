@@ -291,8 +291,12 @@ fn evidence_name(platform: EvidencePlatform) -> &'static str {
 }
 
 fn table(r: &Report) -> String {
+    let bound = match (r.evidence, r.platform.is_empty()) {
+        (EvidencePlatform::Tpm, false) => ", with a hardware report over its AK",
+        _ => "",
+    };
     let mut out = format!(
-        "node {} ({}, veil-bootstrapper {}): {}\n",
+        "node {} ({}, veil-bootstrapper {}): {}{bound}\n",
         r.node,
         r.info.platform,
         r.info.bootstrapper_version,
