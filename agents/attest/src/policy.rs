@@ -376,10 +376,9 @@ impl PlatformVerifier {
                 verified.snp = Some(info);
             }
             HardwareEvidence::Tdx(ev) => {
-                let hw = Evidence::Tdx(ev.clone());
                 let tdx = self
                     .tdx()?
-                    .verify(&hw, &bound)
+                    .verify_tdx(ev, &bound)
                     .map_err(|e| refused(e.to_string()))?;
                 verified.tdx = tdx.tdx;
             }

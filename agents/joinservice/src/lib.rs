@@ -52,6 +52,8 @@ pub enum JoinServiceError {
     },
     #[error("{} does not parse: {reason}", path.display())]
     Reference { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Policy(#[from] veil_attest::PolicyError),
     #[error("serving the join port failed: {0}")]
     Serve(#[from] tonic::transport::Error),
 }
@@ -82,29 +84,20 @@ impl Cluster {
             })?;
         // Kept by Init since settings existed; an older node has none: the defaults.
         let path = dir.join(paths::SETTINGS);
-        let settings = match std::fs::read_to_string(&path) {
-            Ok(text) => {
+        let settings = match read_optional(&path)? {
+            Some(text) => {
                 ClusterSettings::from_json(&text).map_err(|e| JoinServiceError::Reference {
                     path,
                     reason: e.to_string(),
                 })?
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => ClusterSettings::default(),
-            Err(source) => return Err(JoinServiceError::Read { path, source }),
+            None => ClusterSettings::default(),
         };
         // Kept by Init only when the operator gave one: otherwise TPM quotes only.
         let path = dir.join(paths::PLATFORM_POLICY);
-        let platform = match std::fs::read_to_string(&path) {
-            Ok(text) => {
-                PlatformPolicy::from_json(&path.display().to_string(), &text).map_err(|e| {
-                    JoinServiceError::Reference {
-                        path,
-                        reason: e.to_string(),
-                    }
-                })?
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => PlatformPolicy::default(),
-            Err(source) => return Err(JoinServiceError::Read { path, source }),
+        let platform = match read_optional(&path)? {
+            Some(text) => PlatformPolicy::from_json(&path.display().to_string(), &text)?,
+            None => PlatformPolicy::default(),
         };
         Ok(Cluster {
             master,
@@ -112,6 +105,18 @@ impl Cluster {
             platform,
             settings,
         })
+    }
+}
+
+/// A file's text, or None if there is no such file.
+fn read_optional(path: &Path) -> Result<Option<String>, JoinServiceError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(JoinServiceError::Read {
+            path: path.to_owned(),
+            source,
+        }),
     }
 }
 
@@ -128,11 +133,7 @@ pub async fn serve(
         TpmVerifier::new(trust),
         &cluster.platform,
         "the cluster's platform policy",
-    )
-    .map_err(|e| JoinServiceError::Reference {
-        path: Path::new(paths::CLUSTER_DIR).join(paths::PLATFORM_POLICY),
-        reason: e.to_string(),
-    })?;
+    )?;
     let admission = Arc::new(Admission::new(verifier, limits.clone()));
     let validator = Arc::new(JoinerValidator::new(admission.clone(), &cluster.reference));
     let (plain, atls) =
