@@ -29,7 +29,8 @@ fn node() -> Node {
     let mut config = TpmAttesterConfig::with_tcti(tpm.tcti());
     config.event_log = Some(log);
     config.systemd_log = None;
-    veil_bootstrapper::attestation::start(config, listener, None, None).expect("start endpoint");
+    veil_bootstrapper::attestation::start(config, listener, None, None, ("/".into(), None))
+        .expect("start endpoint");
     std::fs::write(dir.path().join("root.pem"), ca.root_pem()).expect("root");
     std::fs::write(dir.path().join("issuer.pem"), ca.intermediate_pem()).expect("issuer");
     Node {

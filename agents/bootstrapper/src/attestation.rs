@@ -82,12 +82,15 @@ pub async fn serve(
 /// fails and restarts) rather than leaving a node that can never be attested.
 ///
 /// With a `root_dev` (the verity root's `major:minor`) the node serves Init and
-/// Recover, and with a `join` configuration also tries to join meanwhile.
+/// Recover, and with a `join` configuration also tries to join meanwhile; once
+/// admitted it brings up Kubernetes (`host`: the root holding fw_cfg, and the node's
+/// address among the nodes if it is fixed).
 pub fn start(
     config: TpmAttesterConfig,
     listener: std::net::TcpListener,
     root_dev: Option<String>,
     join: Option<JoinConfig>,
+    host: (std::path::PathBuf, Option<std::net::Ipv4Addr>),
 ) -> Result<()> {
     let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
     let platform = match &config.hardware {
@@ -123,7 +126,8 @@ pub fn start(
                     .context("registering the agent port's listener")?;
                 tracing::info!(port, "attestation endpoint serving");
                 let tpm: SharedTpm = Arc::new(AttesterIssuer(Mutex::new(attester)));
-                let node = root_dev.map(|dev| Node::new(tpm.clone(), dev));
+                let node =
+                    root_dev.map(|dev| Node::new(tpm.clone(), dev).with_kubernetes(host.0, host.1));
                 if let (Some(node), Some(join)) = (&node, join) {
                     tokio::spawn(crate::join::run(node.clone(), join));
                 }

@@ -3,12 +3,19 @@
 //! brings an initialized node's state disk back after a full restart.
 //!
 //! Either way the node derives its disk key from the master secret it is given, opens
-//! (or creates) its state disk, and extends PCR 15 with the cluster id. A node whose
-//! PCR 15 is set has joined a cluster for this boot and refuses both; a state disk is
-//! formatted only by Init and only when blank; a wrong secret opens nothing and
-//! changes nothing.
+//! (or creates) its state disk, and extends PCR 15 with the cluster id; then it brings
+//! up Kubernetes (crate::kube): `kubeadm init` on Init, kubelet from the disk on
+//! Recover. Both stream their stages to the caller and end with the result (and, if
+//! asked, the cluster administrator's kubeconfig).
+//!
+//! A node whose PCR 15 holds another cluster's id refuses both; one whose PCR 15 holds
+//! this secret's cluster id (it was admitted in this boot) refuses Init, and on
+//! Recover only retries Kubernetes if that failed. A state disk is formatted only by
+//! Init and only when blank; a wrong secret opens nothing and changes nothing.
 
-use std::path::Path;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -19,11 +26,14 @@ use veil_attest::tpm::TpmAttester;
 use veil_disk::Integrity;
 use veil_keys::{ClusterId, MasterSecret};
 use veil_protocol::paths;
+use veil_protocol::paths::NodeRecord;
 use veil_protocol::pb::bootstrap::bootstrap_server::Bootstrap;
-use veil_protocol::pb::bootstrap::{BootstrapResponse, InitRequest, RecoverRequest};
+use veil_protocol::pb::bootstrap::progress::Event;
+use veil_protocol::pb::bootstrap::{BootstrapResponse, InitRequest, Progress, RecoverRequest};
 use zeroize::Zeroize;
 
 use crate::attestation::SharedTpm;
+use crate::kube::{KubeStatus, SharedStatus, Stage, Start};
 use crate::state::{self, StatePartition};
 
 /// PCR that holds the cluster id.
@@ -38,6 +48,15 @@ pub struct Node {
     root_dev: String,
     /// One Init/Recover/Join at a time: the second waits, then sees PCR 15 set.
     busy: Arc<Mutex<()>>,
+    /// Where fw_cfg and sysfs are (`/` but in tests).
+    root: PathBuf,
+    /// Whether Kubernetes runs here (a real node, not a test of the service).
+    kubernetes: bool,
+    /// The node's address among the nodes, if fixed (the QEMU segment's); else the
+    /// default route's, found when Kubernetes starts.
+    ip: Option<Ipv4Addr>,
+    /// Kubernetes in this boot.
+    kube: SharedStatus,
 }
 
 /// How the node came by its state disk key.
@@ -74,11 +93,91 @@ impl Node {
             tpm,
             root_dev,
             busy: Arc::default(),
+            root: PathBuf::from("/"),
+            kubernetes: false,
+            ip: None,
+            kube: Arc::new(Mutex::new(KubeStatus::Down)),
         }
+    }
+
+    /// Runs Kubernetes once admitted; `ip` is its address among the nodes if fixed.
+    pub fn with_kubernetes(mut self, root: PathBuf, ip: Option<Ipv4Addr>) -> Self {
+        self.root = root;
+        self.kubernetes = true;
+        self.ip = ip;
+        self
+    }
+
+    pub fn kube_status(&self) -> KubeStatus {
+        self.kube
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_else(|_| KubeStatus::Failed("status lock poisoned".into()))
+    }
+
+    fn set_kube_status(&self, status: KubeStatus) {
+        if let Ok(mut s) = self.kube.lock() {
+            *s = status;
+        }
+    }
+
+    /// Brings Kubernetes up (see crate::kube) and starts the pod network; `record`
+    /// is the node's, on its open state disk. Reports the status on the console.
+    /// Returns once kubeadm has finished and the node has its pod CIDR.
+    pub fn start_kubernetes(
+        &self,
+        record: &mut NodeRecord,
+        start: Start<'_>,
+        stage: Stage,
+    ) -> Result<(), Status> {
+        if !self.kubernetes {
+            return Err(Status::failed_precondition(
+                "Kubernetes does not run here (not a node)",
+            ));
+        }
+        let ip = match self.ip {
+            Some(ip) => ip,
+            None => crate::network::node_ip(None)
+                .map_err(|e| Status::unavailable(format!("finding the node's address: {e:#}")))?,
+        };
+        self.set_kube_status(KubeStatus::Starting);
+        let started = Instant::now();
+        let fail = |e: anyhow::Error| {
+            let text = format!("{e:#}");
+            println!("veil-kube-failed {}", text.replace('\n', " | "));
+            crate::kube::report_logs();
+            self.set_kube_status(KubeStatus::Failed(text.clone()));
+            Status::internal(format!("bringing up Kubernetes failed: {text}"))
+        };
+        crate::kube::bring_up(record, ip, start, stage).map_err(fail)?;
+        let name = veil_kube::NodeName::new(&record.name).map_err(|e| fail(e.into()))?;
+        stage("waiting for the node's slice of the pod network".into());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let handle = tokio::runtime::Handle::current();
+        handle.spawn(crate::kube::pod_network(name, ip, move |r| {
+            let _ = tx.send(r);
+        }));
+        let cidr = rx
+            .recv()
+            .map_err(|_| fail(anyhow::anyhow!("the pod network task ended")))?
+            .map_err(fail)?;
+        stage(format!("pod network {cidr} configured"));
+        self.set_kube_status(KubeStatus::Up);
+        println!(
+            "veil-kube-ready name={} role={} seconds={}",
+            record.name,
+            record.role,
+            started.elapsed().as_secs()
+        );
+        Ok(())
     }
 
     pub fn tpm(&self) -> &SharedTpm {
         &self.tpm
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 
     /// Holds the node for one admission; every step below runs under it.
@@ -230,24 +329,31 @@ pub struct BootstrapService {
     node: Node,
 }
 
+/// What Init and Recover answer with: stages, then the result.
+pub type ProgressStream =
+    Pin<Box<dyn tokio_stream::Stream<Item = Result<Progress, Status>> + Send + 'static>>;
+
 impl BootstrapService {
     pub fn new(node: Node) -> Self {
         BootstrapService { node }
     }
 
-    async fn handle(
+    fn handle(
         &self,
         how: Admission,
         mut secret: Vec<u8>,
         mut salt: Vec<u8>,
         init: Option<InitSettings>,
-    ) -> Result<Response<BootstrapResponse>, Status> {
+        want_kubeconfig: bool,
+    ) -> Result<Response<ProgressStream>, Status> {
         let master = MasterSecret::from_parts(&secret, &salt);
         secret.zeroize();
         salt.zeroize();
         let master = master.map_err(|e| Status::invalid_argument(e.to_string()))?;
         if let Some(InitSettings {
-            reference, policy, ..
+            reference,
+            policy,
+            settings,
         }) = &init
         {
             ReferenceMeasurements::from_json(reference).map_err(|e| {
@@ -259,13 +365,46 @@ impl BootstrapService {
                 PlatformPolicy::from_json("the Init request's platform policy", policy)
                     .map_err(|e| Status::invalid_argument(e.to_string()))?;
             }
+            check_kubernetes_settings(&settings.kubernetes)?;
         }
         let node = self.node.clone();
-        tokio::task::spawn_blocking(move || provision(how, &master, init, &node))
-            .await
-            .map_err(|e| Status::internal(format!("{} task failed: {e}", how.name())))?
-            .map(Response::new)
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        tokio::task::spawn_blocking(move || {
+            let stage = |text: String| {
+                println!("veil-kube-stage {text}");
+                let _ = tx.blocking_send(Ok(Progress {
+                    event: Some(Event::Stage(text)),
+                }));
+            };
+            let result = provision(how, &master, init, &node, want_kubeconfig, &stage);
+            let _ = tx.blocking_send(result.map(|done| Progress {
+                event: Some(Event::Done(done)),
+            }));
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
+}
+
+/// The Kubernetes settings of an Init, checked before anything is touched.
+fn check_kubernetes_settings(k: &paths::KubernetesSettings) -> Result<(), Status> {
+    let bad = |e: String| {
+        Status::invalid_argument(format!("the Init request's Kubernetes settings: {e}"))
+    };
+    veil_kube::Network::from_settings(&k.pod_subnet, &k.service_subnet)
+        .map_err(|e| bad(e.to_string()))?;
+    for san in &k.api_server_cert_sans {
+        veil_kube::check_san(san).map_err(|e| bad(e.to_string()))?;
+    }
+    for (host, pem) in &k.registry_cas {
+        if !pem.contains("-----BEGIN CERTIFICATE-----") {
+            return Err(bad(format!(
+                "the CA for registry '{host}' is not a PEM certificate"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// What Init brings besides the secret.
@@ -276,14 +415,126 @@ struct InitSettings {
     settings: paths::ClusterSettings,
 }
 
+/// PCR 15 after extending a zero PCR with `cluster` once: what a node admitted to
+/// that cluster in this boot holds.
+fn admitted_value(cluster: &ClusterId) -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update([0u8; 32]);
+    h.update(cluster.0);
+    h.finalize().into()
+}
+
 fn provision(
     how: Admission,
     master: &MasterSecret,
     init: Option<InitSettings>,
     node: &Node,
+    want_kubeconfig: bool,
+    stage: Stage,
 ) -> Result<BootstrapResponse, Status> {
     let _one_at_a_time = node.lock()?;
-    node.check_unjoined(how)?;
+    let pcr = node.cluster_pcr()?;
+    // A node admitted in this boot takes Recover (with its own cluster's secret) only
+    // to retry Kubernetes; nothing about its disk changes.
+    let already = how == Admission::Recover && pcr == admitted_value(&master.cluster_id());
+    let (partuuid, created) = if already {
+        match node.kube_status() {
+            KubeStatus::Starting => {
+                return Err(Status::unavailable(
+                    "Kubernetes is coming up on this node: wait for it",
+                ));
+            }
+            status => tracing::info!(?status, "Recover of a node admitted in this boot"),
+        }
+        (String::new(), false)
+    } else {
+        node.check_unjoined(how)?;
+        let joined = unlock(how, master, init.as_ref(), node)?;
+        (joined.partuuid, joined.created)
+    };
+    if !already {
+        stage(format!(
+            "state disk {} ({})",
+            if created { "created" } else { "unlocked" },
+            how.name()
+        ));
+    }
+    // Joiners may come now: the join service tells them to retry until the control
+    // plane answers.
+    start_join_service();
+
+    let mut record =
+        match crate::kube::read_record().map_err(|e| Status::internal(format!("{e:#}")))? {
+            Some(r) => r,
+            None if how == Admission::Init => NodeRecord {
+                name: crate::kube::wanted_name(&node.root).to_string(),
+                role: NodeRecord::CONTROL_PLANE.into(),
+                kubernetes_joined: false,
+                pod_subnet: String::new(),
+            },
+            None => {
+                return Err(Status::failed_precondition(
+                    "the state disk holds no node record: this node was never a Kubernetes node",
+                ));
+            }
+        };
+    if how == Admission::Init {
+        crate::kube::write_record(&record)
+            .map_err(|e| Status::internal(format!("keeping the node record: {e:#}")))?;
+    }
+    if node.kube_status() != KubeStatus::Up {
+        let settings = read_settings()?;
+        let start = if record.is_control_plane() {
+            Start::Init(&settings)
+        } else {
+            Start::Restart
+        };
+        node.start_kubernetes(&mut record, start, stage)?;
+    } else {
+        stage("Kubernetes is up already".into());
+    }
+    let admin_kubeconfig = if want_kubeconfig {
+        std::fs::read(veil_kube::ADMIN_KUBECONFIG).map_err(|e| {
+            Status::failed_precondition(format!(
+                "no admin kubeconfig to send ({}: {e}); a worker has none",
+                veil_kube::ADMIN_KUBECONFIG
+            ))
+        })?
+    } else {
+        Vec::new()
+    };
+    let versions = veil_kube::Versions::read(Path::new(veil_kube::VERSIONS_FILE))
+        .map(|v| v.kubernetes)
+        .unwrap_or_default();
+    Ok(BootstrapResponse {
+        cluster_id: master.cluster_id().0.to_vec(),
+        state_partition_uuid: partuuid,
+        state_disk_created: created,
+        node_name: record.name,
+        kubernetes_version: versions,
+        admin_kubeconfig,
+    })
+}
+
+/// The cluster's settings from the state disk (Init kept them there).
+fn read_settings() -> Result<paths::ClusterSettings, Status> {
+    let path = Path::new(paths::CLUSTER_DIR).join(paths::SETTINGS);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => paths::ClusterSettings::from_json(&text)
+            .map_err(|e| Status::internal(format!("{}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Default::default()),
+        Err(e) => Err(Status::internal(format!("reading {}: {e}", path.display()))),
+    }
+}
+
+/// Opens (Recover) or creates (Init) the state disk and extends PCR 15.
+fn unlock(
+    how: Admission,
+    master: &MasterSecret,
+    init: Option<&InitSettings>,
+    node: &Node,
+) -> Result<Joined, Status> {
     let (part, contents) = node.locate()?;
     let create = match (how, contents) {
         (Admission::Init, veil_disk::Contents::Blank) => true,
@@ -317,7 +568,7 @@ fn provision(
             reference,
             policy,
             settings,
-        }) = &init
+        }) = init
         else {
             return Ok(());
         };
@@ -334,11 +585,11 @@ fn provision(
         state::write_synced(&dir.join(paths::REFERENCE), reference.as_bytes())
             .map_err(|e| Status::internal(format!("keeping the reference measurements: {e:#}")))
     };
-    let integrity = match &init {
+    let integrity = match init {
         Some(i) if i.settings.state_disk_integrity => Integrity::HmacSha256,
         _ => Integrity::None,
     };
-    let joined = node.admit(
+    node.admit(
         how,
         &part,
         key.as_ref(),
@@ -346,21 +597,30 @@ fn provision(
         integrity,
         Some(master.cluster_id()),
         keep,
-    )?;
-    start_join_service();
-    Ok(BootstrapResponse {
-        cluster_id: joined.cluster_id.0.to_vec(),
-        state_partition_uuid: joined.partuuid,
-        state_disk_created: joined.created,
-    })
+    )
+}
+
+fn kubernetes_settings(
+    k: Option<veil_protocol::pb::bootstrap::KubernetesSettings>,
+) -> paths::KubernetesSettings {
+    let k = k.unwrap_or_default();
+    paths::KubernetesSettings {
+        pod_subnet: k.pod_subnet,
+        service_subnet: k.service_subnet,
+        api_server_cert_sans: k.api_server_cert_sans,
+        registry_cas: k.registry_cas.into_iter().collect(),
+    }
 }
 
 #[tonic::async_trait]
 impl Bootstrap for BootstrapService {
+    type InitStream = ProgressStream;
+    type RecoverStream = ProgressStream;
+
     async fn init(
         &self,
         request: Request<InitRequest>,
-    ) -> Result<Response<BootstrapResponse>, Status> {
+    ) -> Result<Response<ProgressStream>, Status> {
         let r = request.into_inner();
         if r.reference_measurements.is_empty() {
             return Err(Status::invalid_argument(
@@ -373,18 +633,29 @@ impl Bootstrap for BootstrapService {
             policy: Some(r.platform_policy).filter(|p| !p.is_empty()),
             settings: paths::ClusterSettings {
                 state_disk_integrity: r.state_disk_integrity,
+                kubernetes: kubernetes_settings(r.kubernetes),
             },
         };
-        self.handle(Admission::Init, r.master_secret, r.salt, Some(init))
-            .await
+        self.handle(
+            Admission::Init,
+            r.master_secret,
+            r.salt,
+            Some(init),
+            r.admin_kubeconfig,
+        )
     }
 
     async fn recover(
         &self,
         request: Request<RecoverRequest>,
-    ) -> Result<Response<BootstrapResponse>, Status> {
+    ) -> Result<Response<ProgressStream>, Status> {
         let r = request.into_inner();
-        self.handle(Admission::Recover, r.master_secret, r.salt, None)
-            .await
+        self.handle(
+            Admission::Recover,
+            r.master_secret,
+            r.salt,
+            None,
+            r.admin_kubeconfig,
+        )
     }
 }

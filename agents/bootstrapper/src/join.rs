@@ -22,9 +22,10 @@ use veil_attest::Verified;
 use veil_attest::tpm::{CredentialChallenge, EkTrust, TpmVerifier};
 use veil_keys::ClusterId;
 use veil_protocol::activation::{activate_peer, with_tpm};
+use veil_protocol::paths::NodeRecord;
 use veil_protocol::pb::join::join_activation_client::JoinActivationClient;
 use veil_protocol::pb::join::join_client::JoinClient;
-use veil_protocol::pb::join::{JoinRequest, ProveRequest, RejoinRequest, Role};
+use veil_protocol::pb::join::{JoinRequest, KubernetesJoin, ProveRequest, RejoinRequest, Role};
 use veil_protocol::{MAX_MESSAGE, paths};
 use zeroize::Zeroizing;
 
@@ -96,6 +97,10 @@ pub struct Ticket {
     pub cluster_id: Option<ClusterId>,
     /// Join only: how to format the new state disk.
     pub integrity: veil_disk::Integrity,
+    /// Join only: the name the cluster gave the node.
+    pub node_name: Option<String>,
+    /// What `kubeadm join` needs (Join; Rejoin only for a node that never finished it).
+    pub kubernetes: Option<KubernetesJoin>,
 }
 
 impl std::fmt::Debug for Ticket {
@@ -106,7 +111,8 @@ impl std::fmt::Debug for Ticket {
     }
 }
 
-/// Tries to join until the node belongs to a cluster (by this loop or by Init/Recover).
+/// Tries to join until the node belongs to a cluster (by this loop or by Init/Recover),
+/// then brings up Kubernetes.
 pub async fn run(node: Node, config: JoinConfig) {
     println!(
         "veil-join trying endpoint={} role={}",
@@ -172,9 +178,10 @@ async fn try_once(node: &Node, config: &JoinConfig) -> Result<Option<Admission>>
         veil_disk::Contents::Luks2 { .. } => Admission::Rejoin,
     };
     let wireguard = x25519_dalek::StaticSecret::random_from_rng(rand_core::OsRng);
+    let name = crate::kube::wanted_name(node.root());
     let ticket = tokio::time::timeout(
         ATTEMPT_TIMEOUT,
-        fetch_ticket(node.tpm(), config, how, &part.partuuid, &wireguard),
+        fetch_ticket(node.tpm(), config, how, &part.partuuid, &wireguard, &name),
     )
     .await
     .map_err(|_| {
@@ -191,7 +198,7 @@ async fn try_once(node: &Node, config: &JoinConfig) -> Result<Option<Admission>>
         if n.cluster_pcr()? != [0; 32] {
             return Ok(None);
         }
-        let keep_wireguard = || {
+        let keep = || {
             if how != Admission::Join {
                 return Ok(());
             }
@@ -202,7 +209,15 @@ async fn try_once(node: &Node, config: &JoinConfig) -> Result<Option<Admission>>
                 &Path::new(paths::CLUSTER_DIR).join(paths::WIREGUARD_KEY),
                 key.as_bytes(),
             )
-            .map_err(|e| Status::internal(format!("keeping the WireGuard key: {e:#}")))
+            .map_err(|e| Status::internal(format!("keeping the WireGuard key: {e:#}")))?;
+            let record = NodeRecord {
+                name: ticket.node_name.clone().unwrap_or_default(),
+                role: NodeRecord::WORKER.into(),
+                kubernetes_joined: false,
+                pod_subnet: String::new(),
+            };
+            crate::kube::write_record(&record)
+                .map_err(|e| Status::internal(format!("keeping the node record: {e:#}")))
         };
         n.admit(
             how,
@@ -211,9 +226,23 @@ async fn try_once(node: &Node, config: &JoinConfig) -> Result<Option<Admission>>
             how == Admission::Join,
             ticket.integrity,
             ticket.cluster_id,
-            keep_wireguard,
-        )
-        .map(|_| Some(how))
+            keep,
+        )?;
+        let stage = |text: String| println!("veil-kube-stage {text}");
+        let mut record = crate::kube::read_record()
+            .map_err(|e| Status::internal(format!("{e:#}")))?
+            .ok_or_else(|| Status::failed_precondition("the state disk holds no node record"))?;
+        let start = match &ticket.kubernetes {
+            Some(k) if !record.kubernetes_joined => crate::kube::Start::Join(k),
+            _ => crate::kube::Start::Restart,
+        };
+        if let Err(e) = n.start_kubernetes(&mut record, start, &stage) {
+            // The node is a member (its disk is open, PCR 15 set): it stays one, and
+            // tries Kubernetes again after a reboot (Rejoin gives a new token to a
+            // node that never finished kubeadm join).
+            println!("veil-kube-failed {}", e.message());
+        }
+        Ok(Some(how))
     })
     .await?
     .map_err(status)
@@ -227,6 +256,7 @@ pub async fn fetch_ticket(
     how: Admission,
     partuuid: &str,
     wireguard: &x25519_dalek::StaticSecret,
+    name: &veil_kube::NodeName,
 ) -> Result<Ticket> {
     let ep = config.endpoint.as_str();
     let plain = veil_protocol::client::plain(ep).await?;
@@ -282,6 +312,7 @@ pub async fn fetch_ticket(
                         .as_bytes()
                         .to_vec(),
                     role: config.role.into(),
+                    node_name: name.to_string(),
                 })
                 .await
                 .map_err(|s| refused("Join", &s))?
@@ -292,6 +323,11 @@ pub async fn fetch_ticket(
                     .try_into()
                     .context("the join ticket's cluster id is not 32 bytes")?,
             );
+            let node_name = veil_kube::NodeName::new(&t.node_name)
+                .map_err(|e| anyhow!("the join ticket's node name: {e}"))?;
+            let kubernetes = t
+                .kubernetes
+                .context("the join ticket has nothing for kubeadm join")?;
             Ok(Ticket {
                 disk_key: Zeroizing::new(t.disk_key),
                 cluster_id: Some(cluster_id),
@@ -300,6 +336,8 @@ pub async fn fetch_ticket(
                 } else {
                     veil_disk::Integrity::None
                 },
+                node_name: Some(node_name.to_string()),
+                kubernetes: Some(kubernetes),
             })
         }
         _ => {
@@ -314,6 +352,8 @@ pub async fn fetch_ticket(
                 disk_key: Zeroizing::new(t.disk_key),
                 cluster_id: None,
                 integrity: veil_disk::Integrity::None,
+                node_name: None,
+                kubernetes: t.kubernetes,
             })
         }
     }

@@ -22,6 +22,8 @@
 pub mod attestation;
 pub mod bootstrap;
 pub mod join;
+pub mod kube;
+pub mod network;
 pub mod state;
 
 use std::io::Write;

@@ -71,13 +71,31 @@ fn main() -> Result<()> {
                         }),
                     None => None,
                 };
+                // The node's address among the nodes (QEMU's segment NIC): configured
+                // now so that it is up before anything listens or joins.
+                let segment = match &root_dev {
+                    Some(_) => veil_bootstrapper::network::configure_segment(&args.root)
+                        .unwrap_or_else(|e| {
+                            tracing::error!("the node segment: {e:#}");
+                            println!("veil-network-failed {e:#}");
+                            None
+                        }),
+                    None => None,
+                };
+                if let Some(s) = &segment {
+                    println!(
+                        "veil-network segment {}/{} mac={}",
+                        s.address, s.prefix, s.mac
+                    );
+                }
                 let mut tpm = veil_attest::tpm::TpmAttesterConfig::with_tcti(&args.tcti);
                 // In a confidential VM each quote carries a hardware report over its AK.
                 tpm.hardware = veil_attest::HardwareAttester::for_platform(&platform, &args.root);
                 if let Some(hardware) = &tpm.hardware {
                     tracing::info!(?hardware, "TPM quotes carry a hardware report");
                 }
-                veil_bootstrapper::attestation::start(tpm, listener, root_dev, join)?;
+                let host = (args.root.clone(), segment.map(|s| s.address));
+                veil_bootstrapper::attestation::start(tpm, listener, root_dev, join, host)?;
             }
             None => tracing::warn!("no TPM: the attestation endpoint is not served"),
         }

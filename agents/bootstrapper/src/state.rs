@@ -19,11 +19,12 @@ pub const MOUNT_POINT: &str = veil_protocol::paths::STATE_MOUNT;
 /// systemd-repart definitions (not in repart.d, so the stock unit leaves disks alone).
 pub const REPART_DEFINITIONS: &str = "/usr/lib/veil/repart.d";
 /// Directories on the state disk and where they are bound.
-pub const BINDS: [(&str, &str); 4] = [
+pub const BINDS: [(&str, &str); 5] = [
     ("containerd", "/var/lib/containerd"),
     ("kubelet", "/var/lib/kubelet"),
     ("etcd", "/var/lib/etcd"),
     ("kubernetes", "/etc/kubernetes"),
+    ("cni", "/etc/cni/net.d"),
 ];
 
 /// A located state partition.
@@ -215,7 +216,8 @@ pub fn open(
         let source = Path::new(MOUNT_POINT).join(dir);
         std::fs::create_dir_all(&source)
             .with_context(|| format!("creating {}", source.display()))?;
-        // /var is a tmpfs (the targets are made here); /etc/kubernetes is in the image.
+        // /var is a tmpfs (the targets are made here); /etc/kubernetes and
+        // /etc/cni/net.d are in the image.
         std::fs::create_dir_all(target).with_context(|| format!("creating {target}"))?;
         mount(
             Some(&source),

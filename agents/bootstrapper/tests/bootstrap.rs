@@ -11,9 +11,25 @@ use support::{LocalCa, Swtpm};
 use tonic::Request;
 use veil_atls::AttesterIssuer;
 use veil_attest::tpm::{TpmAttester, TpmAttesterConfig};
+use veil_bootstrapper::bootstrap::ProgressStream;
 use veil_bootstrapper::bootstrap::{BootstrapService, CLUSTER_PCR, Node};
 use veil_protocol::pb::bootstrap::bootstrap_server::Bootstrap;
-use veil_protocol::pb::bootstrap::{InitRequest, RecoverRequest};
+use veil_protocol::pb::bootstrap::{InitRequest, KubernetesSettings, RecoverRequest};
+
+/// The refusal, whether the call itself failed or its stream ended in an error.
+async fn refusal(answer: Result<tonic::Response<ProgressStream>, tonic::Status>) -> tonic::Status {
+    use tokio_stream::StreamExt;
+    let mut stream = match answer {
+        Err(status) => return status,
+        Ok(r) => r.into_inner(),
+    };
+    while let Some(item) = stream.next().await {
+        if let Err(status) = item {
+            return status;
+        }
+    }
+    panic!("the call succeeded")
+}
 
 fn service(tpm: &Swtpm, root_dev: &str) -> (BootstrapService, Arc<AttesterIssuer<TpmAttester>>) {
     let mut config = TpmAttesterConfig::with_tcti(tpm.tcti());
@@ -35,6 +51,8 @@ fn init(secret: Vec<u8>) -> Request<InitRequest> {
         reference_measurements: REFERENCE.into(),
         state_disk_integrity: false,
         platform_policy: String::new(),
+        kubernetes: None,
+        admin_kubeconfig: false,
     })
 }
 
@@ -53,19 +71,21 @@ async fn a_node_that_joined_a_cluster_refuses_init_and_recover() {
         .extend_pcr(CLUSTER_PCR, &[0x77; 32])
         .expect("extend PCR 15");
 
-    let status = svc.init(init(vec![1; 32])).await.expect_err("joined");
+    let status = refusal(svc.init(init(vec![1; 32])).await).await;
     assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status}");
     assert!(
         status.message().contains("already belongs to a cluster"),
         "{status}"
     );
-    let status = svc
-        .recover(Request::new(RecoverRequest {
+    let status = refusal(
+        svc.recover(Request::new(RecoverRequest {
             master_secret: vec![1; 32],
             salt: vec![2; 32],
+            admin_kubeconfig: false,
         }))
-        .await
-        .expect_err("joined");
+        .await,
+    )
+    .await;
     assert!(status.message().contains("Recover refused"), "{status}");
 }
 
@@ -73,14 +93,14 @@ async fn a_node_that_joined_a_cluster_refuses_init_and_recover() {
 async fn malformed_secrets_and_a_missing_disk_are_clear_errors() {
     let tpm = Swtpm::start(LocalCa::shared());
     let (svc, _att) = service(&tpm, "4095:4095");
-    let status = svc.init(init(vec![1; 31])).await.expect_err("short secret");
+    let status = refusal(svc.init(init(vec![1; 31])).await).await;
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status}");
     assert!(status.message().contains("31 bytes"), "{status}");
 
     // Init must bring reference measurements (the node's join service needs them).
     let mut request = init(vec![1; 32]);
     request.get_mut().reference_measurements.clear();
-    let status = svc.init(request).await.expect_err("no reference");
+    let status = refusal(svc.init(request).await).await;
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status}");
     assert!(
         status.message().contains("no reference measurements"),
@@ -88,12 +108,12 @@ async fn malformed_secrets_and_a_missing_disk_are_clear_errors() {
     );
     let mut request = init(vec![1; 32]);
     request.get_mut().reference_measurements = "{\"pcrs\": 4}".into();
-    let status = svc.init(request).await.expect_err("garbled reference");
+    let status = refusal(svc.init(request).await).await;
     assert!(status.message().contains("do not parse"), "{status}");
 
     let mut request = init(vec![1; 32]);
     request.get_mut().platform_policy = r#"{"sevSnp": {"product": "rome"}}"#.into();
-    let status = svc.init(request).await.expect_err("garbled policy");
+    let status = refusal(svc.init(request).await).await;
     assert!(
         status
             .message()
@@ -105,8 +125,31 @@ async fn malformed_secrets_and_a_missing_disk_are_clear_errors() {
         "{status}"
     );
 
+    // Kubernetes settings are checked before anything is touched, and named.
+    let mut request = init(vec![1; 32]);
+    request.get_mut().kubernetes = Some(KubernetesSettings {
+        pod_subnet: "10.96.0.0/16".into(),
+        ..Default::default()
+    });
+    let status = refusal(svc.init(request).await).await;
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status}");
+    assert!(
+        status.message().contains("Kubernetes settings") && status.message().contains("overlap"),
+        "{status}"
+    );
+    let mut request = init(vec![1; 32]);
+    request.get_mut().kubernetes = Some(KubernetesSettings {
+        registry_cas: [("10.0.2.2:5000".to_owned(), "not a certificate".to_owned())].into(),
+        ..Default::default()
+    });
+    let status = refusal(svc.init(request).await).await;
+    assert!(
+        status.message().contains("registry '10.0.2.2:5000'"),
+        "{status}"
+    );
+
     // PCR 15 is clear, so the node looks for its state disk next; there is none.
-    let status = svc.init(init(vec![1; 32])).await.expect_err("no disk");
+    let status = refusal(svc.init(init(vec![1; 32])).await).await;
     assert!(
         status.message().contains("finding the state disk"),
         "{status}"

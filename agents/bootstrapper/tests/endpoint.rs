@@ -30,7 +30,8 @@ fn node() -> Node {
     let mut config = TpmAttesterConfig::with_tcti(tpm.tcti());
     config.event_log = None;
     config.systemd_log = None;
-    veil_bootstrapper::attestation::start(config, listener, None, None).expect("start endpoint");
+    veil_bootstrapper::attestation::start(config, listener, None, None, ("/".into(), None))
+        .expect("start endpoint");
     Node {
         _tpm: tpm,
         addr,

@@ -100,6 +100,9 @@ fn percentile(sorted: &[Duration], p: usize) -> Duration {
         .unwrap_or_default()
 }
 
+#[path = "../tests/support_kubernetes.rs"]
+mod support_kubernetes;
+
 fn main() -> Result<(), BoxError> {
     let args = parse_args()?;
     let trust = EkTrust::from_pem(&std::fs::read(&args.ca)?)?
@@ -127,17 +130,30 @@ fn main() -> Result<(), BoxError> {
         per_peer_burst: std::num::NonZeroU32::MAX,
         ..Limits::default()
     };
+    let roster_dir = tempfile::tempdir()?;
     let cluster = Cluster {
         master: MasterSecret::from_parts(master.secret(), master.salt())?,
         reference: reference.clone(),
         platform: Default::default(),
         settings: Default::default(),
+        roster: std::sync::Arc::new(veil_joinservice::roster::Roster::load(
+            roster_dir.path(),
+            vec![],
+        )?),
     };
+    let kubernetes = std::sync::Arc::new(support_kubernetes::TestControlPlane::default());
     let (service_trust, serving_tpm) = (trust.clone(), service_tpm.clone());
     runtime.spawn(async move {
         let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-        if let Err(e) =
-            veil_joinservice::serve(listener, serving_tpm, cluster, service_trust, limits).await
+        if let Err(e) = veil_joinservice::serve(
+            listener,
+            serving_tpm,
+            cluster,
+            service_trust,
+            limits,
+            kubernetes,
+        )
+        .await
         {
             eprintln!("join service stopped: {e}");
         }
@@ -158,6 +174,7 @@ fn main() -> Result<(), BoxError> {
             Admission::Join,
             &uuid,
             &wireguard,
+            &veil_kube::NodeName::new(&format!("bench-{i}"))?,
         ))?;
         latencies.push(started.elapsed());
     }

@@ -17,7 +17,9 @@
 //! the node's encrypted state disk, where Init or Recover put it ([`Cluster::load`]).
 
 mod admission;
+pub mod kubernetes;
 mod limit;
+pub mod roster;
 mod service;
 
 use std::path::{Path, PathBuf};
@@ -54,6 +56,8 @@ pub enum JoinServiceError {
     Reference { path: PathBuf, reason: String },
     #[error(transparent)]
     Policy(#[from] veil_attest::PolicyError),
+    #[error(transparent)]
+    Roster(#[from] roster::RosterError),
     #[error("serving the join port failed: {0}")]
     Serve(#[from] tonic::transport::Error),
 }
@@ -65,6 +69,8 @@ pub struct Cluster {
     /// Which hardware evidence joiners may or must show with their TPM quotes.
     pub platform: PlatformPolicy,
     pub settings: ClusterSettings,
+    /// The members admitted so far.
+    pub roster: Arc<roster::Roster>,
 }
 
 impl Cluster {
@@ -99,11 +105,26 @@ impl Cluster {
             Some(text) => PlatformPolicy::from_json(&path.display().to_string(), &text)?,
             None => PlatformPolicy::default(),
         };
+        // The node this service runs on never joined: its name is taken all the same.
+        let path = dir.join(paths::NODE);
+        let reserved = match read_optional(&path)? {
+            Some(text) => {
+                let record: paths::NodeRecord =
+                    serde_json::from_str(&text).map_err(|e| JoinServiceError::Reference {
+                        path,
+                        reason: e.to_string(),
+                    })?;
+                vec![record.name]
+            }
+            None => Vec::new(),
+        };
+        let roster = Arc::new(roster::Roster::load(dir, reserved)?);
         Ok(Cluster {
             master,
             reference,
             platform,
             settings,
+            roster,
         })
     }
 }
@@ -128,6 +149,7 @@ pub async fn serve(
     cluster: Cluster,
     trust: EkTrust,
     limits: Limits,
+    kubernetes: Arc<dyn kubernetes::Kubernetes>,
 ) -> Result<(), JoinServiceError> {
     let verifier = PlatformVerifier::new(
         TpmVerifier::new(trust),
@@ -153,7 +175,7 @@ pub async fn serve(
         .serve_with_incoming(plain);
     let atls = Server::builder()
         .add_service(
-            JoinServer::new(service::JoinService::new(cluster, limiter))
+            JoinServer::new(service::JoinService::new(cluster, limiter, kubernetes))
                 .max_decoding_message_size(MAX_MESSAGE),
         )
         .serve_with_incoming(atls);

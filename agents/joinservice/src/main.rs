@@ -73,6 +73,8 @@ fn main() -> Result<()> {
         let accepts = cluster.platform.accepts();
         tracing::info!(port = args.port, cluster = %cluster.master.cluster_id(), accepts, "join service serving");
         println!("veil-joinservice-ready port={} accepts={accepts}", args.port);
+        let kubernetes =
+            veil_joinservice::kubernetes::ControlPlane::on_this_node(cluster.settings.kubernetes.clone());
         sd_notify::notify(false, &[sd_notify::NotifyState::Ready])
             .context("notifying systemd of readiness")?;
         veil_joinservice::serve(
@@ -81,6 +83,7 @@ fn main() -> Result<()> {
             cluster,
             trust,
             Limits::default(),
+            kubernetes,
         )
         .await
         .context("the join service stopped")

@@ -17,7 +17,9 @@ use veil_protocol::server::PeerInfo;
 
 use crate::Cluster;
 use crate::admission::{Admission, AdmissionError};
+use crate::kubernetes::Kubernetes;
 use crate::limit::PeerLimiter;
+use crate::roster::{Member, Roster};
 
 pub struct JoinActivationService {
     admission: Arc<Admission>,
@@ -82,14 +84,22 @@ pub struct JoinService {
     master: MasterSecret,
     state_disk_integrity: bool,
     limiter: Arc<PeerLimiter>,
+    roster: Arc<Roster>,
+    kubernetes: Arc<dyn Kubernetes>,
 }
 
 impl JoinService {
-    pub fn new(cluster: Cluster, limiter: Arc<PeerLimiter>) -> Self {
+    pub fn new(
+        cluster: Cluster,
+        limiter: Arc<PeerLimiter>,
+        kubernetes: Arc<dyn Kubernetes>,
+    ) -> Self {
         JoinService {
             master: cluster.master,
             state_disk_integrity: cluster.settings.state_disk_integrity,
             limiter,
+            roster: cluster.roster,
+            kubernetes,
         }
     }
 
@@ -136,11 +146,45 @@ impl Join for JoinService {
                 )));
             }
         };
+        let name = veil_kube::NodeName::new(&r.node_name)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if role == Role::ControlPlane {
+            return Err(Status::unimplemented(
+                "joining as a control-plane node (HA) is not supported yet: join as a worker",
+            ));
+        }
         let disk_key = self.disk_key(&r.state_partition_uuid)?;
+        let taken = |e: crate::roster::RosterError| Status::already_exists(e.to_string());
+        self.roster
+            .check_name(name.as_str(), &r.state_partition_uuid)
+            .map_err(taken)?;
+        let known = self.roster.by_partuuid(&r.state_partition_uuid);
+        if known.as_ref().map(|m| m.name.as_str()) != Some(name.as_str())
+            && self.kubernetes.registered(name.as_str()).await?
+        {
+            return Err(Status::already_exists(format!(
+                "a node named '{name}' is registered in Kubernetes already: ask for another name"
+            )));
+        }
+        let kubernetes = self.kubernetes.join(name.as_str()).await?;
+        use base64::Engine;
+        self.roster
+            .admit(Member {
+                name: name.to_string(),
+                partuuid: r.state_partition_uuid.clone(),
+                role: "worker".into(),
+                wireguard_public_key: base64::engine::general_purpose::STANDARD
+                    .encode(&r.wireguard_public_key),
+            })
+            .map_err(|e| match e {
+                crate::roster::RosterError::NameTaken { .. } => taken(e),
+                e => Status::internal(e.to_string()),
+            })?;
         tracing::info!(
             ?peer,
             uuid = %r.state_partition_uuid,
             role = role.as_str_name(),
+            node = %name,
             "admitted a new node"
         );
         Ok(Response::new(JoinTicket {
@@ -148,6 +192,8 @@ impl Join for JoinService {
             cluster_id: self.master.cluster_id().0.to_vec(),
             measurement_secret: self.master.measurement_secret().to_vec(),
             state_disk_integrity: self.state_disk_integrity,
+            node_name: name.to_string(),
+            kubernetes: Some(kubernetes),
         }))
     }
 
@@ -158,7 +204,19 @@ impl Join for JoinService {
         let peer = self.attested_peer(&request, "Rejoin")?;
         let uuid = request.into_inner().state_partition_uuid;
         let disk_key = self.disk_key(&uuid)?;
-        tracing::info!(?peer, %uuid, "admitted a rebooted node");
-        Ok(Response::new(RejoinTicket { disk_key }))
+        // A member that never became a Kubernetes node (its kubeadm join failed) gets
+        // a new token; the others need none. While the control plane is down (a full
+        // restart), the disk key alone: kubelet has its credentials on the disk.
+        let mut kubernetes = None;
+        if let Some(member) = self.roster.by_partuuid(&uuid) {
+            if let Ok(false) = self.kubernetes.registered(&member.name).await {
+                kubernetes = self.kubernetes.join(&member.name).await.ok();
+            }
+        }
+        tracing::info!(?peer, %uuid, token = kubernetes.is_some(), "admitted a rebooted node");
+        Ok(Response::new(RejoinTicket {
+            disk_key,
+            kubernetes,
+        }))
     }
 }

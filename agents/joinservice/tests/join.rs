@@ -4,6 +4,7 @@
 
 #[path = "../../attest/tests/support/mod.rs"]
 mod support;
+mod support_kubernetes;
 
 use std::net::TcpListener;
 use std::num::NonZeroU32;
@@ -50,6 +51,8 @@ struct Setup {
     integrity: bool,
     /// The cluster's platform policy.
     platform: veil_attest::PlatformPolicy,
+    /// The control plane's test double.
+    kubernetes: Arc<support_kubernetes::TestControlPlane>,
 }
 
 impl Default for Setup {
@@ -61,6 +64,7 @@ impl Default for Setup {
             reference: &[4, 9, 11],
             integrity: false,
             platform: Default::default(),
+            kubernetes: Default::default(),
         }
     }
 }
@@ -88,6 +92,7 @@ struct Service {
     addr: String,
     runtime: Option<tokio::runtime::Runtime>,
     _tpm: Swtpm,
+    _roster: tempfile::TempDir,
 }
 
 impl Service {
@@ -95,6 +100,7 @@ impl Service {
         let ca = LocalCa::shared();
         let swtpm = Swtpm::start(ca);
         let tpm = open(&swtpm);
+        let roster_dir = tempfile::tempdir().expect("roster dir");
         if setup.member {
             extend(&tpm, 15, &master.cluster_id().0);
         }
@@ -108,8 +114,14 @@ impl Service {
             platform: setup.platform,
             settings: veil_protocol::paths::ClusterSettings {
                 state_disk_integrity: setup.integrity,
+                ..Default::default()
             },
+            roster: Arc::new(
+                veil_joinservice::roster::Roster::load(roster_dir.path(), vec!["node0".into()])
+                    .expect("roster"),
+            ),
         };
+        let kubernetes = setup.kubernetes.clone();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -117,12 +129,14 @@ impl Service {
             .expect("runtime");
         runtime.spawn(async move {
             let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-            let _ = veil_joinservice::serve(listener, tpm, cluster, ca.trust(), limits).await;
+            let _ = veil_joinservice::serve(listener, tpm, cluster, ca.trust(), limits, kubernetes)
+                .await;
         });
         Service {
             addr,
             runtime: Some(runtime),
             _tpm: swtpm,
+            _roster: roster_dir,
         }
     }
 
@@ -182,6 +196,7 @@ fn ticket(service: &Service, joiner: &SharedTpm, how: Admission) -> anyhow::Resu
         how,
         UUID,
         &wireguard,
+        &veil_kube::NodeName::new("node1").expect("name"),
     ))
 }
 

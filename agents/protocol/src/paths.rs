@@ -13,7 +13,7 @@ pub const STATE_MOUNT: &str = "/var/lib/veil/state";
 pub const CLUSTER_DIR: &str = "/var/lib/veil/state/veil";
 /// In [`CLUSTER_DIR`]: the master secret (control-plane nodes only), mode 0600.
 pub const MASTER_SECRET: &str = "master-secret.json";
-/// In [`CLUSTER_DIR`]: the cluster's settings (JSON: `{"stateDiskIntegrity": bool}`).
+/// In [`CLUSTER_DIR`]: the cluster's settings ([`ClusterSettings`]).
 pub const SETTINGS: &str = "settings.json";
 /// In [`CLUSTER_DIR`]: the reference measurements joiners must match.
 pub const REFERENCE: &str = "reference.json";
@@ -24,13 +24,36 @@ pub const CLUSTER_ID: &str = "cluster";
 /// In [`CLUSTER_DIR`]: the node's WireGuard private key (base64), mode 0600.
 pub const WIREGUARD_KEY: &str = "wireguard.key";
 
+/// In [`CLUSTER_DIR`]: this node's Kubernetes name and role ([`NodeRecord`]).
+pub const NODE: &str = "node.json";
+/// In [`CLUSTER_DIR`] of a control-plane node: the members the join service admitted.
+pub const ROSTER: &str = "roster.json";
+
 /// The cluster's settings, as kept in [`SETTINGS`] on a control-plane node.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClusterSettings {
     /// State disks are LUKS2 with dm-integrity (HMAC-SHA256), not only encrypted.
     #[serde(default)]
     pub state_disk_integrity: bool,
+    #[serde(default)]
+    pub kubernetes: KubernetesSettings,
+}
+
+/// Kubernetes settings of the cluster (`veil init`); empty: the defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KubernetesSettings {
+    #[serde(default)]
+    pub pod_subnet: String,
+    #[serde(default)]
+    pub service_subnet: String,
+    /// More names and addresses for the API server's certificate.
+    #[serde(default)]
+    pub api_server_cert_sans: Vec<String>,
+    /// Private registries' CA certificates (PEM) by `host[:port]`.
+    #[serde(default)]
+    pub registry_cas: std::collections::BTreeMap<String, String>,
 }
 
 impl ClusterSettings {
@@ -40,5 +63,30 @@ impl ClusterSettings {
 
     pub fn from_json(text: &str) -> serde_json::Result<ClusterSettings> {
         serde_json::from_str(text)
+    }
+}
+
+/// What a node keeps about itself as a Kubernetes node ([`NODE`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NodeRecord {
+    /// Its Kubernetes node name (and host name): chosen once, kept for good.
+    pub name: String,
+    /// `control-plane` or `worker`.
+    pub role: String,
+    /// kubeadm init or join finished: kubelet has its credentials on this disk.
+    #[serde(default)]
+    pub kubernetes_joined: bool,
+    /// The cluster's pod network (NAT for pods' traffic out of it).
+    #[serde(default)]
+    pub pod_subnet: String,
+}
+
+impl NodeRecord {
+    pub const CONTROL_PLANE: &'static str = "control-plane";
+    pub const WORKER: &'static str = "worker";
+
+    pub fn is_control_plane(&self) -> bool {
+        self.role == Self::CONTROL_PLANE
     }
 }

@@ -1,0 +1,380 @@
+//! Kubernetes on this node, once its state disk is open (veil-kube does the work;
+//! this module decides what to do and when).
+//!
+//! - Init: the first control-plane node runs `kubeadm init`;
+//! - Join: a new worker runs `kubeadm join` with the token its attested ticket held;
+//! - a node that has run either before (Recover, Rejoin) starts kubelet from its state
+//!   disk, and kubelet brings back its static pods and their data;
+//! - a control-plane node whose `kubeadm init` never finished runs it again (after
+//!   `kubeadm reset`) when `veil recover` asks.
+//!
+//! Then every node keeps its pod network: the CNI bridge for the slice of the pod
+//! network the controller manager gave it, NAT for traffic leaving the pod network,
+//! and routes to every other node's slice. Stages go to the console
+//! (`veil-kube-stage …`) and to whoever waits (`veil init`).
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use veil_kube::config::{self, InitParams, JoinParams, Timeouts};
+use veil_kube::{Cidr, Network, NodeIdentity, NodeName, Versions, cni, kubeadm, runtime};
+use veil_protocol::paths::{self, ClusterSettings, NodeRecord};
+use veil_protocol::pb::join::KubernetesJoin;
+
+/// Where QEMU gives a node its name (`-fw_cfg name=opt/veil/name,…`); a cloud's
+/// instance metadata elsewhere. Unmeasured and only a wish: the join service refuses
+/// a name that is taken, and the name chosen at the first admission is kept.
+pub const FW_CFG_NAME: &str = "sys/firmware/qemu_fw_cfg/by_name/opt/veil/name/raw";
+/// kubeadm's binary (a link to the multicall binary).
+pub const KUBEADM: &str = "/usr/bin/kubeadm";
+/// Where registries' CAs go for containerd (`hosts.toml` per registry).
+pub const REGISTRY_DIR: &str = "/var/lib/containerd/certs.d";
+
+/// What the node's Kubernetes is doing in this boot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KubeStatus {
+    Down,
+    Starting,
+    Up,
+    Failed(String),
+}
+
+/// Shared between Init/Recover and the join loop.
+pub type SharedStatus = Arc<Mutex<KubeStatus>>;
+
+/// Reports a stage: to the console, and to the caller waiting for it.
+pub type Stage<'a> = &'a (dyn Fn(String) + Sync);
+
+/// What brings Kubernetes up on this node.
+pub enum Start<'a> {
+    /// `kubeadm init` (the cluster's first node).
+    Init(&'a ClusterSettings),
+    /// `kubeadm join` with the ticket's token.
+    Join(&'a KubernetesJoin),
+    /// kubelet from the state disk (it ran kubeadm before).
+    Restart,
+}
+
+/// The name this node asks for at its first admission: fw_cfg's, if it is a valid
+/// node name, else a random one.
+pub fn wanted_name(root: &Path) -> NodeName {
+    std::fs::read_to_string(root.join(FW_CFG_NAME))
+        .ok()
+        .and_then(|n| NodeName::new(n.trim()).ok())
+        .unwrap_or_else(NodeName::generate)
+}
+
+fn record_path() -> PathBuf {
+    Path::new(paths::CLUSTER_DIR).join(paths::NODE)
+}
+
+/// The node's record from its state disk, if it has one.
+pub fn read_record() -> Result<Option<NodeRecord>> {
+    let path = record_path();
+    match std::fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str(&text)
+            .map(Some)
+            .with_context(|| format!("{} is not a node record", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Writes the node's record (replacing it whole, synced).
+pub fn write_record(record: &NodeRecord) -> Result<()> {
+    let path = record_path();
+    let tmp = path.with_extension("json.tmp");
+    let _ = std::fs::remove_file(&tmp);
+    crate::state::write_synced(&tmp, serde_json::to_string(record)?.as_bytes())?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("replacing {}", path.display()))?;
+    let dir = std::fs::File::open(Path::new(paths::CLUSTER_DIR))?;
+    nix::unistd::syncfs(&dir).context("syncing the state disk")?;
+    Ok(())
+}
+
+/// Kernel settings and modules a Kubernetes node needs, and its host name.
+fn prepare_host(name: &NodeName) -> Result<()> {
+    for module in ["overlay", "br_netfilter"] {
+        runtime::run(std::process::Command::new("modprobe").arg(module))
+            .with_context(|| format!("loading the {module} module"))?;
+    }
+    for (key, value) in [
+        // Routing between pods on different nodes (and kubeadm checks it).
+        ("net/ipv4/ip_forward", "1"),
+        // Pods on one bridge reaching a Service whose endpoint is on the same bridge:
+        // the reply must pass the same NAT as the request.
+        ("net/bridge/bridge-nf-call-iptables", "1"),
+    ] {
+        let path = Path::new("/proc/sys").join(key);
+        std::fs::write(&path, value).with_context(|| format!("setting {}", path.display()))?;
+    }
+    nix::unistd::sethostname(name.as_str())
+        .with_context(|| format!("setting the host name to {name}"))?;
+    Ok(())
+}
+
+/// containerd, with the baked system images and the cluster's registry CAs.
+fn start_runtime(
+    registry_cas: &std::collections::BTreeMap<String, String>,
+    stage: Stage,
+) -> Result<()> {
+    write_registry_cas(Path::new(REGISTRY_DIR), registry_cas)?;
+    let started = Instant::now();
+    runtime::start_containerd(Duration::from_secs(120)).context("starting containerd")?;
+    stage(format!(
+        "containerd is up ({} ms)",
+        started.elapsed().as_millis()
+    ));
+    let started = Instant::now();
+    let images = runtime::import_system_images().context("importing the system images")?;
+    stage(format!(
+        "{} system images imported from the root ({} ms): nothing is pulled",
+        images.len(),
+        started.elapsed().as_millis()
+    ));
+    Ok(())
+}
+
+/// containerd's per-registry settings for private registries: each CA, and a
+/// `hosts.toml` that trusts it for that registry only.
+pub fn write_registry_cas(
+    dir: &Path,
+    cas: &std::collections::BTreeMap<String, String>,
+) -> Result<()> {
+    for (host, pem) in cas {
+        let valid = !host.is_empty()
+            && host.len() < 256
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+            && !host.contains("..");
+        if !valid {
+            bail!("'{host}' is not a registry host[:port]");
+        }
+        let d = dir.join(host);
+        std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+        std::fs::write(d.join("ca.crt"), pem)
+            .with_context(|| format!("writing {}/ca.crt", d.display()))?;
+        let hosts = format!(
+            "server = \"https://{host}\"\n\n[host.\"https://{host}\"]\n  capabilities = [\"pull\", \"resolve\"]\n  ca = \"{}\"\n",
+            d.join("ca.crt").display()
+        );
+        std::fs::write(d.join("hosts.toml"), hosts)
+            .with_context(|| format!("writing {}/hosts.toml", d.display()))?;
+    }
+    Ok(())
+}
+
+fn forward_kubeadm<'a>(stage: Stage<'a>) -> impl FnMut(&str) + 'a {
+    move |line: &str| stage(format!("kubeadm: {line}"))
+}
+
+/// Brings Kubernetes up as `start` says, then records that kubeadm finished.
+/// Returns the pod network to keep (see [`pod_network`]).
+pub fn bring_up(
+    record: &mut NodeRecord,
+    ip: Ipv4Addr,
+    start: Start<'_>,
+    stage: Stage,
+) -> Result<Cidr> {
+    let name = NodeName::new(&record.name).map_err(|e| anyhow!("the node record: {e}"))?;
+    prepare_host(&name)?;
+    let node = NodeIdentity { name, ip };
+    let patches = config::patches();
+    let dir = Path::new(veil_kube::KUBEADM_RUN_DIR);
+    let pods = match start {
+        Start::Init(settings) => {
+            let k = &settings.kubernetes;
+            let network = Network::from_settings(&k.pod_subnet, &k.service_subnet)?;
+            start_runtime(&k.registry_cas, stage)?;
+            let versions = Versions::read(Path::new(veil_kube::VERSIONS_FILE))?;
+            if record.kubernetes_joined {
+                start_kubelet(stage)?;
+            } else {
+                // A kubeadm init that failed half-way (an earlier Init in this boot,
+                // or before a reboot) left files behind: clear them first.
+                if Path::new("/etc/kubernetes/manifests").exists()
+                    || Path::new("/var/lib/kubelet/config.yaml").exists()
+                {
+                    stage("an earlier kubeadm init did not finish: kubeadm reset".into());
+                    kubeadm::reset(Path::new(KUBEADM), forward_kubeadm(stage))?;
+                }
+                let text = config::init_documents(&InitParams {
+                    kubernetes_version: &versions.kubernetes,
+                    node: &node,
+                    network: &network,
+                    cert_sans: &k.api_server_cert_sans,
+                    patches_dir: &kubeadm::patches_dir(&dir.join("init")),
+                    timeouts: Timeouts::default(),
+                })?;
+                let path = kubeadm::write_inputs(&dir.join("init"), &text, &patches)?;
+                stage(format!(
+                    "kubeadm init: Kubernetes {} as {} at {ip}",
+                    versions.kubernetes, node.name
+                ));
+                kubeadm::init(Path::new(KUBEADM), &path, forward_kubeadm(stage))?;
+                record.pod_subnet = network.pods.to_string();
+                finished(record)?;
+            }
+            network.pods
+        }
+        Start::Join(ticket) => {
+            let pods: Cidr = ticket.pod_subnet.parse()?;
+            let cas = ticket.registry_cas.clone().into_iter().collect();
+            start_runtime(&cas, stage)?;
+            let text = config::join_documents(&JoinParams {
+                node: &node,
+                api_server: &ticket.api_server_endpoint,
+                token: &ticket.bootstrap_token,
+                ca_cert_hash: &ticket.ca_cert_hash,
+                patches_dir: &kubeadm::patches_dir(&dir.join("join")),
+                timeouts: Timeouts::default(),
+            })?;
+            let path = kubeadm::write_inputs(&dir.join("join"), &text, &patches)?;
+            stage(format!(
+                "kubeadm join: {} through {}",
+                node.name, ticket.api_server_endpoint
+            ));
+            let joined = kubeadm::join(Path::new(KUBEADM), &path, forward_kubeadm(stage));
+            // The token is single-use and is deleted once the node registers.
+            let _ = std::fs::remove_file(&path);
+            joined?;
+            record.pod_subnet = pods.to_string();
+            finished(record)?;
+            pods
+        }
+        Start::Restart => {
+            if !record.kubernetes_joined {
+                bail!("this node never finished joining Kubernetes, and has no token to try again");
+            }
+            let pods: Cidr = record
+                .pod_subnet
+                .parse()
+                .context("the node record's pod network")?;
+            start_runtime(&Default::default(), stage)?;
+            start_kubelet(stage)?;
+            pods
+        }
+    };
+    cni::apply_nat(&pods)?;
+    Ok(pods)
+}
+
+/// The node has no shell: when Kubernetes fails, the end of kubelet's and
+/// containerd's logs and the containers' states go to the console (`veil-kube-log`),
+/// for the operator to read.
+pub fn report_logs() {
+    let journal = std::process::Command::new("journalctl")
+        .args([
+            "-u",
+            "kubelet",
+            "-u",
+            "containerd",
+            "-n",
+            "80",
+            "--no-pager",
+            "-o",
+            "cat",
+        ])
+        .output();
+    let containers = std::process::Command::new("ctr")
+        .args([
+            "--address",
+            runtime::CONTAINERD_SOCKET,
+            "-n",
+            "k8s.io",
+            "tasks",
+            "list",
+        ])
+        .output();
+    for out in [journal, containers].into_iter().flatten() {
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            println!("veil-kube-log {line}");
+        }
+    }
+}
+
+fn finished(record: &mut NodeRecord) -> Result<()> {
+    record.kubernetes_joined = true;
+    write_record(record).context("recording that kubeadm finished")
+}
+
+fn start_kubelet(stage: Stage) -> Result<()> {
+    runtime::start_unit("kubelet.service").context("starting kubelet")?;
+    stage("kubelet started with its credentials from the state disk".into());
+    Ok(())
+}
+
+/// Waits until this node has its slice of the pod network, writes its CNI
+/// configuration (then containerd reports the network ready and the node turns
+/// Ready), and keeps the routes to the other nodes' slices for as long as it runs.
+/// `ready` is called once the configuration is written.
+pub async fn pod_network(name: NodeName, ip: Ipv4Addr, ready: impl FnOnce(Result<Cidr>) + Send) {
+    let client = match wait_client(Duration::from_secs(600)).await {
+        Ok(c) => c,
+        Err(e) => return ready(Err(e)),
+    };
+    let mine = match wait_pod_cidr(&client, &name, Duration::from_secs(1800)).await {
+        Ok(c) => c,
+        Err(e) => return ready(Err(e)),
+    };
+    if let Err(e) = cni::write_conflist(Path::new(cni::CONF_DIR), &mine) {
+        return ready(Err(e.into()));
+    }
+    println!("veil-kube-podcidr {name} {mine}");
+    ready(Ok(mine));
+    veil_kube::api::watch_pod_routes(client, |nodes| {
+        let wanted = cni::wanted_routes(nodes, &name, ip);
+        match cni::sync_routes(&wanted) {
+            Ok(0) => {}
+            Ok(n) => println!("veil-kube-routes changed={n} total={}", wanted.len()),
+            Err(e) => tracing::error!("keeping the pod routes: {e}"),
+        }
+    })
+    .await;
+}
+
+/// A client with the node's kubelet credentials, once kubelet has them.
+async fn wait_client(timeout: Duration) -> Result<kube::Client> {
+    let path = Path::new(veil_kube::KUBELET_KUBECONFIG);
+    let deadline = Instant::now() + timeout;
+    loop {
+        if path.exists() {
+            match veil_kube::api::client(path).await {
+                Ok(c) => return Ok(c),
+                Err(e) if Instant::now() > deadline => return Err(e.into()),
+                Err(e) => tracing::info!("kubelet's kubeconfig is not usable yet: {e}"),
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("no {} after {} s", path.display(), timeout.as_secs());
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+async fn wait_pod_cidr(client: &kube::Client, name: &NodeName, timeout: Duration) -> Result<Cidr> {
+    use k8s_openapi::api::core::v1::Node;
+    let nodes: kube::Api<Node> = kube::Api::all(client.clone());
+    let deadline = Instant::now() + timeout;
+    loop {
+        match nodes.get_opt(name.as_str()).await {
+            Ok(Some(node)) => {
+                if let Some(cidr) = node.spec.and_then(|s| s.pod_cidr) {
+                    return cidr
+                        .parse()
+                        .map_err(|e| anyhow!("node {name}'s pod CIDR: {e}"));
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::info!("reading node {name}: {e}"),
+        }
+        if Instant::now() > deadline {
+            bail!("node {name} got no pod CIDR within {} s", timeout.as_secs());
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
