@@ -10,9 +10,15 @@
 #                 derived for B's partition.
 #   C ("tampered") the changed-cmdline image ($work/changed.raw) tries the same and is
 #                 refused by A's join service (PCR 4, 9, 11 differ from the reference).
+#   Kubernetes: A runs kubeadm init (veil init streams its stages and writes the admin
+#   kubeconfig), B kubeadm join with a single-use token from its ticket; both are
+#   Ready with only the baked system images; pods pulled from a registry on the host
+#   talk across nodes through a Service's DNS name; B reboots and comes back Ready
+#   with its pods' data, without a new kubeadm join.
 #   Then A and B stop (a full restart): neither disk holds a key or the secret in the
-#   clear; A stays locked until `veil recover` (a wrong secret opens nothing); B comes
-#   back by Rejoin through the recovered A; each finds the file written before.
+#   clear; A stays locked until `veil recover` (a wrong secret opens nothing), whose
+#   control plane comes back with etcd's data; B comes back by Rejoin through the
+#   recovered A; each finds the file written before.
 #   Last, A's LUKS headers are damaged: recover says so and nothing is reformatted.
 #   D ("sealed") is a one-node cluster whose state disks are LUKS2 with dm-integrity.
 
@@ -57,24 +63,107 @@ boot() { # boot NAME [boot-node options...] IMAGE
     "$VEIL_ROOT/ci/boot-node" --name "$name" --keep --timeout 400 --retry-emulator-faults 2 "$@"
 }
 
+# kubectl from the build (the multicall binary under the name kubectl), against the
+# admin kubeconfig `veil init` wrote.
+kbin=$("$VEIL_ROOT/ci/build-kubernetes")
+kube_version=$(. "$kbin/versions.env"; echo "$KUBERNETES_VERSION")
+mkdir -p "$work/bin"
+ln -sf "$kbin/veil-k8s" "$work/bin/kubectl"
+k() { "$work/bin/kubectl" --kubeconfig "$work/admin.conf" --request-timeout=120s "$@"; }
+# node_ready NAME SECONDS: the node is Ready within SECONDS.
+node_ready() { k wait --for=condition=Ready "node/$1" --timeout="$2s" >/dev/null 2>&1; }
+# system_images NODE: the image names kubelet reports for NODE (tags, not digests).
+system_images() {
+    k get node "$1" -o json | jq -r '[.status.images[].names[] | select(test("@sha256:") | not)] | sort | .[]'
+}
+# pod_log_has POD TEXT SECONDS
+pod_log_has() {
+    local deadline=$(($(date +%s) + $3))
+    until k logs "$1" 2>/dev/null | grep -q -- "$2"; do
+        [ "$(date +%s)" -lt "$deadline" ] || return 1
+        sleep 3
+    done
+}
+# kubelet_versions: each node's kubelet version, on one line.
+kubelet_versions() { k get nodes -o jsonpath='{.items[*].status.nodeInfo.kubeletVersion}'; }
+export -f k node_ready system_images pod_log_has kubelet_versions wait_console
+export work
+
+# The workloads: an HTTP server pod on the control-plane node behind a ClusterIP
+# Service, and a client pod on the worker that calls it by its DNS name (through
+# CoreDNS and kube-proxy), counting its own starts in an emptyDir.
+workloads() { # workloads IMAGE SERVER_NODE CLIENT_NODE MARKER
+    cat <<EOF
+apiVersion: v1
+kind: Pod
+metadata: {name: echo, labels: {app: echo}}
+spec:
+  nodeName: $2
+  tolerations: [{operator: Exists}]
+  containers:
+  - name: httpd
+    image: $1
+    imagePullPolicy: IfNotPresent
+    command: [/bin/sh, -c, 'mkdir -p /www && echo "$4 from \$(hostname)" >/www/index.html && exec httpd -f -v -p 8080 -h /www']
+---
+apiVersion: v1
+kind: Service
+metadata: {name: echo}
+spec:
+  selector: {app: echo}
+  ports: [{port: 8080, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client}
+spec:
+  nodeName: $3
+  containers:
+  - name: client
+    image: $1
+    imagePullPolicy: IfNotPresent
+    command: [/bin/sh, -c, 'n=\$(cat /data/starts 2>/dev/null || echo 0); n=\$((n+1)); echo \$n >/data/starts; echo "start \$n"; while true; do wget -q -T 5 -O- http://echo.default.svc.cluster.local:8080/ && echo; sleep 5; done']
+    volumeMounts: [{name: data, mountPath: /data}]
+  volumes: [{name: data, emptyDir: {}}]
+EOF
+}
+
 cluster_checks() {
     local port secret=$work/master-secret.json cluster partuuid console=$B/nodes/boot/console.log
     local join b_console=$B/nodes/joiner/console.log b_partuuid c_console=$B/nodes/tampered/console.log
+    local api marker image token_id
     port=$(cat "$B/nodes/boot/agent-port")
+    api="https://127.0.0.1:$(cat "$B/nodes/boot/api-port")"
+    marker="veil-e2e-$RANDOM$RANDOM"
+    # The registry's CA exists before init (nodes trust it for that registry); the
+    # registry itself runs only once the cluster is up: bring-up pulls nothing.
+    "$VEIL_ROOT/ci/test-registry" ca >/dev/null
     # A platform policy that would also take SEV-SNP nodes (it requires no hardware, so
     # the QEMU joiners get in): A keeps it, and its join service runs under it.
     echo '{"sevSnp": {"product": "milan", "minTcb": {"snp": 8}}}' >"$work/policy.json"
+    : >"$work/exists.conf"
+    expect_error "veil init --kubeconfig naming an existing file is refused before anything" "refusing to overwrite" \
+        "$veil" init --node "127.0.0.1:$port" --measurements "$work/reference.json" "${tpm_ca[@]}" \
+        --master-secret "$work/unused-secret.json" --kubeconfig "$work/exists.conf"
+    expect "...and it made no master secret and touched nothing on the node" \
+        bash -c "[ ! -e '$work/unused-secret.json' ] && ! grep -a -q 'veil-state ' '$console'"
     if ! "$veil" init --node "127.0.0.1:$port" --measurements "$work/reference.json" "${tpm_ca[@]}" \
-        --policy "$work/policy.json" \
+        --policy "$work/policy.json" --kubeconfig "$work/admin.conf" --api-server "$api" \
+        --registry-ca "10.0.2.2:$(cat "$B/registry/port")=$B/registry/ca.pem" \
         --master-secret "$secret" --output json >"$work/init.json" 2>"$work/init.err"; then
-        bad "veil init: $(tail -n 3 "$work/init.err")"
+        bad "veil init: $(tail -n 5 "$work/init.err")"
         return
     fi
-    ok "veil init: an attested node takes the master secret"
+    ok "veil init: an attested node takes the master secret and runs kubeadm init"
     cp "$console" "$B/nodes/boot/console.init.log"   # for ci/bench-join (a reboot truncates)
+    cp "$work/init.err" "$B/nodes/boot/init.stages"   # for ci/bench-kube
     cluster=$(jq -r .clusterId "$work/init.json")
     expect "veil init: the node created its state disk" quiet jq -e '.stateDiskCreated == true' "$work/init.json"
     expect "veil init: master-secret file has mode 0600" test "$(stat -c %a "$secret")" = 600
+    expect "veil init showed kubeadm's stages as they came" \
+        bash -c "grep -q 'kubeadm: \[certs\]' '$work/init.err' && grep -q 'kubeadm: \[control-plane\]' '$work/init.err' && grep -q 'system images imported' '$work/init.err'"
+    expect "veil init wrote the admin kubeconfig, mode 0600, pointing at the forwarded API port" \
+        bash -c "[ \"\$(stat -c %a '$work/admin.conf')\" = 600 ] && grep -q 'server: $api' '$work/admin.conf'"
     expect "node: state disk created, cluster id reported" \
         bash -c "grep -a -q 'veil-state created partuuid=' '$console' && grep -a -q 'veil-cluster $cluster' '$console'"
     partuuid=$(grep -a -o 'veil-state created partuuid=[0-9a-f-]*' "$console" | head -n 1 | cut -d= -f2)
@@ -83,16 +172,19 @@ cluster_checks() {
     expect_error "a second veil init is refused (PCR 15 set)" "already belongs to a cluster" \
         "$veil" init --node "127.0.0.1:$port" --measurements "$work/reference.json" "${tpm_ca[@]}" \
         --master-secret "$work/second-secret.json"
-    expect_error "veil recover on a node that already joined is refused" "already belongs to a cluster" \
-        "$veil" recover --node "127.0.0.1:$port" --measurements "$work/reference.json" "${tpm_ca[@]}" \
-        --master-secret "$secret"
+    "$veil" recover --node "127.0.0.1:$port" --measurements "$work/reference.json" "${tpm_ca[@]}" \
+        --master-secret "$secret" >"$work/recover-running.txt" 2>&1 || true
+    expect "veil recover with the cluster's own secret on a running node changes nothing" \
+        grep -q 'Kubernetes is up already' "$work/recover-running.txt"
     expect "the initialized node starts its join service, under the platform policy given to init" \
         wait_console "$console" 'veil-joinservice-ready port=7444 accepts=tpm,sev-snp' 180
+    expect "Kubernetes: the first node is Ready as 'boot', running $kube_version" \
+        bash -c "node_ready boot 600 && [ \"\$(k get node boot -o jsonpath='{.status.nodeInfo.kubeletVersion}')\" = '$kube_version' ]"
 
-    # B joins through A. The address is A's join port as B sees it (QEMU's host alias).
-    join=10.0.2.2:$(cat "$B/nodes/boot/join-port")
+    # B joins through A over the node segment (A's address there, as B sees it).
+    join=$(cat "$B/nodes/boot/segment-ip"):7444
     if boot joiner --join "$join" "$B/veil.raw"; then
-        if wait_console "$b_console" 'veil-join ok' 300; then
+        if wait_console "$b_console" 'veil-join ok' 600; then
             ok "a second node joins through the first one's join service"
         else
             bad "a second node joins through the first one's join service: $(grep -a 'veil-join' "$b_console" | tail -n 3)"
@@ -104,8 +196,56 @@ cluster_checks() {
             quiet "$veil" verify --node "127.0.0.1:$(cat "$B/nodes/joiner/agent-port")" \
             --measurements "$work/reference.json" "${tpm_ca[@]}" --cluster-id "$cluster"
         expect "the join service logged the admission" grep -a -q 'admitted a new node' "$console"
+        expect "the worker ran kubeadm join and is Ready as 'joiner'" bash -c "node_ready joiner 900"
+        cp "$b_console" "$B/nodes/joiner/console.join.log"   # for ci/bench-kube
+        expect "both nodes run the pinned Kubernetes version" \
+            test "$(kubelet_versions)" = "$kube_version $kube_version"
+        if wait_console "$console" 'veil-joinservice-token-deleted node=joiner' 300; then
+            token_id=$(grep -a -o 'veil-joinservice-token-deleted node=joiner id=[a-z0-9]*' "$console" | head -n 1 | cut -d= -f3)
+            expect "the joiner's bootstrap token is gone once it registered (one join per token)" \
+                bash -c "k -n kube-system get secret bootstrap-token-$token_id 2>&1 | grep -q NotFound"
+        else
+            bad "the join service deletes the joiner's bootstrap token once it registered"
+        fi
+        for n in boot joiner; do
+            expect "no system image was pulled: $n's images are exactly the baked set" \
+                bash -c "diff <(system_images $n) <(sort '$kbin/images.txt')"
+        done
     else
         bad "a second node boots to join"
+    fi
+
+    # Workloads come from a registry, as users' do: the host's, over TLS checked
+    # against the CA the cluster was given.
+    "$VEIL_ROOT/ci/test-registry" start >/dev/null || bad "the test registry starts"
+    if image=$("$VEIL_ROOT/ci/test-registry" push); then
+        workloads "$image" boot joiner "$marker" | k apply -f - >/dev/null
+        if k wait --for=condition=Ready pod/echo pod/client --timeout=600s >/dev/null; then
+            ok "pods pulled from the host's registry run on both nodes"
+        else
+            bad "pods pulled from the host's registry run on both nodes: $(k get pods -o wide 2>&1 | tail -n 3)"
+        fi
+        expect "a pod on the worker reaches a Service by its DNS name, served by a pod on the control-plane node, and back (kubectl logs)" \
+            bash -c "pod_log_has client '$marker from echo' 300"
+        expect "kubectl exec into a pod on the worker" \
+            bash -c "k exec client -- wget -q -O- http://echo:8080/ | grep -q '$marker'"
+    else
+        bad "the test image is pushed to the host's registry"
+    fi
+    k create configmap before-restart --from-literal=marker="$marker" >/dev/null \
+        || bad "a ConfigMap is written before the restarts"
+
+    # The worker reboots: Rejoin gives it its disk key, and kubelet comes back with its
+    # credentials and its pods' data from the state disk (no new kubeadm join).
+    stop_quietly joiner
+    if [ -n "${b_partuuid:-}" ] && boot joiner --reuse-disk --join "$join" "$B/veil.raw"; then
+        expect "the rebooted worker rejoins (disk key only)" wait_console "$b_console" 'veil-join ok by=Rejoin' 600
+        expect "...and is Ready again under its name" bash -c "sleep 30; node_ready joiner 900"
+        expect "...without running kubeadm join again" bash -c "! grep -a -q 'kubeadm join' '$b_console'"
+        expect "its pod kept its state across the reboot (second start, same emptyDir)" \
+            bash -c "pod_log_has client 'start 2' 600"
+    else
+        bad "the worker reboots"
     fi
 
     # C runs another UKI (changed cmdline): A refuses it in the handshake; C gets nothing.
@@ -116,8 +256,10 @@ cluster_checks() {
             # itself stops too, since the service does not run its UKI.
             expect "the join service refused the tampered node: its PCRs differ from the reference" \
                 bash -c "grep -a 'refused a joiner' '$console' | grep -q 'PCR 4'"
-            expect "the tampered node got no key: no state disk, no cluster" \
-                bash -c "! grep -a -q -E 'veil-state |veil-cluster|veil-join ok' '$c_console'"
+            expect "the tampered node got no key: no state disk, no cluster, no token" \
+                bash -c "! grep -a -q -E 'veil-state |veil-cluster|veil-join ok|kubeadm' '$c_console'"
+            expect "the tampered node never appears in kubectl get nodes" \
+                bash -c "! k get nodes -o name | grep -q tampered"
         else
             bad "a node booted from a tampered image is refused at Join (no answer)"
         fi
@@ -155,6 +297,7 @@ os.write(fd, json.dumps({'veilMasterSecret': 1, 'secret': base64.b64encode(os.ur
     if "$veil" recover --node "127.0.0.1:$port" --measurements "$work/reference.json" "${tpm_ca[@]}" \
         --master-secret "$secret" --output json >"$work/recover.json" 2>"$work/recover.err"; then
         ok "veil recover: the rebooted node takes its master secret again"
+        cp "$work/recover.err" "$B/nodes/boot/recover.stages"   # for ci/bench-kube
         expect "veil recover: the state disk was unlocked, not recreated" quiet jq -e '.stateDiskCreated == false' "$work/recover.json"
         expect "the file written at init is back after the reboot" \
             grep -a -q "veil-state-marker $cluster" "$console"
@@ -162,13 +305,15 @@ os.write(fd, json.dumps({'veilMasterSecret': 1, 'secret': base64.b64encode(os.ur
             quiet "$veil" verify --node "127.0.0.1:$port" --measurements "$work/reference.json" "${tpm_ca[@]}" --cluster-id "$cluster"
         expect "the recovered node starts its join service again, under the policy kept on its disk" \
             wait_console "$console" 'veil-joinservice-ready port=7444 accepts=tpm,sev-snp' 180
+        expect "the control plane is back from the state disk: a ConfigMap written before the restart reads back" \
+            test "$(k --request-timeout=600s get configmap before-restart -o jsonpath='{.data.marker}')" = "$marker"
     else
         bad "veil recover: $(tail -n 3 "$work/recover.err")"
     fi
 
     # B comes back by Rejoin through the recovered A, and its file is back too.
     if [ -n "${b_partuuid:-}" ] && boot joiner --reuse-disk --join "$join" "$B/veil.raw"; then
-        if wait_console "$b_console" 'veil-join ok' 300; then
+        if wait_console "$b_console" 'veil-join ok' 600; then
             ok "the joined node rejoins after the restart"
         else
             bad "the joined node rejoins after the restart: $(grep -a 'veil-join' "$b_console" | tail -n 3)"
@@ -178,9 +323,12 @@ os.write(fd, json.dumps({'veilMasterSecret': 1, 'secret': base64.b64encode(os.ur
         expect "the file written at join is back after the restart" \
             grep -a -q "veil-state-marker $cluster" "$b_console"
         expect "the join service logged the rejoin" grep -a -q 'admitted a rebooted node' "$console"
+        expect "after the full restart both nodes are Ready again" \
+            bash -c "node_ready boot 900 && node_ready joiner 900"
     else
         bad "the joined node reboots"
     fi
+    "$VEIL_ROOT/ci/test-registry" stop
     stop_quietly joiner
     stop_quietly boot
 
