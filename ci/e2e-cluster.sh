@@ -122,7 +122,7 @@ spec:
   - name: client
     image: $1
     imagePullPolicy: IfNotPresent
-    command: [/bin/sh, -c, 'n=\$(cat /data/starts 2>/dev/null || echo 0); n=\$((n+1)); echo \$n >/data/starts; echo "start \$n"; while true; do wget -q -T 5 -O- http://echo.default.svc.cluster.local:8080/ && echo; sleep 5; done']
+    command: [/bin/sh, -c, 'n=\$(cat /data/starts 2>/dev/null || echo 0); n=\$((n+1)); echo \$n >/data/starts; echo "start \$n"; while true; do printf "GET / HTTP/1.0\r\n\r\n" | nc -w 5 echo.default.svc.cluster.local 8080 | tail -n 1; sleep 5; done']
     volumeMounts: [{name: data, mountPath: /data}]
   volumes: [{name: data, emptyDir: {}}]
 EOF
@@ -228,7 +228,7 @@ cluster_checks() {
         expect "a pod on the worker reaches a Service by its DNS name, served by a pod on the control-plane node, and back (kubectl logs)" \
             bash -c "pod_log_has client '$marker from echo' 300"
         expect "kubectl exec into a pod on the worker" \
-            bash -c "k exec client -- wget -q -O- http://echo:8080/ | grep -q '$marker'"
+            bash -c "k exec client -- sh -c 'printf \"GET / HTTP/1.0\\r\\n\\r\\n\" | nc -w 5 echo 8080' | grep -q '$marker'"
     else
         bad "the test image is pushed to the host's registry"
     fi
@@ -305,8 +305,9 @@ os.write(fd, json.dumps({'veilMasterSecret': 1, 'secret': base64.b64encode(os.ur
             quiet "$veil" verify --node "127.0.0.1:$port" --measurements "$work/reference.json" "${tpm_ca[@]}" --cluster-id "$cluster"
         expect "the recovered node starts its join service again, under the policy kept on its disk" \
             wait_console "$console" 'veil-joinservice-ready port=7444 accepts=tpm,sev-snp' 180
+        # The API server answers before its authorizer has loaded RBAC: retry a while.
         expect "the control plane is back from the state disk: a ConfigMap written before the restart reads back" \
-            test "$(k --request-timeout=600s get configmap before-restart -o jsonpath='{.data.marker}')" = "$marker"
+            bash -c "for _ in \$(seq 1 60); do [ \"\$(k get configmap before-restart -o jsonpath='{.data.marker}' 2>/dev/null)\" = '$marker' ] && exit 0; sleep 5; done; exit 1"
     else
         bad "veil recover: $(tail -n 3 "$work/recover.err")"
     fi

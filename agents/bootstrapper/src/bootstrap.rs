@@ -472,6 +472,7 @@ fn provision(
                 role: NodeRecord::CONTROL_PLANE.into(),
                 kubernetes_joined: false,
                 pod_subnet: String::new(),
+                service_subnet: String::new(),
             },
             None => {
                 return Err(Status::failed_precondition(

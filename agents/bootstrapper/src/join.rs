@@ -215,6 +215,7 @@ async fn try_once(node: &Node, config: &JoinConfig) -> Result<Option<Admission>>
                 role: NodeRecord::WORKER.into(),
                 kubernetes_joined: false,
                 pod_subnet: String::new(),
+                service_subnet: String::new(),
             };
             crate::kube::write_record(&record)
                 .map_err(|e| Status::internal(format!("keeping the node record: {e:#}")))

@@ -173,19 +173,19 @@ fn forward_kubeadm<'a>(stage: Stage<'a>) -> impl FnMut(&str) + 'a {
 }
 
 /// Brings Kubernetes up as `start` says, then records that kubeadm finished.
-/// Returns the pod network to keep (see [`pod_network`]).
+/// Returns the cluster's networks.
 pub fn bring_up(
     record: &mut NodeRecord,
     ip: Ipv4Addr,
     start: Start<'_>,
     stage: Stage,
-) -> Result<Cidr> {
+) -> Result<Network> {
     let name = NodeName::new(&record.name).map_err(|e| anyhow!("the node record: {e}"))?;
     prepare_host(&name)?;
     let node = NodeIdentity { name, ip };
     let patches = config::patches();
     let dir = Path::new(veil_kube::KUBEADM_RUN_DIR);
-    let pods = match start {
+    let network = match start {
         Start::Init(settings) => {
             let k = &settings.kubernetes;
             let network = Network::from_settings(&k.pod_subnet, &k.service_subnet)?;
@@ -216,13 +216,16 @@ pub fn bring_up(
                     versions.kubernetes, node.name
                 ));
                 kubeadm::init(Path::new(KUBEADM), &path, forward_kubeadm(stage))?;
+                grant_node_routes(stage)?;
                 record.pod_subnet = network.pods.to_string();
+                record.service_subnet = network.services.to_string();
                 finished(record)?;
             }
-            network.pods
+            network
         }
         Start::Join(ticket) => {
-            let pods: Cidr = ticket.pod_subnet.parse()?;
+            let network = Network::from_settings(&ticket.pod_subnet, &ticket.service_subnet)
+                .context("the join ticket's networks")?;
             let cas = ticket.registry_cas.clone().into_iter().collect();
             start_runtime(&cas, stage)?;
             let text = config::join_documents(&JoinParams {
@@ -242,25 +245,24 @@ pub fn bring_up(
             // The token is single-use and is deleted once the node registers.
             let _ = std::fs::remove_file(&path);
             joined?;
-            record.pod_subnet = pods.to_string();
+            record.pod_subnet = network.pods.to_string();
+            record.service_subnet = network.services.to_string();
             finished(record)?;
-            pods
+            network
         }
         Start::Restart => {
             if !record.kubernetes_joined {
                 bail!("this node never finished joining Kubernetes, and has no token to try again");
             }
-            let pods: Cidr = record
-                .pod_subnet
-                .parse()
-                .context("the node record's pod network")?;
+            let network = Network::from_settings(&record.pod_subnet, &record.service_subnet)
+                .context("the node record's networks")?;
             start_runtime(&Default::default(), stage)?;
             start_kubelet(stage)?;
-            pods
+            network
         }
     };
-    cni::apply_nat(&pods)?;
-    Ok(pods)
+    cni::apply_rules(&network)?;
+    Ok(network)
 }
 
 /// The node has no shell: when Kubernetes fails, the end of kubelet's and
@@ -297,6 +299,20 @@ pub fn report_logs() {
     }
 }
 
+/// Every node may read the Node objects (veil_kube::api::ensure_node_routes_access).
+fn grant_node_routes(stage: Stage) -> Result<()> {
+    let handle = tokio::runtime::Handle::current();
+    handle.block_on(async {
+        let client = veil_kube::api::client(Path::new(veil_kube::ADMIN_KUBECONFIG)).await?;
+        veil_kube::api::ensure_node_routes_access(&client).await
+    })?;
+    stage(format!(
+        "nodes may read each other's Node objects (ClusterRole {}) for pod routes",
+        veil_kube::api::NODE_ROUTES_ROLE
+    ));
+    Ok(())
+}
+
 fn finished(record: &mut NodeRecord) -> Result<()> {
     record.kubernetes_joined = true;
     write_record(record).context("recording that kubeadm finished")
@@ -326,6 +342,7 @@ pub async fn pod_network(name: NodeName, ip: Ipv4Addr, ready: impl FnOnce(Result
     }
     println!("veil-kube-podcidr {name} {mine}");
     ready(Ok(mine));
+    tokio::spawn(report_memory());
     veil_kube::api::watch_pod_routes(client, |nodes| {
         let wanted = cni::wanted_routes(nodes, &name, ip);
         match cni::sync_routes(&wanted) {
@@ -335,6 +352,63 @@ pub async fn pod_network(name: NodeName, ip: Ipv4Addr, ready: impl FnOnce(Result
         }
     })
     .await;
+}
+
+/// Processes whose memory the node reports (`veil-rss`, for ci/bench-kube).
+const REPORTED: [&str; 10] = [
+    "veil-bootstrapp",
+    "veil-joinservic",
+    "kubelet",
+    "containerd",
+    "etcd",
+    "kube-apiserver",
+    "kube-controller",
+    "kube-scheduler",
+    "kube-proxy",
+    "coredns",
+];
+
+/// The resident memory (MiB) of each process named in [`REPORTED`] (the kernel's
+/// 15-character `comm`), summed per name, from `proc`.
+pub fn resident_memory(proc: &Path) -> Vec<(String, u64)> {
+    let mut sums: std::collections::BTreeMap<String, u64> = Default::default();
+    let Ok(entries) = std::fs::read_dir(proc) else {
+        return Vec::new();
+    };
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        let Ok(comm) = std::fs::read_to_string(dir.join("comm")) else {
+            continue;
+        };
+        let comm = comm.trim();
+        if !REPORTED.contains(&comm) {
+            continue;
+        }
+        let Ok(status) = std::fs::read_to_string(dir.join("status")) else {
+            continue;
+        };
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0);
+        *sums.entry(comm.to_owned()).or_default() += kib;
+    }
+    sums.into_iter().map(|(n, kib)| (n, kib / 1024)).collect()
+}
+
+/// Reports memory on the console a while after Kubernetes is up, then now and again.
+async fn report_memory() {
+    let mut wait = Duration::from_secs(120);
+    loop {
+        tokio::time::sleep(wait).await;
+        let line: Vec<String> = resident_memory(Path::new("/proc"))
+            .into_iter()
+            .map(|(n, mib)| format!("{n}={mib}"))
+            .collect();
+        println!("veil-rss-mib {}", line.join(" "));
+        wait = Duration::from_secs(600);
+    }
 }
 
 /// A client with the node's kubelet credentials, once kubelet has them.
@@ -376,5 +450,52 @@ async fn wait_pod_cidr(client: &kube::Client, name: &NodeName, timeout: Duration
             bail!("node {name} got no pod CIDR within {} s", timeout.as_secs());
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resident_memory_sums_the_named_processes() {
+        let proc = tempfile::tempdir().expect("tempdir");
+        for (pid, comm, kib) in [
+            (1, "systemd", 9000),
+            (10, "kubelet", 81920),
+            (11, "containerd", 30720),
+            (12, "containerd", 10240),
+        ] {
+            let d = proc.path().join(pid.to_string());
+            std::fs::create_dir_all(&d).expect("mkdir");
+            std::fs::write(d.join("comm"), format!("{comm}\n")).expect("comm");
+            std::fs::write(
+                d.join("status"),
+                format!("Name:\t{comm}\nVmRSS:\t  {kib} kB\n"),
+            )
+            .expect("status");
+        }
+        assert_eq!(
+            resident_memory(proc.path()),
+            [("containerd".to_owned(), 40), ("kubelet".to_owned(), 80)]
+        );
+    }
+
+    #[test]
+    fn registry_cas_get_a_hosts_file_each_and_bad_hosts_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cas = [("10.0.2.2:5443".to_owned(), "PEM".to_owned())].into();
+        write_registry_cas(dir.path(), &cas).expect("write");
+        let hosts = std::fs::read_to_string(dir.path().join("10.0.2.2:5443/hosts.toml"))
+            .expect("hosts.toml");
+        assert!(
+            hosts.contains("server = \"https://10.0.2.2:5443\""),
+            "{hosts}"
+        );
+        assert!(hosts.contains("ca = "), "{hosts}");
+        for bad in ["../etc", "a/b", "", "x y"] {
+            let cas = [(bad.to_owned(), "PEM".to_owned())].into();
+            assert!(write_registry_cas(dir.path(), &cas).is_err(), "{bad}");
+        }
     }
 }

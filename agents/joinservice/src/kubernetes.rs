@@ -82,6 +82,11 @@ impl Kubernetes for ControlPlane {
             .unwrap_or(&server)
             .trim_end_matches('/')
             .to_owned();
+        let network = veil_kube::Network::from_settings(
+            &self.settings.pod_subnet,
+            &self.settings.service_subnet,
+        )
+        .map_err(|e| Status::internal(e.to_string()))?;
         let token = BootstrapToken::generate();
         veil_kube::api::create_token(
             &client,
@@ -101,13 +106,8 @@ impl Kubernetes for ControlPlane {
             api_server_endpoint,
             bootstrap_token: token.expose().to_string(),
             ca_cert_hash,
-            pod_subnet: veil_kube::Network::from_settings(
-                &self.settings.pod_subnet,
-                &self.settings.service_subnet,
-            )
-            .map_err(|e| Status::internal(e.to_string()))?
-            .pods
-            .to_string(),
+            pod_subnet: network.pods.to_string(),
+            service_subnet: network.services.to_string(),
             registry_cas: self.settings.registry_cas.clone().into_iter().collect(),
         })
     }

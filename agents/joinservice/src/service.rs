@@ -166,7 +166,7 @@ impl Join for JoinService {
                 "a node named '{name}' is registered in Kubernetes already: ask for another name"
             )));
         }
-        let kubernetes = self.kubernetes.join(name.as_str()).await?;
+        // The roster first: a token is made only for a member that is on record.
         use base64::Engine;
         self.roster
             .admit(Member {
@@ -180,6 +180,7 @@ impl Join for JoinService {
                 crate::roster::RosterError::NameTaken { .. } => taken(e),
                 e => Status::internal(e.to_string()),
             })?;
+        let kubernetes = self.kubernetes.join(name.as_str()).await?;
         tracing::info!(
             ?peer,
             uuid = %r.state_partition_uuid,

@@ -189,6 +189,15 @@ fn config(service: &Service, ca: &LocalCa) -> JoinConfig {
 }
 
 fn ticket(service: &Service, joiner: &SharedTpm, how: Admission) -> anyhow::Result<Ticket> {
+    ticket_named(service, joiner, how, "node1")
+}
+
+fn ticket_named(
+    service: &Service,
+    joiner: &SharedTpm,
+    how: Admission,
+    name: &str,
+) -> anyhow::Result<Ticket> {
     let wireguard = x25519_dalek::StaticSecret::from([7u8; 32]);
     client_runtime().block_on(fetch_ticket(
         joiner,
@@ -196,7 +205,7 @@ fn ticket(service: &Service, joiner: &SharedTpm, how: Admission) -> anyhow::Resu
         how,
         UUID,
         &wireguard,
-        &veil_kube::NodeName::new("node1").expect("name"),
+        &veil_kube::NodeName::new(name).expect("name"),
     ))
 }
 
@@ -535,4 +544,88 @@ fn the_cluster_is_loaded_from_what_init_kept_and_a_bad_file_is_named() {
     let err = Cluster::load(dir.path()).err().expect("bad policy");
     assert!(err.to_string().contains(paths::PLATFORM_POLICY), "{err}");
     assert!(err.to_string().contains("invalid type"), "{err}");
+}
+
+#[test]
+fn a_joiner_gets_a_token_for_its_name_and_a_taken_name_is_refused() {
+    let setup = Setup::default();
+    let kube = setup.kubernetes.clone();
+    kube.registered.lock().expect("lock").insert("node7".into());
+    let f = fixture(setup);
+    let (service, joiner) = (&f.service, &f.joiner);
+
+    // The control-plane node's own name, and a name Kubernetes has, are taken.
+    let err = ticket_named(service, joiner, Admission::Join, "node0").expect_err("reserved");
+    assert!(
+        format!("{err:#}").contains("'node0' belongs to another member"),
+        "{err:#}"
+    );
+    let err = ticket_named(service, joiner, Admission::Join, "node7").expect_err("registered");
+    assert!(
+        format!("{err:#}").contains("registered in Kubernetes already"),
+        "{err:#}"
+    );
+    assert!(
+        kube.tokens_for.lock().expect("lock").is_empty(),
+        "no token for a refused name"
+    );
+
+    let t = ticket(service, joiner, Admission::Join).expect("join");
+    assert_eq!(t.node_name.as_deref(), Some("node1"));
+    let k = t.kubernetes.expect("what kubeadm join needs");
+    veil_kube::token::check_token(&k.bootstrap_token).expect("a well-formed token");
+    veil_kube::token::check_ca_hash(&k.ca_cert_hash).expect("a CA pin");
+    assert_eq!(*kube.tokens_for.lock().expect("lock"), ["node1"]);
+
+    // A member that never registered (its kubeadm join failed) gets a new token on
+    // Rejoin; once registered, only its disk key.
+    let t = ticket(service, joiner, Admission::Rejoin).expect("rejoin");
+    assert!(
+        t.kubernetes.is_some(),
+        "an unregistered member may try again"
+    );
+    kube.registered.lock().expect("lock").insert("node1".into());
+    let t = ticket(service, joiner, Admission::Rejoin).expect("rejoin");
+    assert!(t.kubernetes.is_none(), "a registered member needs no token");
+    assert_eq!(*kube.tokens_for.lock().expect("lock"), ["node1", "node1"]);
+}
+
+#[test]
+fn while_the_control_plane_is_down_joiners_retry_and_members_still_rejoin() {
+    let setup = Setup {
+        kubernetes: Arc::new(support_kubernetes::TestControlPlane {
+            down: true,
+            ..Default::default()
+        }),
+        ..Setup::default()
+    };
+    let f = fixture(setup);
+    let err = ticket(&f.service, &f.joiner, Admission::Join).expect_err("down");
+    assert!(format!("{err:#}").contains("not up yet"), "{err:#}");
+    // A full restart: members rejoin before the control plane answers.
+    let t = ticket(&f.service, &f.joiner, Admission::Rejoin).expect("rejoin");
+    assert_eq!(
+        t.disk_key.as_slice(),
+        f.master.disk_key(UUID).expect("key").as_slice()
+    );
+    assert!(t.kubernetes.is_none());
+}
+
+#[test]
+fn joining_as_a_second_control_plane_node_is_refused_for_now() {
+    let f = fixture(Setup::default());
+    let mut config = config(&f.service, LocalCa::shared());
+    config.role = Role::ControlPlane;
+    let wireguard = x25519_dalek::StaticSecret::from([7u8; 32]);
+    let err = client_runtime()
+        .block_on(fetch_ticket(
+            &f.joiner,
+            &config,
+            Admission::Join,
+            UUID,
+            &wireguard,
+            &veil_kube::NodeName::new("cp2").expect("name"),
+        ))
+        .expect_err("HA not yet");
+    assert!(format!("{err:#}").contains("not supported yet"), "{err:#}");
 }

@@ -33,6 +33,7 @@ impl Kubernetes for TestControlPlane {
             bootstrap_token: veil_kube::BootstrapToken::generate().expose().to_string(),
             ca_cert_hash: format!("sha256:{}", "ab".repeat(32)),
             pod_subnet: "10.244.0.0/16".into(),
+            service_subnet: "10.96.0.0/12".into(),
             registry_cas: Default::default(),
         })
     }

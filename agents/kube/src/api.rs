@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Secret};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::watcher;
@@ -105,6 +106,52 @@ pub async fn node_exists(client: &kube::Client, name: &str) -> Result<bool, Kube
         .map_err(|e| api_error(&format!("looking up node {name}"), e))
 }
 
+/// The ClusterRole that lets every node read the Node objects (see
+/// [`ensure_node_routes_access`]).
+pub const NODE_ROUTES_ROLE: &str = "veil:node-routes";
+
+/// Lets every node (group `system:nodes`) get, list and watch Node objects. The Node
+/// authorizer lets a kubelet read only its own Node; Veil's node agent needs every
+/// node's pod CIDR and address to route to its pods (as flannel's or Calico's agents
+/// do with their own accounts). What it discloses: the nodes' names, addresses and
+/// pod CIDRs, which every node routes to anyway. Idempotent.
+pub async fn ensure_node_routes_access(client: &kube::Client) -> Result<(), KubeError> {
+    let role: ClusterRole = serde_json::from_value(serde_json::json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": NODE_ROUTES_ROLE},
+        "rules": [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]}],
+    }))
+    .map_err(|e| api_error("building the node-routes ClusterRole", e))?;
+    let binding: ClusterRoleBinding = serde_json::from_value(serde_json::json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": NODE_ROUTES_ROLE},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": NODE_ROUTES_ROLE},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:nodes"}],
+    }))
+    .map_err(|e| api_error("building the node-routes ClusterRoleBinding", e))?;
+    let exists = |r: Result<(), kube::Error>, what: &str| match r {
+        Ok(()) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(e) => Err(api_error(&format!("creating {what}"), e)),
+    };
+    exists(
+        Api::<ClusterRole>::all(client.clone())
+            .create(&PostParams::default(), &role)
+            .await
+            .map(|_| ()),
+        "the node-routes ClusterRole",
+    )?;
+    exists(
+        Api::<ClusterRoleBinding>::all(client.clone())
+            .create(&PostParams::default(), &binding)
+            .await
+            .map(|_| ()),
+        "the node-routes ClusterRoleBinding",
+    )
+}
+
 /// What a Node says about routing to its pods: its pod CIDR and internal address.
 pub fn pod_route(node: &Node) -> Option<(NodeName, PodRoute)> {
     let name = NodeName::new(node.metadata.name.as_deref()?).ok()?;
@@ -171,7 +218,10 @@ pub async fn watch_pod_routes(
                     on_change(&routes);
                 }
             }
-            Err(e) => tracing::warn!("watching nodes: {e}"),
+            Err(e) => {
+                tracing::warn!("watching nodes: {e}");
+                println!("veil-kube-routes-error watching nodes: {e}");
+            }
         }
     }
 }

@@ -3,8 +3,12 @@
 //! node's slice through that node ([`sync_routes`]). The WireGuard mesh will carry
 //! those routes; the bridge stays as it is.
 //!
-//! NAT is nftables' (the image has no iptables): pods' traffic to anything outside the
-//! pod network leaves with the node's address; between pods it keeps pod addresses.
+//! The rules are nftables' (the image has no iptables): pods' traffic to anything
+//! outside the pod network leaves with the node's address, between pods it keeps pod
+//! addresses; and nothing addressed to the Service network is forwarded as it is:
+//! kube-proxy translates it to an endpoint first, and until it has (or if it never
+//! does) the packet is dropped rather than sent to the cloud's network, where
+//! anyone could answer for a Service address.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -13,7 +17,7 @@ use std::process::Command;
 
 use serde_json::json;
 
-use crate::network::Cidr;
+use crate::network::{Cidr, Network};
 use crate::runtime::run;
 use crate::{KubeError, NodeName};
 
@@ -67,8 +71,9 @@ pub fn write_conflist(dir: &Path, pod_cidr: &Cidr) -> Result<(), KubeError> {
     std::fs::rename(&tmp, &path).map_err(|source| KubeError::Write { path, source })
 }
 
-/// The nftables rules for pod traffic: masquerade what leaves the pod network.
-pub fn nat_rules(pods: &Cidr) -> String {
+/// The nftables rules for pod traffic (see the module's docs).
+pub fn rules(network: &Network) -> String {
+    let (pods, services) = (network.pods, network.services);
     format!(
         "table ip veil-pods\n\
          delete table ip veil-pods\n\
@@ -77,12 +82,20 @@ pub fn nat_rules(pods: &Cidr) -> String {
          \t\ttype nat hook postrouting priority srcnat; policy accept;\n\
          \t\tip saddr {pods} ip daddr != {pods} masquerade\n\
          \t}}\n\
+         \tchain forward {{\n\
+         \t\ttype filter hook forward priority filter; policy accept;\n\
+         \t\tip daddr {services} drop\n\
+         \t}}\n\
+         \tchain output {{\n\
+         \t\ttype filter hook output priority filter; policy accept;\n\
+         \t\tip daddr {services} drop\n\
+         \t}}\n\
          }}\n"
     )
 }
 
-/// Applies [`nat_rules`] (atomically: nft replaces the table in one transaction).
-pub fn apply_nat(pods: &Cidr) -> Result<(), KubeError> {
+/// Applies [`rules`] (atomically: nft replaces the table in one transaction).
+pub fn apply_rules(network: &Network) -> Result<(), KubeError> {
     use std::io::Write;
     let mut child = Command::new("nft")
         .args(["-f", "-"])
@@ -96,7 +109,7 @@ pub fn apply_nat(pods: &Cidr) -> Result<(), KubeError> {
         })?;
     if let Some(mut stdin) = child.stdin.take() {
         stdin
-            .write_all(nat_rules(pods).as_bytes())
+            .write_all(rules(network).as_bytes())
             .map_err(|source| KubeError::Spawn {
                 command: "nft -f -".into(),
                 source,
@@ -110,7 +123,7 @@ pub fn apply_nat(pods: &Cidr) -> Result<(), KubeError> {
         })?;
     if !out.status.success() {
         return Err(KubeError::Command {
-            command: "nft -f - (the pod NAT table)".into(),
+            command: "nft -f - (the pod network's rules)".into(),
             status: out.status.to_string(),
             output: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
         });
@@ -264,9 +277,12 @@ mod tests {
     }
 
     #[test]
-    fn nat_masquerades_only_what_leaves_the_pod_network() {
-        let rules = nat_rules(&cidr("10.244.0.0/16"));
+    fn rules_masquerade_what_leaves_and_never_send_service_addresses_out() {
+        let rules = rules(&Network::default());
         assert!(rules.contains("ip saddr 10.244.0.0/16 ip daddr != 10.244.0.0/16 masquerade"));
         assert!(rules.contains("delete table ip veil-pods"));
+        // Both forwarded (pods) and local (host network) traffic to an untranslated
+        // Service address stays on the node.
+        assert_eq!(rules.matches("ip daddr 10.96.0.0/12 drop").count(), 2);
     }
 }

@@ -115,6 +115,14 @@ fn node_registration(node: &NodeIdentity, taint_control_plane: bool) -> Value {
     registration
 }
 
+fn leader_election() -> Value {
+    json!([
+        {"name": "leader-elect-lease-duration", "value": "60s"},
+        {"name": "leader-elect-renew-deadline", "value": "45s"},
+        {"name": "leader-elect-retry-period", "value": "5s"},
+    ])
+}
+
 fn kubelet_configuration() -> Value {
     json!({
         "apiVersion": "kubelet.config.k8s.io/v1beta1",
@@ -189,6 +197,10 @@ pub fn init_documents(p: &InitParams<'_>) -> Result<String, KubeError> {
             "dnsDomain": "cluster.local",
         },
         "apiServer": {"certSANs": sans},
+        // A busy or emulated VM can stall an API call for more than the 10 s renewal
+        // deadline; losing the lease restarts the component for nothing.
+        "controllerManager": {"extraArgs": leader_election()},
+        "scheduler": {"extraArgs": leader_election()},
         "etcd": {"local": {"dataDir": "/var/lib/etcd"}},
     });
     Ok(documents(&[

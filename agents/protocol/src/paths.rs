@@ -80,6 +80,9 @@ pub struct NodeRecord {
     /// The cluster's pod network (NAT for pods' traffic out of it).
     #[serde(default)]
     pub pod_subnet: String,
+    /// The cluster's Service network (never routed off the node untranslated).
+    #[serde(default)]
+    pub service_subnet: String,
 }
 
 impl NodeRecord {
