@@ -58,6 +58,42 @@ PY
 
 stop_quietly() { "$VEIL_ROOT/ci/boot-node" --stop "$1" 2>&1 | sed 's/^/# /'; }
 
+# The host's attack on a stopped node's state disk: its LUKS2 header rewritten with
+# valid checksums (agents/disk/examples/luks2_tamper.rs; ATTACK as named there).
+cargo build -q --locked -p veil-disk --example luks2_tamper --manifest-path "$VEIL_ROOT/Cargo.toml"
+tamper=${CARGO_TARGET_DIR:-$VEIL_ROOT/target}/debug/examples/luks2_tamper
+# state_offset NODE PARTUUID: the state partition's byte offset on the node's disk.
+state_offset() {
+    qemu-img convert -O raw "$B/nodes/$1/disk.qcow2" "$work/$1-disk.raw"
+    echo $(( $(sfdisk --json "$work/$1-disk.raw" | jq --arg u "$2" \
+        '.partitiontable.partitions[] | select((.uuid | ascii_downcase) == $u) | .start') * 512 ))
+}
+# tamper_header NODE PARTUUID ATTACK (the header as it was is kept, for restore_header)
+tamper_header() {
+    local at
+    at=$(state_offset "$1" "$2") && [ "$at" -gt 0 ] || return 1
+    dd if="$work/$1-disk.raw" of="$work/$1-header.orig" bs=32768 skip=$((at / 32768)) count=1 status=none
+    "$tamper" "$work/$1-disk.raw" "$at" "$3" || return 1
+    # Both header copies: 32 KiB.
+    dd if="$work/$1-disk.raw" of="$work/$1-header.bin" bs=32768 skip=$((at / 32768)) count=1 status=none
+    qemu-io -f qcow2 -c "write -s $work/$1-header.bin $at 32768" "$B/nodes/$1/disk.qcow2" >/dev/null
+    rm -f "$work/$1-disk.raw"
+}
+# restore_header NODE PARTUUID: what tamper_header changed, back as it was.
+restore_header() {
+    local at
+    at=$(state_offset "$1" "$2") && rm -f "$work/$1-disk.raw"
+    qemu-io -f qcow2 -c "write -s $work/$1-header.orig $at 32768" "$B/nodes/$1/disk.qcow2" >/dev/null
+}
+# state_digest NODE PARTUUID: SHA-256 of the first 64 MiB of the state partition
+# (both headers, the keyslots, the start of the data: what a format or mkfs writes).
+state_digest() {
+    local at
+    at=$(state_offset "$1" "$2")
+    dd if="$work/$1-disk.raw" bs=1M skip=$((at / 1048576)) count=64 status=none | sha256sum | cut -c1-64
+    rm -f "$work/$1-disk.raw"
+}
+
 boot() { # boot NAME [boot-node options...] IMAGE
     local name=$1; shift
     "$VEIL_ROOT/ci/boot-node" --name "$name" --keep --timeout 400 --retry-emulator-faults 2 "$@"
@@ -268,8 +304,25 @@ cluster_checks() {
     fi
     stop_quietly tampered
 
-    # A full restart: both nodes stop. Their disks hold nothing secret in the clear.
+    # The host rewrites B's state disk header (valid checksums; B's key still opens
+    # the keyslot): half the volume key. On Rejoin B does not use it, says why, and
+    # writes nothing; then the header is put back as it was.
     stop_quietly joiner
+    local before
+    if [ -n "${b_partuuid:-}" ] && tamper_header joiner "$b_partuuid" small-key \
+        && before=$(state_digest joiner "$b_partuuid") \
+        && boot joiner --reuse-disk --join "$join" "$B/veil.raw" >/dev/null; then
+        expect "on Rejoin a worker refuses a state disk whose volume key the host halved, and says why" \
+            wait_console "$b_console" "not the one Veil wrote: keyslot 0's key size is 32" 300
+        expect "...and unlocked nothing" bash -c "! grep -a -q 'veil-state unlocked' '$b_console'"
+        stop_quietly joiner
+        expect "...and wrote nothing to it" test "$(state_digest joiner "$b_partuuid")" = "$before"
+        restore_header joiner "$b_partuuid"
+    else
+        bad "the host's header rewrite (a halved key) is applied to the worker's disk, and it boots"
+    fi
+
+    # A full restart: both nodes stop. Their disks hold nothing secret in the clear.
     stop_quietly boot
     expect "no disk key, master secret or plaintext marker on the first node's disk" \
         no_secrets_on_disk boot "$partuuid" "$secret" "$cluster"
@@ -332,6 +385,22 @@ os.write(fd, json.dumps({'veilMasterSecret': 1, 'secret': base64.b64encode(os.ur
     "$VEIL_ROOT/ci/test-registry" stop
     stop_quietly joiner
     stop_quietly boot
+
+    # The host rewrites A's state disk header (valid checksums; A's key still opens the
+    # keyslot): its data segment to cipher_null. A does not use it, says why, and
+    # writes nothing.
+    if tamper_header boot "$partuuid" cipher-null && before=$(state_digest boot "$partuuid") \
+        && boot boot --reuse-disk "$B/veil.raw" >/dev/null; then
+        port=$(cat "$B/nodes/boot/agent-port")
+        expect_error "veil recover refuses a state disk whose header the host switched to cipher_null" \
+            "not the one Veil wrote: it names cipher_null" \
+            "$veil" recover --node "127.0.0.1:$port" --measurements "$work/reference.json" "${tpm_ca[@]}" \
+            --master-secret "$secret"
+        stop_quietly boot
+        expect "...and wrote nothing to it" test "$(state_digest boot "$partuuid")" = "$before"
+    else
+        bad "the host's header rewrite (cipher_null) is applied to the first node's disk and it boots"
+    fi
 
     # A damaged LUKS header (both copies): recover says so and formats nothing.
     local start

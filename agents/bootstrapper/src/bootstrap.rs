@@ -244,7 +244,7 @@ impl Node {
         part: &StatePartition,
         key: &[u8],
         create: bool,
-        integrity: Integrity,
+        integrity: Option<Integrity>,
         cluster: Option<ClusterId>,
         before_join: impl FnOnce() -> Result<(), Status>,
     ) -> Result<Joined, Status> {
@@ -280,18 +280,13 @@ impl Node {
             ])
             .map(|(step, d)| format!("{step}={}ms", d.as_millis()))
             .collect();
-        let integrity = if create {
-            integrity
-        } else {
-            veil_disk::integrity(&part.device).unwrap_or_default()
-        };
         println!(
             "veil-state {} partuuid={} device={} by={} integrity={} size={}MiB",
             if create { "created" } else { "unlocked" },
             part.partuuid,
             part.device.display(),
             how.name(),
-            integrity.name(),
+            opened.integrity.name(),
             state::size_bytes(&part.device).unwrap_or(0) >> 20
         );
         println!("veil-state-marker {}", opened.marker);
@@ -586,10 +581,15 @@ fn unlock(
         state::write_synced(&dir.join(paths::REFERENCE), reference.as_bytes())
             .map_err(|e| Status::internal(format!("keeping the reference measurements: {e:#}")))
     };
-    let integrity = match init {
-        Some(i) if i.settings.state_disk_integrity => Integrity::HmacSha256,
-        _ => Integrity::None,
-    };
+    // A new disk takes the cluster's setting; an existing one's authenticated header
+    // says (Recover knows the cluster's settings only once the disk is open).
+    let integrity = init.map(|i| {
+        if i.settings.state_disk_integrity {
+            Integrity::HmacSha256
+        } else {
+            Integrity::None
+        }
+    });
     node.admit(
         how,
         &part,

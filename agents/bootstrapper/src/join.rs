@@ -95,7 +95,8 @@ pub struct Ticket {
     pub disk_key: Zeroizing<Vec<u8>>,
     /// Join only: Rejoin gives the disk key alone (the disk names its cluster).
     pub cluster_id: Option<ClusterId>,
-    /// Join only: how to format the new state disk.
+    /// The cluster's integrity setting: how to format a new state disk (Join), what
+    /// an existing one must have (Rejoin).
     pub integrity: veil_disk::Integrity,
     /// Join only: the name the cluster gave the node.
     pub node_name: Option<String>,
@@ -225,7 +226,7 @@ async fn try_once(node: &Node, config: &JoinConfig) -> Result<Option<Admission>>
             &part,
             &ticket.disk_key,
             how == Admission::Join,
-            ticket.integrity,
+            Some(ticket.integrity),
             ticket.cluster_id,
             keep,
         )?;
@@ -352,7 +353,11 @@ pub async fn fetch_ticket(
             Ok(Ticket {
                 disk_key: Zeroizing::new(t.disk_key),
                 cluster_id: None,
-                integrity: veil_disk::Integrity::None,
+                integrity: if t.state_disk_integrity {
+                    veil_disk::Integrity::HmacSha256
+                } else {
+                    veil_disk::Integrity::None
+                },
                 node_name: None,
                 kubernetes: t.kubernetes,
             })

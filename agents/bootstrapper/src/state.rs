@@ -38,6 +38,8 @@ pub struct StatePartition {
 /// What opening the state disk did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Opened {
+    /// The volume's integrity protection (from its authenticated header).
+    pub integrity: veil_disk::Integrity,
     /// The marker's contents (written at creation, read back afterwards).
     pub marker: String,
     /// How long each step took, in order (for the boot report and benchmarks).
@@ -170,14 +172,16 @@ pub fn find_or_create(root_dev: &str) -> Result<StatePartition> {
     }
 }
 
-/// Unlocks the state partition with `key` (formatting it first when `create`, with
-/// `integrity`), mounts it and binds its directories. `marker` is written to a new
-/// disk.
+/// Unlocks the state partition with `key` (formatting it first when `create`), mounts
+/// it and binds its directories. `integrity` is the cluster's setting where the node
+/// knows it (a new disk is formatted with it; an existing one must have it); an
+/// existing disk's header is checked and authenticated before it is used
+/// (veil-disk). `marker` is written to a new disk.
 pub fn open(
     part: &StatePartition,
     key: &[u8],
     create: bool,
-    integrity: veil_disk::Integrity,
+    integrity: Option<veil_disk::Integrity>,
     marker: &str,
 ) -> Result<Opened> {
     let mut timings = Vec::new();
@@ -186,12 +190,17 @@ pub fn open(
         timings.push((name, step.elapsed()));
         step = Instant::now();
     };
-    if create {
-        veil_disk::format(&part.device, key, integrity)?;
-        lap("luks-format");
-    }
-    let mapped = veil_disk::unlock(&part.device, MAPPER_NAME, key)?;
-    lap("unlock");
+    let (mapped, integrity) = if create {
+        let integrity =
+            integrity.context("a new state disk needs the cluster's integrity setting")?;
+        let (_, mapped) = veil_disk::format_and_unlock(&part.device, MAPPER_NAME, key, integrity)?;
+        lap("luks-format-unlock");
+        (mapped, integrity)
+    } else {
+        let opened = veil_disk::unlock(&part.device, MAPPER_NAME, key, integrity)?;
+        lap("unlock");
+        opened
+    };
     if create && integrity != veil_disk::Integrity::None {
         veil_disk::wipe_new_volume(&part.device, &mapped)?;
         lap("integrity-wipe");
@@ -242,7 +251,11 @@ pub fn open(
             .trim()
             .to_owned()
     };
-    Ok(Opened { marker, timings })
+    Ok(Opened {
+        integrity,
+        marker,
+        timings,
+    })
 }
 
 /// The size of a block device (from sysfs: 512-byte sectors), for the boot report.

@@ -14,6 +14,11 @@
 //! changes). It costs the tag space, a journal, and a wipe of the whole volume when it
 //! is created (every tag must be valid before the first read).
 //!
+//! The header is the host's to write, so it is checked and authenticated before use
+//! ([`header`]): exactly Veil's parameters, and an HMAC under a key derived from the
+//! disk key; a volume is formatted and unlocked from the header in memory, never
+//! re-read in between; and what the kernel runs once it is unlocked is checked too.
+//!
 //! The keyslot uses PBKDF2-SHA256 with 1,000 iterations and no benchmark. A KDF slows
 //! down guessing a low-entropy passphrase; our "passphrase" is a uniformly random
 //! 512-bit key, which no number of iterations makes more or less guessable. The
@@ -31,6 +36,8 @@ use libcryptsetup_rs::{
     LibcryptErr,
 };
 use thiserror::Error;
+
+pub mod header;
 
 /// Cipher and mode of the state volume.
 pub const CIPHER: (&str, &str) = ("aes", "xts-plain64");
@@ -95,6 +102,15 @@ pub enum DiskError {
     NotBlank { device: PathBuf },
     #[error("the key does not open the LUKS2 volume on {} (nothing was changed)", device.display())]
     WrongKey { device: PathBuf },
+    #[error(
+        "the LUKS2 header on {} is not the one Veil wrote: {reason}; it was not used and nothing was written",
+        device.display()
+    )]
+    Header { device: PathBuf, reason: String },
+    #[error(
+        "the unlocked volume {name} is not what its header says ({reason}): it was closed again"
+    )]
+    Active { name: String, reason: String },
     #[error("{what} {} failed: {reason}", device.display())]
     Cryptsetup {
         what: &'static str,
@@ -191,10 +207,34 @@ pub fn clear_new_partition(device: &Path) -> Result<(), DiskError> {
     f.sync_all().map_err(write_err)
 }
 
-/// Formats a blank `device` as LUKS2 with one keyslot opened by `key`; returns the
-/// volume's UUID. Refuses anything but [`Contents::Blank`]. A volume with
-/// [`Integrity::HmacSha256`] must be wiped once unlocked ([`wipe_new_volume`]).
+/// Formats a blank `device` as LUKS2 with one keyslot opened by `key`, its header
+/// authenticated under `key` ([`header`]); returns the volume's UUID. Refuses anything
+/// but [`Contents::Blank`].
 pub fn format(device: &Path, key: &[u8], integrity: Integrity) -> Result<String, DiskError> {
+    format_device(device, key, integrity).map(|(uuid, _)| uuid)
+}
+
+/// [`format`], then unlocks the new volume as `/dev/mapper/<name>` from the header
+/// still in memory (never read back from the disk, where the host could have changed
+/// it in between). A volume with [`Integrity::HmacSha256`] must then be wiped
+/// ([`wipe_new_volume`]).
+pub fn format_and_unlock(
+    device: &Path,
+    name: &str,
+    key: &[u8],
+    integrity: Integrity,
+) -> Result<(String, PathBuf), DiskError> {
+    let (uuid, mut cd) = format_device(device, key, integrity)?;
+    activate(&mut cd, device, name, key)?;
+    check_active(name, integrity)?;
+    Ok((uuid, Path::new("/dev/mapper").join(name)))
+}
+
+fn format_device(
+    device: &Path,
+    key: &[u8],
+    integrity: Integrity,
+) -> Result<(String, CryptDevice), DiskError> {
     match inspect(device)? {
         Contents::Blank => {}
         Contents::Luks2 { .. } => {
@@ -212,7 +252,11 @@ pub fn format(device: &Path, key: &[u8], integrity: Integrity) -> Result<String,
     })
 }
 
-fn format_blank(device: &Path, key: &[u8], integrity: Integrity) -> Result<String, DiskError> {
+fn format_blank(
+    device: &Path,
+    key: &[u8],
+    integrity: Integrity,
+) -> Result<(String, CryptDevice), DiskError> {
     let mut cd = CryptInit::init(device).map_err(cs_err("opening", device))?;
     cd.settings_handle()
         .set_pbkdf_type(&CryptPbkdfType {
@@ -260,12 +304,26 @@ fn format_blank(device: &Path, key: &[u8], integrity: Integrity) -> Result<Strin
     cd.keyslot_handle()
         .add_by_key(None, None, key, CryptVolumeKey::empty())
         .map_err(cs_err("adding the keyslot to", device))?;
+    // Authenticate what was just written (the header in memory, as libcryptsetup
+    // wrote it), and check it is what Veil means to write.
+    let json = cd
+        .status_handle()
+        .dump_json()
+        .map_err(cs_err("reading the new LUKS2 metadata of", device))?;
+    header::check_structure(&json, Some(integrity)).map_err(|reason| DiskError::Header {
+        device: device.into(),
+        reason: format!("libcryptsetup wrote an unexpected header: {reason}"),
+    })?;
+    let token = header::mac_token(&json, &header::mac_key(key));
+    cd.token_handle()
+        .json_set(libcryptsetup_rs::TokenInput::AddToken(&token))
+        .map_err(cs_err("writing the header's MAC to", device))?;
     let uuid = cd
         .status_handle()
         .get_uuid()
         .map_err(cs_err("reading the LUKS UUID of", device))?;
     tracing::info!(device = %device.display(), %uuid, integrity = integrity.name(), "formatted the state disk");
-    Ok(uuid.to_string())
+    Ok((uuid.to_string(), cd))
 }
 
 /// The integrity protection of the LUKS2 volume on `device`, from its metadata.
@@ -322,8 +380,18 @@ pub fn wipe_new_volume(device: &Path, mapped: &Path) -> Result<(), DiskError> {
         .map_err(cs_err("initializing the integrity tags of", device))
 }
 
-fn by_passphrase(device: &Path, name: Option<&str>, key: &[u8]) -> Result<(), DiskError> {
-    let mut cd = load(device)?;
+/// Opens the volume with `key` from the loaded header `cd`: as `/dev/mapper/<name>`,
+/// or with no name only checks the key.
+fn activate(cd: &mut CryptDevice, device: &Path, name: &str, key: &[u8]) -> Result<(), DiskError> {
+    passphrase(cd, device, Some(name), key)
+}
+
+fn passphrase(
+    cd: &mut CryptDevice,
+    device: &Path,
+    name: Option<&str>,
+    key: &[u8],
+) -> Result<(), DiskError> {
     match cd
         .activate_handle()
         .activate_by_passphrase(name, None, key, CryptActivate::empty())
@@ -339,14 +407,87 @@ fn by_passphrase(device: &Path, name: Option<&str>, key: &[u8]) -> Result<(), Di
     }
 }
 
-/// Checks that `key` opens the volume on `device`, without activating it.
-pub fn check_key(device: &Path, key: &[u8]) -> Result<(), DiskError> {
-    by_passphrase(device, None, key)
+/// Loads the header on `device` once and checks it (structure, then MAC under
+/// `key`); returns the loaded copy, to be used for anything that follows, and its
+/// integrity setting (which must be `expected`, where the node knows it).
+fn load_verified(
+    device: &Path,
+    key: &[u8],
+    expected: Option<Integrity>,
+) -> Result<(CryptDevice, Integrity), DiskError> {
+    let mut cd = load(device)?;
+    let json = cd
+        .status_handle()
+        .dump_json()
+        .map_err(cs_err("reading the LUKS2 metadata of", device))?;
+    let refused = |reason| DiskError::Header {
+        device: device.into(),
+        reason,
+    };
+    let integrity = header::check_structure(&json, expected).map_err(refused)?;
+    if let Err(reason) = header::verify_mac(&json, &header::mac_key(key)) {
+        // A header exactly like Veil's whose MAC fails: tell a wrong key (the usual
+        // mistake: another cluster's secret) from a changed header. Trying the key
+        // activates nothing, and this header's keyslot parameters are Veil's.
+        passphrase(&mut cd, device, None, key)?;
+        return Err(refused(reason));
+    }
+    Ok((cd, integrity))
 }
 
-/// Unlocks the volume on `device` as `/dev/mapper/<name>` (needs device-mapper and
-/// dm-crypt: inside the node, not on a build host).
-pub fn unlock(device: &Path, name: &str, key: &[u8]) -> Result<PathBuf, DiskError> {
-    by_passphrase(device, Some(name), key)?;
-    Ok(Path::new("/dev/mapper").join(name))
+/// Checks the header on `device` and that `key` opens it, without activating it;
+/// returns its integrity setting.
+pub fn check_key(device: &Path, key: &[u8]) -> Result<Integrity, DiskError> {
+    let (mut cd, integrity) = load_verified(device, key, None)?;
+    passphrase(&mut cd, device, None, key)?;
+    Ok(integrity)
+}
+
+/// Unlocks the volume on `device` as `/dev/mapper/<name>` once its header checked out
+/// ([`header`]) and, where the node knows it, has the `expected` integrity setting;
+/// then checks what the kernel runs. Returns the mapped device and the volume's
+/// integrity. (Needs device-mapper and dm-crypt: inside the node, not on a build
+/// host.)
+pub fn unlock(
+    device: &Path,
+    name: &str,
+    key: &[u8],
+    expected: Option<Integrity>,
+) -> Result<(PathBuf, Integrity), DiskError> {
+    let (mut cd, integrity) = load_verified(device, key, expected)?;
+    activate(&mut cd, device, name, key)?;
+    check_active(name, integrity)?;
+    Ok((Path::new("/dev/mapper").join(name), integrity))
+}
+
+/// Checks the kernel's table for the active volume `name` against `integrity`;
+/// closes the volume if it differs.
+fn check_active(name: &str, integrity: Integrity) -> Result<(), DiskError> {
+    use devicemapper::{DM, DevId, DmFlags, DmName, DmOptions};
+    let active = |reason: String| DiskError::Active {
+        name: name.into(),
+        reason,
+    };
+    let dm = DM::new().map_err(|e| active(format!("device-mapper: {e}")))?;
+    let dm_name = DmName::new(name).map_err(|e| active(e.to_string()))?;
+    let (_, table) = dm
+        .table_status(
+            &DevId::Name(dm_name),
+            DmOptions::default().set_flags(DmFlags::DM_STATUS_TABLE),
+        )
+        .map_err(|e| active(format!("reading its table: {e}")))?;
+    let checked = match table.as_slice() {
+        [(_, _, target, params)] => header::check_table(target, params, integrity),
+        t => Err(format!("it has {} targets, not one", t.len())),
+    };
+    if let Err(reason) = checked {
+        if let Ok(mut cd) = CryptInit::init_by_name_and_header(name, None) {
+            let _ = cd.activate_handle().deactivate(
+                name,
+                libcryptsetup_rs::consts::flags::CryptDeactivate::empty(),
+            );
+        }
+        return Err(active(reason));
+    }
+    Ok(())
 }

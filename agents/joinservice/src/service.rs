@@ -218,6 +218,7 @@ impl Join for JoinService {
         Ok(Response::new(RejoinTicket {
             disk_key,
             kubernetes,
+            state_disk_integrity: self.state_disk_integrity,
         }))
     }
 }
