@@ -187,7 +187,6 @@ pub fn run(args: &Args, mode: Mode) -> anyhow::Result<()> {
         Mode::Init => "init",
         Mode::Recover => "recover",
     };
-    let human = matches!(args.output, Output::Human);
     let want_kubeconfig = args.kubeconfig.is_some();
     let result = runtime()?.block_on(async {
         let attested = attest_node(&args.node, BTreeMap::new()).await?;
@@ -240,10 +239,9 @@ pub fn run(args: &Args, mode: Mode) -> anyhow::Result<()> {
                     )
                 })?;
             match progress.event {
+                // Stages go to stderr in both formats: stdout stays the result.
                 Some(Event::Stage(text)) => {
-                    if human {
-                        eprintln!("[{:>4} s] {text}", started.elapsed().as_secs());
-                    }
+                    eprintln!("[{:>4} s] {text}", started.elapsed().as_secs())
                 }
                 Some(Event::Done(done)) => return Ok(done),
                 None => bail!("{} sent an empty progress message", args.node.node),
