@@ -9,13 +9,18 @@
 //! | a node's state disk    | `veil/v1/disk:<uuid>`        | 64 (AES-256-XTS) |
 //! | measurement secret     | `veil/v1/measurement-secret` | 32     |
 //!
+//! The init secret ([`InitSecret`]) stands apart: the operator makes it before the
+//! first node boots, gives the node only its hash (in the node's launch
+//! configuration), and proves with it that a `veil init` is theirs.
+//!
 //! Secrets live in [`zeroize`] types, are wiped when dropped, and never appear in
-//! `Debug` output. The master-secret file is the operator's only copy; it is written
-//! once, mode 0600, and never overwritten.
+//! `Debug` output. The master-secret and init-secret files are the operator's only
+//! copies; each is written once, mode 0600, and never overwritten.
+
+mod file;
+mod init;
 
 use std::fmt;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
@@ -35,6 +40,9 @@ pub const DISK_KEY_LEN: usize = 64;
 const INFO_CLUSTER_ID: &str = "veil/v1/cluster-id";
 const INFO_DISK: &str = "veil/v1/disk:";
 const INFO_MEASUREMENT: &str = "veil/v1/measurement-secret";
+const MASTER_SECRET_FILE: &str = "master-secret file";
+
+pub use init::{INIT_SECRET_FILE, InitSecret};
 
 #[derive(Debug, Error)]
 pub enum KeyError {
@@ -42,8 +50,8 @@ pub enum KeyError {
     Length { what: &'static str, got: usize },
     #[error("'{0}' is not a partition UUID (8-4-4-4-12 hex digits)")]
     BadUuid(String),
-    #[error("{} already exists: refusing to overwrite a master secret", .0.display())]
-    Exists(PathBuf),
+    #[error("{} already exists: refusing to overwrite it (it may be the only copy of another {what})", path.display())]
+    Exists { path: PathBuf, what: &'static str },
     #[error("cannot {what} {}: {source}", path.display())]
     Io {
         what: &'static str,
@@ -51,8 +59,12 @@ pub enum KeyError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{} is not a Veil master-secret file: {reason}", path.display())]
-    Malformed { path: PathBuf, reason: String },
+    #[error("{} is not a Veil {what}: {reason}", path.display())]
+    Malformed {
+        path: PathBuf,
+        what: &'static str,
+        reason: String,
+    },
     #[error("{} can be read by others (mode {mode:o}): chmod 600 it first", path.display())]
     Permissions { path: PathBuf, mode: u32 },
 }
@@ -183,60 +195,17 @@ impl MasterSecret {
             secret: B64.encode(self.secret.as_ref()),
             salt: B64.encode(self.salt),
         };
-        let text = Zeroizing::new(serde_json::to_string_pretty(&file).map_err(|e| {
-            KeyError::Malformed {
-                path: path.into(),
-                reason: e.to_string(),
-            }
-        })?);
-        let mut out = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(|source| match source.kind() {
-                std::io::ErrorKind::AlreadyExists => KeyError::Exists(path.into()),
-                _ => KeyError::Io {
-                    what: "create",
-                    path: path.into(),
-                    source,
-                },
-            })?;
-        let io = |source| KeyError::Io {
-            what: "write",
-            path: path.into(),
-            source,
-        };
-        out.write_all(text.as_bytes()).map_err(io)?;
-        out.write_all(b"\n").map_err(io)?;
-        out.sync_all().map_err(io)
+        file::write_new_private(path, MASTER_SECRET_FILE, &file)
     }
 
     /// Reads a master-secret file; refuses one that others can read.
     pub fn read_file(path: &Path) -> Result<MasterSecret, KeyError> {
-        let io = |what| {
-            move |source| KeyError::Io {
-                what,
-                path: path.into(),
-                source,
-            }
-        };
-        let mode = std::fs::metadata(path)
-            .map_err(io("read"))?
-            .permissions()
-            .mode();
-        if mode & 0o077 != 0 {
-            return Err(KeyError::Permissions {
-                path: path.into(),
-                mode: mode & 0o777,
-            });
-        }
-        let text = Zeroizing::new(std::fs::read(path).map_err(io("read"))?);
+        let file: File = file::read_private(path, MASTER_SECRET_FILE)?;
         let malformed = |reason: String| KeyError::Malformed {
             path: path.into(),
+            what: MASTER_SECRET_FILE,
             reason,
         };
-        let file: File = serde_json::from_slice(&text).map_err(|e| malformed(e.to_string()))?;
         if file.veil_master_secret != 1 {
             return Err(malformed(format!(
                 "format version {} (this veil reads 1)",

@@ -2,7 +2,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use veil_keys::{KeyError, MasterSecret};
+use veil_keys::{InitSecret, KeyError, MasterSecret};
 
 const UUID_A: &str = "0fc63daf-8483-4772-8e79-3d69d8477de4";
 const UUID_B: &str = "4f68bce3-e8cd-4db1-96e7-fbcaf984b709";
@@ -82,7 +82,7 @@ fn file_round_trips_with_mode_0600_and_is_never_overwritten() {
     let err = MasterSecret::generate()
         .write_file(&path)
         .expect_err("exists");
-    assert!(matches!(err, KeyError::Exists(_)), "{err}");
+    assert!(matches!(err, KeyError::Exists { .. }), "{err}");
     assert_eq!(
         std::fs::read(&path).expect("bytes"),
         before,
@@ -114,4 +114,59 @@ fn unreadable_or_loose_files_are_refused_clearly() {
 
     let missing = MasterSecret::read_file(&dir.path().join("nope")).expect_err("missing");
     assert!(missing.to_string().contains("nope"), "{missing}");
+}
+
+#[test]
+fn the_init_secret_hash_is_domain_separated_sha256_and_checks_the_secret() {
+    let s = InitSecret::from_bytes(&[7; 32]).expect("bytes");
+    // Python: hashlib.sha256(b"veil/v1/init-secret\0" + bytes([7] * 32)).hexdigest()
+    assert_eq!(
+        hex::encode(s.hash()),
+        "08497f7918b75a99f0eddc8fe65f0bec9c43535a756e6b78a8363146026f2a6b"
+    );
+    assert!(s.matches(&s.hash()));
+    let other = InitSecret::from_bytes(&[8; 32]).expect("bytes");
+    assert!(!other.matches(&s.hash()), "another secret is refused");
+    let mut one_bit = s.hash();
+    one_bit[31] ^= 1;
+    assert!(!s.matches(&one_bit));
+    assert!(matches!(
+        InitSecret::from_bytes(&[7; 16]),
+        Err(KeyError::Length {
+            what: "init secret",
+            got: 16
+        })
+    ));
+    let shown = format!("{s:?}");
+    assert!(!shown.contains("[7, 7"), "{shown}");
+    assert!(shown.contains(&hex::encode(s.hash())), "{shown}");
+}
+
+#[test]
+fn the_init_secret_file_is_private_and_never_overwritten() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("init-secret.json");
+    let s = InitSecret::generate();
+    s.write_file(&path).expect("write");
+    let mode = std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    assert_eq!(InitSecret::read_file(&path).expect("read").hash(), s.hash());
+    let err = InitSecret::generate()
+        .write_file(&path)
+        .expect_err("exists");
+    assert!(err.to_string().contains("init-secret file"), "{err}");
+
+    // A master-secret file is not an init-secret file, and says so.
+    let master = dir.path().join("master.json");
+    fixed().write_file(&master).expect("write");
+    let err = InitSecret::read_file(&master).expect_err("wrong kind");
+    assert!(
+        err.to_string().contains("not a Veil init-secret file"),
+        "{err}"
+    );
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+    assert!(matches!(
+        InitSecret::read_file(&path),
+        Err(KeyError::Permissions { mode: 0o640, .. })
+    ));
 }
