@@ -181,13 +181,23 @@ cluster_checks() {
     : >"$work/exists.conf"
     expect_error "veil init --kubeconfig naming an existing file is refused before anything" "refusing to overwrite" \
         "$veil" init --node "127.0.0.1:$port" --measurements "$work/reference.json" "${tpm_ca[@]}" \
-        --master-secret "$work/unused-secret.json" --kubeconfig "$work/exists.conf"
+        --master-secret "$work/unused-secret.json" --init-secret "$work/init-secret.json" --kubeconfig "$work/exists.conf"
     expect "...and it made no master secret and touched nothing on the node" \
         bash -c "[ ! -e '$work/unused-secret.json' ] && ! grep -a -q 'veil-state ' '$console'"
+    # Whoever reaches the node first cannot initialize it: it was launched with the
+    # operator's init secret hash, and shows it in PCR 14.
+    expect "the node measured its launch configuration (the init secret's hash) into PCR 14" \
+        grep -a -q "veil-launch-config measured pcr=14 init-secret-hash=$(jq -r .initSecretHash "$work/init-secret.out")" "$console"
+    "$veil" init-secret new "$work/intruder-init-secret.json" >/dev/null
+    expect_error "veil init with another init secret is refused in the handshake (PCR 14 differs)" \
+        "launch configuration of this init secret \(PCR 14\)" \
+        "$veil" init --node "127.0.0.1:$port" --measurements "$work/reference.json" "${tpm_ca[@]}" \
+        --master-secret "$work/intruder-secret.json" --init-secret "$work/intruder-init-secret.json"
+    expect "...and the node was not touched" bash -c "! grep -a -q 'veil-state ' '$console'"
     if ! "$veil" init --node "127.0.0.1:$port" --measurements "$work/reference.json" "${tpm_ca[@]}" \
         --policy "$work/policy.json" --kubeconfig "$work/admin.conf" --api-server "$api" \
         --registry-ca "10.0.2.2:$(cat "$B/registry/port")=$B/registry/ca.pem" \
-        --master-secret "$secret" --output json >"$work/init.json" 2>"$work/init.err"; then
+        --master-secret "$secret" --init-secret "$work/init-secret.json" --output json >"$work/init.json" 2>"$work/init.err"; then
         bad "veil init: $(tail -n 5 "$work/init.err")"
         return
     fi
@@ -206,9 +216,9 @@ cluster_checks() {
     partuuid=$(grep -a -o 'veil-state created partuuid=[0-9a-f-]*' "$console" | head -n 1 | cut -d= -f2)
     expect "veil verify --cluster-id: PCR 15 holds the cluster id" \
         quiet "$veil" verify --node "127.0.0.1:$port" --measurements "$work/reference.json" "${tpm_ca[@]}" --cluster-id "$cluster"
-    expect_error "a second veil init is refused (PCR 15 set)" "already belongs to a cluster" \
+    expect_error "a second veil init, even the operator's, is refused (PCR 15 set)" "already belongs to a cluster" \
         "$veil" init --node "127.0.0.1:$port" --measurements "$work/reference.json" "${tpm_ca[@]}" \
-        --master-secret "$work/second-secret.json"
+        --master-secret "$work/second-secret.json" --init-secret "$work/init-secret.json"
     "$veil" recover --node "127.0.0.1:$port" --measurements "$work/reference.json" "${tpm_ca[@]}" \
         --master-secret "$secret" >"$work/recover-running.txt" 2>&1 || true
     expect "veil recover with the cluster's own secret on a running node changes nothing" \
@@ -220,12 +230,15 @@ cluster_checks() {
 
     # B joins through A over the node segment (A's address there, as B sees it).
     join=$(cat "$B/nodes/boot/segment-ip"):7444
-    if boot joiner --join "$join" "$B/veil.raw"; then
+    # Launched to join this cluster only: it checks the service's PCR 15.
+    if boot joiner --join "$join" --cluster-id "$cluster" "$B/veil.raw"; then
         if wait_console "$b_console" 'veil-join ok' 600; then
             ok "a second node joins through the first one's join service"
         else
             bad "a second node joins through the first one's join service: $(grep -a 'veil-join' "$b_console" | tail -n 3)"
         fi
+        expect "the joiner measured the cluster id it was launched with into PCR 14" \
+            grep -a -q "veil-launch-config measured pcr=14 init-secret-hash=none cluster-id=$cluster" "$b_console"
         expect "the joined node created its state disk (by Join) in the same cluster" \
             bash -c "grep -a -q 'veil-state created partuuid=.* by=Join' '$b_console' && grep -a -q 'veil-cluster $cluster' '$b_console'"
         b_partuuid=$(grep -a -o 'veil-state created partuuid=[0-9a-f-]*' "$b_console" | head -n 1 | cut -d= -f2)
@@ -418,7 +431,7 @@ integrity_checks() {
     local console=$B/nodes/sealed/console.log secret=$work/sealed-secret.json port cluster
     port=$(cat "$B/nodes/sealed/agent-port")
     if ! "$veil" init --node "127.0.0.1:$port" --measurements "$work/reference.json" "${tpm_ca[@]}" \
-        --master-secret "$secret" --state-disk-integrity --output json >"$work/sealed.json" 2>"$work/sealed.err"; then
+        --master-secret "$secret" --init-secret "$work/init-secret.json" --state-disk-integrity --output json >"$work/sealed.json" 2>"$work/sealed.err"; then
         bad "veil init --state-disk-integrity: $(grep -v -E '^ +([0-9]+:|at )' "$work/sealed.err" | tail -n 4)"
         return
     fi
@@ -446,14 +459,17 @@ integrity_checks() {
 
 # The nodes must not outlive a failed check or an error exit.
 trap 'for n in boot joiner tampered sealed; do "$VEIL_ROOT/ci/boot-node" --stop $n >/dev/null 2>&1 || true; done; rm -rf "$work"' EXIT
-if boot boot "$B/veil.raw"; then
+# The operator's init secret; the first nodes are launched with its hash.
+"$veil" init-secret new --output json "$work/init-secret.json" >"$work/init-secret.out"
+init_hash=$(jq -r .initSecretHash "$work/init-secret.out")
+if boot boot --init-secret-hash "$init_hash" "$B/veil.raw"; then
     ok "a fresh node boots for cluster bootstrap"
     cluster_checks
 else
     bad "a fresh node boots for cluster bootstrap"
 fi
 for n in boot joiner tampered; do "$VEIL_ROOT/ci/boot-node" --stop $n >/dev/null 2>&1 || true; done
-if boot sealed --disk-size 1536M "$B/veil.raw"; then
+if boot sealed --disk-size 1536M --init-secret-hash "$init_hash" "$B/veil.raw"; then
     integrity_checks
 else
     bad "a fresh node boots for an integrity-protected cluster"

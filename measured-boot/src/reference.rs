@@ -18,6 +18,11 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::BTreeMap;
 use std::fmt;
 
+/// The PCRs that pin what boots: the UKI (4), what its stub and kernel loaded from it,
+/// the command line with the dm-verity root hash among it (9), and the UKI's sections
+/// and boot phase (11).
+pub const BOOT_CHAIN_PCRS: [u32; 3] = [4, 9, 11];
+
 /// The whole file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReferenceMeasurements {
@@ -164,9 +169,52 @@ impl ReferenceMeasurements {
         serde_json::from_str(s)
     }
 
+    /// Which of [`BOOT_CHAIN_PCRS`] this reference does not enforce (absent or
+    /// warn-only): a cluster's reference must leave none out, or a node running any
+    /// kernel and command line would match it.
+    pub fn unenforced_boot_chain(&self) -> Vec<u32> {
+        BOOT_CHAIN_PCRS
+            .into_iter()
+            .filter(|i| self.pcrs.get(i).is_none_or(|p| p.warn_only))
+            .collect()
+    }
+
     /// Pretty JSON.
     pub fn to_json(&self) -> String {
         // Serialising these types cannot fail (string keys, no non-finite floats).
         serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reference(pcrs: &[(u32, bool)]) -> ReferenceMeasurements {
+        let zero = "00".repeat(32);
+        let pcrs: Vec<String> = pcrs
+            .iter()
+            .map(|(i, warn)| format!(r#""{i}":{{"expected":"{zero}","warnOnly":{warn}}}"#))
+            .collect();
+        ReferenceMeasurements::from_json(&format!(
+            r#"{{"pcrs":{{{}}},"image":{{"ukiSha256":"{zero}","roothash":"{zero}","osRelease":{{}},"kernelVersion":"k"}}}}"#,
+            pcrs.join(",")
+        ))
+        .expect("reference")
+    }
+
+    #[test]
+    fn a_reference_that_leaves_the_boot_chain_out_says_which_pcrs() {
+        assert_eq!(reference(&[]).unenforced_boot_chain(), vec![4, 9, 11]);
+        assert_eq!(
+            reference(&[(4, false), (9, true), (12, false)]).unenforced_boot_chain(),
+            vec![9, 11],
+            "warn-only enforces nothing"
+        );
+        assert!(
+            reference(&[(4, false), (9, false), (11, false), (13, true)])
+                .unenforced_boot_chain()
+                .is_empty()
+        );
     }
 }

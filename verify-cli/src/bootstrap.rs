@@ -17,8 +17,10 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow, bail};
-use veil_keys::{ClusterId, MasterSecret};
+use measured_boot::reference::ReferenceMeasurements;
+use veil_keys::{ClusterId, InitSecret, MasterSecret};
 use veil_protocol::MAX_MESSAGE;
+use veil_protocol::launch::{LAUNCH_PCR, LaunchConfig};
 use veil_protocol::pb::bootstrap::bootstrap_client::BootstrapClient;
 use veil_protocol::pb::bootstrap::progress::Event;
 use veil_protocol::pb::bootstrap::{
@@ -37,6 +39,11 @@ pub struct Args {
     /// `veil recover`.
     #[arg(long)]
     master_secret: PathBuf,
+    /// `veil init` only, and required there: the init secret (`veil init-secret new`)
+    /// whose hash the node was launched with. The node's quote must show that hash
+    /// in its launch configuration (PCR 14) before anything is sent.
+    #[arg(long)]
+    init_secret: Option<PathBuf>,
     /// `veil init` only: the cluster's state disks are authenticated as well as
     /// encrypted (LUKS2 with dm-integrity, HMAC-SHA256 per 4 KiB sector). Creating a
     /// disk then writes all of it once, and the tags take about 1% of it.
@@ -123,6 +130,30 @@ fn write_new_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         .with_context(|| format!("syncing {}", path.display()))
 }
 
+/// A reference that leaves the boot chain unenforced would let the cluster admit
+/// nodes running anything: refused here, before a secret is made (the node refuses it
+/// too).
+fn check_reference_enforces(path: &Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading reference measurements {}", path.display()))?;
+    let reference = ReferenceMeasurements::from_json(&text)
+        .with_context(|| format!("{} is not a reference measurements file", path.display()))?;
+    let unenforced = reference.unenforced_boot_chain();
+    if !unenforced.is_empty() {
+        bail!(
+            "{} does not enforce PCR {}: a cluster with it would admit nodes running any \
+             kernel or command line",
+            path.display(),
+            unenforced
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(())
+}
+
 fn kubernetes_settings(args: &Args) -> anyhow::Result<KubernetesSettings> {
     let mut registry_cas = std::collections::HashMap::new();
     for spec in &args.registry_ca {
@@ -159,6 +190,30 @@ pub fn run(args: &Args, mode: Mode) -> anyhow::Result<()> {
              settings of veil init; a recovered cluster keeps its own"
         );
     }
+    // Init is the operator's: the node takes it only with the init secret, and must
+    // show (PCR 14) that it expects this one. Recover needs the master secret alone.
+    let init_secret = match (mode, &args.init_secret) {
+        (Mode::Init, Some(path)) => Some(InitSecret::read_file(path)?),
+        (Mode::Init, None) => bail!(
+            "veil init needs --init-secret FILE: the init secret whose hash the node was \
+             launched with (make one with veil init-secret new FILE)"
+        ),
+        (Mode::Recover, Some(_)) => {
+            bail!(
+                "--init-secret is for veil init; veil recover proves itself with the master secret"
+            )
+        }
+        (Mode::Recover, None) => None,
+    };
+    let mut extra = BTreeMap::new();
+    if let Some(secret) = &init_secret {
+        let launch = LaunchConfig {
+            init_secret_hash: Some(secret.hash()),
+            cluster_id: None,
+        };
+        extra.insert(LAUNCH_PCR, (launch.expected_pcr(), false));
+        check_reference_enforces(&args.node.measurements)?;
+    }
     // Refuse before anything happens, not after the node did the work.
     if let Some(k) = &args.kubeconfig {
         if k.exists() {
@@ -189,17 +244,25 @@ pub fn run(args: &Args, mode: Mode) -> anyhow::Result<()> {
     };
     let want_kubeconfig = args.kubeconfig.is_some();
     let result = runtime()?.block_on(async {
-        let attested = attest_node(&args.node, BTreeMap::new()).await?;
-        if !attested.report.ok {
-            // Show why the node was refused.
-            attested.report.print(Output::Human)?;
-            bail!(
-                "{} did not match the reference measurements: the master secret was not sent",
-                args.node.node
-            );
-        }
-        let mut client =
-            BootstrapClient::new(attested.channel).max_decoding_message_size(MAX_MESSAGE);
+        let attested = attest_node(&args.node, extra, true).await?;
+        let channel = match attested.channel {
+            Some(channel) if attested.report.ok => channel,
+            _ => {
+                // Show why the node was refused.
+                attested.report.print(Output::Human)?;
+                bail!(
+                    "{} did not match the reference measurements{}: the master secret was \
+                     not sent",
+                    args.node.node,
+                    if init_secret.is_some() {
+                        " and the launch configuration of this init secret (PCR 14)"
+                    } else {
+                        ""
+                    }
+                );
+            }
+        };
+        let mut client = BootstrapClient::new(channel).max_decoding_message_size(MAX_MESSAGE);
         let refused =
             |s: tonic::Status| anyhow!("{} refused {verb}: {}", args.node.node, s.message());
         let mut stream = match mode {
@@ -212,6 +275,10 @@ pub fn run(args: &Args, mode: Mode) -> anyhow::Result<()> {
                     platform_policy: attested.policy_text.unwrap_or_default(),
                     kubernetes,
                     admin_kubeconfig: want_kubeconfig,
+                    init_secret: init_secret
+                        .as_ref()
+                        .map(|s| s.secret().to_vec())
+                        .unwrap_or_default(),
                 })
                 .await
                 .map_err(refused)?

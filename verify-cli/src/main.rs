@@ -1,10 +1,12 @@
 //! `veil`: the one tool outside the image. It recomputes an image's expected
 //! measurements (`veil measure`), verifies nodes (`veil verify`), and starts or
 //! recovers a cluster by handing its master secret to an attested node only
-//! (`veil init`, `veil recover`).
+//! (`veil init`, authorized by the init secret of `veil init-secret`, and
+//! `veil recover`).
 
 mod bootstrap;
 mod eventlog;
+mod init_secret;
 mod measure;
 mod verify;
 
@@ -28,6 +30,8 @@ enum Command {
     Eventlog(eventlog::Args),
     /// Attest a running node and compare its PCRs with reference measurements.
     Verify(verify::Args),
+    /// Make the init secret the first node is launched with (its hash), or show its hash.
+    InitSecret(init_secret::Args),
     /// Start a cluster: make its master secret and give it to an attested first node.
     Init(bootstrap::Args),
     /// Give an attested node its cluster's master secret again (full restart).
@@ -56,6 +60,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
                 return Ok(std::process::ExitCode::FAILURE);
             }
         }
+        Command::InitSecret(args) => init_secret::run(&args)?,
         Command::Init(args) => bootstrap::run(&args, bootstrap::Mode::Init)?,
         Command::Recover(args) => bootstrap::run(&args, bootstrap::Mode::Recover)?,
     }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use anyhow::{Context, anyhow};
 use measured_boot::reference::ReferenceMeasurements;
 use measured_boot::{Digest, EventLog, diff_reference_against_log};
-use veil_atls::VerifierValidator;
+use veil_atls::{PcrValidator, VerifierValidator};
 use veil_attest::tpm::{EkTrust, TpmVerifier};
 use veil_attest::{
     EvidencePlatform, PcrCheck, PcrOutcome, PlatformPolicy, PlatformVerifier, Verified, check_pcrs,
@@ -62,7 +62,8 @@ pub struct Args {
 
 /// An attested node: the aTLS channel to it and how it compared with the reference.
 pub struct Attested {
-    pub channel: tonic::transport::Channel,
+    /// None when the handshake itself refused the node (enforced PCRs differ).
+    pub channel: Option<tonic::transport::Channel>,
     pub report: Report,
     /// The reference measurements file's text, as checked against.
     pub reference_text: String,
@@ -113,7 +114,7 @@ pub fn run(args: &Args) -> anyhow::Result<bool> {
         extra.insert(15, (cluster_pcr(&id.0), false));
     }
     let runtime = runtime()?;
-    let attested = runtime.block_on(attest_node(&args.node, extra))?;
+    let attested = runtime.block_on(attest_node(&args.node, extra, false))?;
     attested.report.print(args.output)?;
     Ok(attested.report.ok)
 }
@@ -128,9 +129,16 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// Attests the node and compares it with the reference (plus `extra` expectations:
 /// PCR → (value, warn-only)); the channel stays open for calls that need a verified
 /// node.
+///
+/// With `enforce`, the comparison happens inside the handshake (veil-atls'
+/// [`PcrValidator`]): a node that differs gets no channel at all, and every
+/// reconnect of the channel is held to the same values, so a call that carries a
+/// secret can never travel over a connection whose PCRs were not compared. Without
+/// it (`veil verify`), a differing node is only reported.
 pub async fn attest_node(
     args: &NodeArgs,
     extra: BTreeMap<u32, ([u8; 32], bool)>,
+    enforce: bool,
 ) -> anyhow::Result<Attested> {
     let reference_text = String::from_utf8(read(&args.measurements, "reference measurements")?)
         .with_context(|| format!("{} is not UTF-8 text", args.measurements.display()))?;
@@ -154,13 +162,14 @@ pub async fn attest_node(
         }
     };
 
-    let (channel, verified, info) = attest(&args.node, verifier).await?;
     let mut expected: BTreeMap<u32, ([u8; 32], bool)> = reference
         .pcrs
         .iter()
         .map(|(&i, p)| (i, (p.expected.0, p.warn_only)))
         .collect();
     expected.extend(extra);
+    let (channel, verified, info) =
+        attest(&args.node, verifier, enforce.then(|| expected.clone())).await?;
     let checks = check_pcrs(&verified.pcrs, &expected);
     let ok = checks.iter().all(|c| {
         !matches!(
@@ -216,19 +225,33 @@ fn platform_facts(verified: &Verified) -> Vec<(&'static str, String)> {
 }
 
 /// Activates the node's AK over plain gRPC, then takes its quote from a one-way aTLS
-/// handshake and asks, over that channel, what the node is.
+/// handshake and asks, over that channel, what the node is. With `enforce`, the
+/// handshake refuses a node whose PCRs differ from those values: then there is no
+/// channel, only what the refused evidence proved.
 async fn attest(
     node: &str,
     mut verifier: PlatformVerifier,
-) -> anyhow::Result<(tonic::transport::Channel, Verified, NodeInfo)> {
+    enforce: Option<BTreeMap<u32, ([u8; 32], bool)>>,
+) -> anyhow::Result<(Option<tonic::transport::Channel>, Verified, NodeInfo)> {
     let channel = veil_protocol::client::plain(node).await?;
     let ak = veil_protocol::activation::activate_peer(channel, node, verifier.tpm()).await?;
     verifier.tpm_mut().add_trusted_ak(ak);
 
-    let (channel, verified) =
-        veil_protocol::client::atls(node, None, Arc::new(VerifierValidator(verifier)))
+    let (channel, verified) = match enforce {
+        None => veil_protocol::client::atls(node, None, Arc::new(VerifierValidator(verifier)))
             .await
-            .with_context(|| format!("attesting {node}"))?;
+            .with_context(|| format!("attesting {node}"))?,
+        Some(expected) => {
+            let validator = Arc::new(PcrValidator::new(VerifierValidator(verifier), expected));
+            match veil_protocol::client::atls(node, None, validator.clone()).await {
+                Ok(done) => done,
+                Err(e) => match validator.last_refused() {
+                    Some(verified) => return Ok((None, verified, NodeInfo::default())),
+                    None => return Err(anyhow::Error::new(e).context(format!("attesting {node}"))),
+                },
+            }
+        }
+    };
     let info = AttestationClient::new(channel.clone())
         .max_decoding_message_size(MAX_MESSAGE)
         .get_node_info(GetNodeInfoRequest {})
@@ -240,7 +263,7 @@ async fn attest(
             )
         })?
         .into_inner();
-    Ok((channel, verified, info))
+    Ok((Some(channel), verified, info))
 }
 
 /// Names the component behind each differing PCR from the node's event logs. They

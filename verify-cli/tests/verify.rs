@@ -14,22 +14,52 @@ struct Node {
     _tpm: Swtpm,
     addr: String,
     ca: &'static LocalCa,
+    init_secret: std::path::PathBuf,
     dir: tempfile::TempDir,
 }
 
+/// The hash of a new init secret that `veil init-secret new` writes to `file`.
+fn new_init_secret(file: &std::path::Path) -> [u8; 32] {
+    let out = Command::new(env!("CARGO_BIN_EXE_veil"))
+        .args(["init-secret", "new", "--output", "json"])
+        .arg(file)
+        .output()
+        .expect("run veil init-secret");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let hash = hex::decode(v["initSecretHash"].as_str().expect("hash")).expect("hex");
+    hash.try_into().expect("32 bytes")
+}
+
+/// A node launched with the hash of the init secret in its dir's `init-secret.json`.
 fn node() -> Node {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hash = new_init_secret(&dir.path().join("init-secret.json"));
+    node_launched(
+        dir,
+        veil_protocol::launch::LaunchConfig {
+            init_secret_hash: Some(hash),
+            cluster_id: None,
+        },
+    )
+}
+
+fn node_launched(dir: tempfile::TempDir, launch: veil_protocol::launch::LaunchConfig) -> Node {
     let ca = LocalCa::shared();
     let tpm = Swtpm::start(ca);
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr").to_string();
-    let dir = tempfile::tempdir().expect("tempdir");
     // A firmware log with no extends: it replays to the fresh swtpm's all-zero PCRs.
     let log = dir.path().join("bios.log");
     std::fs::write(&log, measured_boot::testing::tcg_log(&[])).expect("log");
     let mut config = TpmAttesterConfig::with_tcti(tpm.tcti());
     config.event_log = Some(log);
     config.systemd_log = None;
-    veil_bootstrapper::attestation::start(config, listener, None, None, ("/".into(), None))
+    veil_bootstrapper::attestation::start(config, listener, None, None, ("/".into(), None), launch)
         .expect("start endpoint");
     std::fs::write(dir.path().join("root.pem"), ca.root_pem()).expect("root");
     std::fs::write(dir.path().join("issuer.pem"), ca.intermediate_pem()).expect("issuer");
@@ -37,6 +67,7 @@ fn node() -> Node {
         _tpm: tpm,
         addr,
         ca,
+        init_secret: dir.path().join("init-secret.json"),
         dir,
     }
 }
@@ -48,6 +79,7 @@ fn reference(node: &Node, pcr4: &str) -> std::path::PathBuf {
         r#"{{"pcrs": {{"4": {{"expected": "{pcr4}", "warnOnly": false,
                             "events": [{{"component": "UKI PE hash", "digest": "{pcr4}"}}]}},
                      "9": {{"expected": "{zero}", "warnOnly": false}},
+                     "11": {{"expected": "{zero}", "warnOnly": false}},
                      "12": {{"expected": "{zero}", "warnOnly": true}}}},
             "image": {{"ukiSha256": "{zero}", "osRelease": {{}}}}}}"#
     );
@@ -131,6 +163,18 @@ fn veil(node: &Node, args: &[&str], reference: &std::path::Path) -> std::process
     veil_trusting(node, args, reference, "root.pem")
 }
 
+/// `veil init` with the operator's init secret (the node's dir's) and `secret` as the
+/// master-secret file.
+fn init_args<'a>(node: &'a Node, secret: &'a std::path::Path) -> Vec<&'a str> {
+    vec![
+        "init",
+        "--master-secret",
+        secret.to_str().expect("utf-8"),
+        "--init-secret",
+        node.init_secret.to_str().expect("utf-8"),
+    ]
+}
+
 #[test]
 fn cluster_id_is_checked_against_pcr_15() {
     let n = node();
@@ -164,11 +208,7 @@ fn init_sends_nothing_to_a_node_that_does_not_match() {
     let n = node();
     let bad = reference(&n, &"ab".repeat(32));
     let secret = n.dir.path().join("master.json");
-    let out = veil(
-        &n,
-        &["init", "--master-secret", secret.to_str().expect("utf-8")],
-        &bad,
-    );
+    let out = veil(&n, &init_args(&n, &secret), &bad);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -182,11 +222,7 @@ fn init_sends_nothing_to_a_node_that_does_not_match() {
     // The file was written first and is never overwritten by a second init.
     let before = std::fs::read(&secret).expect("master secret written");
     let good = reference(&n, &"00".repeat(32));
-    let out = veil(
-        &n,
-        &["init", "--master-secret", secret.to_str().expect("utf-8")],
-        &good,
-    );
+    let out = veil(&n, &init_args(&n, &secret), &good);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("already exists"), "{stderr}");
@@ -200,11 +236,7 @@ fn init_on_a_node_without_a_state_disk_says_so() {
     let n = node();
     let good = reference(&n, &"00".repeat(32));
     let secret = n.dir.path().join("master.json");
-    let out = veil(
-        &n,
-        &["init", "--master-secret", secret.to_str().expect("utf-8")],
-        &good,
-    );
+    let out = veil(&n, &init_args(&n, &secret), &good);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("refused init"), "{stderr}");
@@ -248,4 +280,97 @@ fn platform_policy_file_is_read_and_its_mistakes_named() {
         "{stderr}"
     );
     assert!(stderr.contains("unknown field `minTCB`"), "{stderr}");
+}
+
+#[test]
+fn init_needs_the_init_secret_the_node_was_launched_with() {
+    let n = node();
+    let good = reference(&n, &"00".repeat(32));
+    let secret = n.dir.path().join("master.json");
+    let path = secret.to_str().expect("utf-8");
+
+    // Without an init secret: refused before anything, no master secret made.
+    let out = veil(&n, &["init", "--master-secret", path], &good);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("veil init needs --init-secret"), "{stderr}");
+    assert!(!secret.exists(), "no master secret was made");
+
+    // A reference that leaves PCR 11 out: refused before anything.
+    let zero = "00".repeat(32);
+    let loose = n.dir.path().join("loose.json");
+    std::fs::write(
+        &loose,
+        format!(
+            r#"{{"pcrs": {{"4": {{"expected": "{zero}", "warnOnly": false}},
+                          "9": {{"expected": "{zero}", "warnOnly": false}},
+                          "11": {{"expected": "{zero}", "warnOnly": true}}}},
+                "image": {{"ukiSha256": "{zero}", "osRelease": {{}}}}}}"#
+        ),
+    )
+    .expect("write");
+    let out = veil(&n, &init_args(&n, &secret), &loose);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("does not enforce PCR 11"), "{stderr}");
+    assert!(!secret.exists(), "no master secret was made");
+
+    // Another operator's init secret: the node's PCR 14 shows it expects a different
+    // one, so the handshake is refused and nothing is sent.
+    let other = n.dir.path().join("other-init-secret.json");
+    new_init_secret(&other);
+    let out = veil(
+        &n,
+        &[
+            "init",
+            "--master-secret",
+            path,
+            "--init-secret",
+            other.to_str().expect("utf-8"),
+        ],
+        &good,
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("launch configuration of this init secret (PCR 14)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("the master secret was not sent"),
+        "{stderr}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains("14") && l.contains("DIFFERS")),
+        "{stdout}"
+    );
+    std::fs::remove_file(&secret).expect("the refused init's master secret");
+
+    // The operator's own secret gets past the handshake (this in-process node serves
+    // no Bootstrap: it runs on a host, never touching its disks).
+    let out = veil(&n, &init_args(&n, &secret), &good);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("refused init"), "{stderr}");
+}
+
+#[test]
+fn a_node_launched_without_an_init_secret_hash_is_refused_before_the_secret_is_sent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    new_init_secret(&dir.path().join("init-secret.json"));
+    let n = node_launched(dir, veil_protocol::launch::LaunchConfig::default());
+    let good = reference(&n, &"00".repeat(32));
+    let secret = n.dir.path().join("master.json");
+    let out = veil(&n, &init_args(&n, &secret), &good);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("the master secret was not sent"),
+        "{stderr}"
+    );
+    // veil verify (which only reports) shows the node's PCR 14 all the same.
+    let out = verify(&n, &good, "root.pem");
+    assert!(out.status.success());
 }

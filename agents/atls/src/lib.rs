@@ -33,10 +33,11 @@ mod verify;
 pub use client::connect;
 pub use server::{ClientAuth, accept};
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use thiserror::Error;
-use veil_attest::{Attester, Evidence, Verified, Verifier};
+use veil_attest::{Attester, Evidence, Verified, Verifier, compare_pcrs};
 
 /// The ALPN protocol an aTLS connection speaks.
 pub const ALPN: &[u8] = b"veil-atls/1";
@@ -97,5 +98,46 @@ impl<V: Verifier + Send + Sync> EvidenceValidator for VerifierValidator<V> {
         self.0
             .verify(&evidence, user_data)
             .map_err(|e| AtlsError::Refused(e.to_string()))
+    }
+}
+
+/// A validator that also holds the peer to reference PCR values, inside the
+/// handshake: a peer whose enforced PCRs differ is refused before any call can reach
+/// it, on the first connection and on every reconnect. The evidence of the last
+/// refusal is kept ([`Self::last_refused`]) so that a caller can explain it.
+pub struct PcrValidator<V> {
+    inner: V,
+    expected: BTreeMap<u32, ([u8; 32], bool)>,
+    refused: Mutex<Option<Verified>>,
+}
+
+impl<V: EvidenceValidator> PcrValidator<V> {
+    /// `expected`: PCR → (value, warn-only).
+    pub fn new(inner: V, expected: BTreeMap<u32, ([u8; 32], bool)>) -> Self {
+        PcrValidator {
+            inner,
+            expected,
+            refused: Mutex::new(None),
+        }
+    }
+
+    /// What the last peer refused for its PCRs proved (its evidence did verify).
+    pub fn last_refused(&self) -> Option<Verified> {
+        self.refused.lock().ok().and_then(|mut r| r.take())
+    }
+}
+
+impl<V: EvidenceValidator> EvidenceValidator for PcrValidator<V> {
+    fn validate(&self, evidence: &[u8], user_data: &[u8; 32]) -> Result<Verified, AtlsError> {
+        let verified = self.inner.validate(evidence, user_data)?;
+        match compare_pcrs(&verified.pcrs, &self.expected) {
+            Ok(_) => Ok(verified),
+            Err(e) => {
+                if let Ok(mut r) = self.refused.lock() {
+                    *r = Some(verified);
+                }
+                Err(AtlsError::Refused(e.to_string()))
+            }
+        }
     }
 }

@@ -53,7 +53,12 @@ pub async fn serve(
     platform: &str,
     node: Option<Node>,
 ) -> Result<()> {
-    let (plain, atls) = veil_protocol::server::split(listener, tpm.clone(), ClientAuth::Anonymous);
+    let (plain, atls) = veil_protocol::server::split(
+        listener,
+        tpm.clone(),
+        ClientAuth::Anonymous,
+        Default::default(),
+    );
     let bootstrap = node.map(|node| {
         BootstrapServer::new(BootstrapService::new(node)).max_decoding_message_size(MAX_MESSAGE)
     });
@@ -91,6 +96,7 @@ pub fn start(
     root_dev: Option<String>,
     join: Option<JoinConfig>,
     host: (std::path::PathBuf, Option<std::net::Ipv4Addr>),
+    launch: veil_protocol::launch::LaunchConfig,
 ) -> Result<()> {
     let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
     let platform = match &config.hardware {
@@ -109,12 +115,31 @@ pub fn start(
                 eprintln!("veil-attestation-error {what}");
                 std::process::exit(1);
             };
-            let attester = TpmAttester::open(&config).unwrap_or_else(|e| {
+            let mut attester = TpmAttester::open(&config).unwrap_or_else(|e| {
                 fail(format!(
                     "opening the TPM ({}) for attestation: {e}",
                     config.tcti
                 ))
             });
+            // Before any verifier sees a quote, and before Init is served.
+            match crate::launch::measure(&mut attester, &launch) {
+                Ok(extended) => println!(
+                    "veil-launch-config {} pcr={} init-secret-hash={} cluster-id={}",
+                    if extended {
+                        "measured"
+                    } else {
+                        "measured-already"
+                    },
+                    veil_protocol::launch::LAUNCH_PCR,
+                    launch
+                        .init_secret_hash
+                        .map_or("none".into(), |h| crate::hex_lower(&h)),
+                    launch
+                        .cluster_id
+                        .map_or("none".into(), |h| crate::hex_lower(&h)),
+                ),
+                Err(e) => fail(format!("measuring the launch configuration: {e}")),
+            }
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .thread_name("agent-port")
@@ -126,8 +151,11 @@ pub fn start(
                     .context("registering the agent port's listener")?;
                 tracing::info!(port, "attestation endpoint serving");
                 let tpm: SharedTpm = Arc::new(AttesterIssuer(Mutex::new(attester)));
-                let node =
-                    root_dev.map(|dev| Node::new(tpm.clone(), dev).with_kubernetes(host.0, host.1));
+                let node = root_dev.map(|dev| {
+                    Node::new(tpm.clone(), dev)
+                        .with_kubernetes(host.0, host.1)
+                        .with_launch(launch)
+                });
                 if let (Some(node), Some(join)) = (&node, join) {
                     tokio::spawn(crate::join::run(node.clone(), join));
                 }

@@ -24,7 +24,8 @@ use tonic::{Request, Response, Status};
 use veil_attest::PlatformPolicy;
 use veil_attest::tpm::TpmAttester;
 use veil_disk::Integrity;
-use veil_keys::{ClusterId, MasterSecret};
+use veil_keys::{ClusterId, InitSecret, MasterSecret};
+use veil_protocol::launch::{FW_CFG_INIT_SECRET_HASH, LaunchConfig};
 use veil_protocol::paths;
 use veil_protocol::paths::NodeRecord;
 use veil_protocol::pb::bootstrap::bootstrap_server::Bootstrap;
@@ -57,6 +58,8 @@ pub struct Node {
     ip: Option<Ipv4Addr>,
     /// Kubernetes in this boot.
     kube: SharedStatus,
+    /// What the node was launched with (measured into PCR 14 before serving).
+    launch: LaunchConfig,
 }
 
 /// How the node came by its state disk key.
@@ -97,7 +100,18 @@ impl Node {
             kubernetes: false,
             ip: None,
             kube: Arc::new(Mutex::new(KubeStatus::Down)),
+            launch: LaunchConfig::default(),
         }
+    }
+
+    /// The launch configuration the node measured (without one, Init is refused).
+    pub fn with_launch(mut self, launch: LaunchConfig) -> Self {
+        self.launch = launch;
+        self
+    }
+
+    pub fn launch(&self) -> &LaunchConfig {
+        &self.launch
     }
 
     /// Runs Kubernetes once admitted; `ip` is its address among the nodes if fixed.
@@ -351,11 +365,23 @@ impl BootstrapService {
             settings,
         }) = &init
         {
-            ReferenceMeasurements::from_json(reference).map_err(|e| {
+            let parsed = ReferenceMeasurements::from_json(reference).map_err(|e| {
                 Status::invalid_argument(format!(
                     "the Init request's reference measurements do not parse: {e}"
                 ))
             })?;
+            let unenforced = parsed.unenforced_boot_chain();
+            if !unenforced.is_empty() {
+                return Err(Status::invalid_argument(format!(
+                    "the Init request's reference measurements do not enforce PCR {}: the \
+                     join service would admit nodes running any kernel or command line",
+                    unenforced
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
             if let Some(policy) = policy {
                 PlatformPolicy::from_json("the Init request's platform policy", policy)
                     .map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -412,7 +438,7 @@ struct InitSettings {
 
 /// PCR 15 after extending a zero PCR with `cluster` once: what a node admitted to
 /// that cluster in this boot holds.
-fn admitted_value(cluster: &ClusterId) -> [u8; 32] {
+pub fn admitted_value(cluster: &ClusterId) -> [u8; 32] {
     use sha2::Digest;
     let mut h = sha2::Sha256::new();
     h.update([0u8; 32]);
@@ -601,6 +627,33 @@ fn unlock(
     )
 }
 
+/// Init is the operator's: the caller must send the init secret whose hash the node
+/// was launched with (and measured). Checked before anything else.
+fn authorize_init(
+    node: &Node,
+    secret: Result<InitSecret, veil_keys::KeyError>,
+) -> Result<(), Status> {
+    let Some(expected) = node.launch.init_secret_hash else {
+        return Err(Status::permission_denied(format!(
+            "this node was launched without an init secret hash ({}): it takes no Init, \
+             only joins a cluster",
+            FW_CFG_INIT_SECRET_HASH
+                .rsplit_once("/by_name/")
+                .map_or(FW_CFG_INIT_SECRET_HASH, |(_, p)| p)
+                .trim_end_matches("/raw")
+        )));
+    };
+    let secret = secret
+        .map_err(|e| Status::permission_denied(format!("the Init request's init secret: {e}")))?;
+    if !secret.matches(&expected) {
+        tracing::warn!("refused an Init with the wrong init secret");
+        return Err(Status::permission_denied(
+            "the init secret is not the one this node was launched with: Init refused",
+        ));
+    }
+    Ok(())
+}
+
 fn kubernetes_settings(
     k: Option<veil_protocol::pb::bootstrap::KubernetesSettings>,
 ) -> paths::KubernetesSettings {
@@ -622,7 +675,10 @@ impl Bootstrap for BootstrapService {
         &self,
         request: Request<InitRequest>,
     ) -> Result<Response<ProgressStream>, Status> {
-        let r = request.into_inner();
+        let mut r = request.into_inner();
+        let secret = InitSecret::from_bytes(&r.init_secret);
+        r.init_secret.zeroize();
+        authorize_init(&self.node, secret)?;
         if r.reference_measurements.is_empty() {
             return Err(Status::invalid_argument(
                 "the Init request carries no reference measurements: the node could not \
@@ -630,17 +686,17 @@ impl Bootstrap for BootstrapService {
             ));
         }
         let init = InitSettings {
-            reference: r.reference_measurements,
-            policy: Some(r.platform_policy).filter(|p| !p.is_empty()),
+            reference: std::mem::take(&mut r.reference_measurements),
+            policy: Some(std::mem::take(&mut r.platform_policy)).filter(|p| !p.is_empty()),
             settings: paths::ClusterSettings {
                 state_disk_integrity: r.state_disk_integrity,
-                kubernetes: kubernetes_settings(r.kubernetes),
+                kubernetes: kubernetes_settings(r.kubernetes.take()),
             },
         };
         self.handle(
             Admission::Init,
-            r.master_secret,
-            r.salt,
+            std::mem::take(&mut r.master_secret),
+            std::mem::take(&mut r.salt),
             Some(init),
             r.admin_kubeconfig,
         )
@@ -650,11 +706,11 @@ impl Bootstrap for BootstrapService {
         &self,
         request: Request<RecoverRequest>,
     ) -> Result<Response<ProgressStream>, Status> {
-        let r = request.into_inner();
+        let mut r = request.into_inner();
         self.handle(
             Admission::Recover,
-            r.master_secret,
-            r.salt,
+            std::mem::take(&mut r.master_secret),
+            std::mem::take(&mut r.salt),
             None,
             r.admin_kubeconfig,
         )

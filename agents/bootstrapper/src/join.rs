@@ -4,11 +4,15 @@
 //!
 //! The join service's address is not trusted (QEMU's fw_cfg here, a cloud's instance
 //! metadata elsewhere; neither is measured); the service at it is. Before the joiner
-//! sends anything it checks that the service's quote comes from a TPM its TPM CA (in
-//! the image) certified, that the service runs the very UKI the joiner runs (PCRs 4
-//! and 9 equal its own), and that it belongs to a cluster (PCR 15 set). The service
-//! has checked the joiner against the cluster's reference measurements in the same
-//! handshake.
+//! asks for anything it checks the service as strictly as the service checks it: the
+//! quote comes from a TPM its TPM CA (in the image) certified; the service runs the
+//! very image the joiner runs, booted the same way and fully booted (PCRs 4, 9, 11,
+//! 12 and 13 equal its own: both are past systemd's "ready" phase, since the
+//! bootstrapper starts after `systemd-pcrphase.service`); and it belongs to a cluster
+//! (PCR 15 set) — to the cluster the node was launched to join, when its measured
+//! launch configuration names one (PCR 15 equal to that id extended once). The
+//! service has checked the joiner against the cluster's reference measurements in the
+//! same handshake.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -39,9 +43,10 @@ pub const FW_CFG_JOIN_ENDPOINT: &str =
 /// The node's role, if given the same way (`worker` unless it says `control-plane`).
 pub const FW_CFG_ROLE: &str = "sys/firmware/qemu_fw_cfg/by_name/opt/veil/role/raw";
 
-/// PCRs a join service must share with the joiner: the UKI (4) and what its stub and
-/// kernel loaded from it (9).
-pub const SAME_AS_OURS: [u32; 2] = [4, 9];
+/// PCRs a join service must share with the joiner: the UKI (4), what its stub and
+/// kernel loaded from it (9), its sections and boot phase (11), the stub's
+/// credentials and configuration (12) and system extensions (13).
+pub const SAME_AS_OURS: [u32; 5] = [4, 9, 11, 12, 13];
 /// Pause between attempts.
 pub const RETRY_AFTER: Duration = Duration::from_secs(3);
 /// Longest the talking part of one attempt may take (activation both ways, the
@@ -53,6 +58,9 @@ pub struct JoinConfig {
     pub endpoint: String,
     pub trust: EkTrust,
     pub role: Role,
+    /// The cluster the service must belong to, from the measured launch
+    /// configuration (None: any cluster).
+    pub cluster_id: Option<ClusterId>,
 }
 
 impl JoinConfig {
@@ -82,10 +90,15 @@ impl JoinConfig {
             intermediate.exists().then_some(intermediate.as_path()),
         )
         .context("loading the image's TPM CA")?;
+        // Read again here, but measured already (the bootstrapper's first step).
+        let cluster_id = veil_protocol::launch::LaunchConfig::read(root)?
+            .cluster_id
+            .map(ClusterId);
         Ok(Some(JoinConfig {
             endpoint,
             trust,
             role,
+            cluster_id,
         }))
     }
 }
@@ -302,7 +315,7 @@ pub async fn fetch_ticket(
         veil_protocol::client::atls(ep, Some(own), Arc::new(VerifierValidator(verifier)))
             .await
             .with_context(|| format!("attesting to the join service at {ep}"))?;
-    check_service(tpm, &service).await?;
+    check_service(tpm, &service, config.cluster_id.as_ref()).await?;
 
     let mut join = JoinClient::new(channel).max_decoding_message_size(MAX_MESSAGE);
     match how {
@@ -327,11 +340,13 @@ pub async fn fetch_ticket(
             );
             let node_name = veil_kube::NodeName::new(&t.node_name)
                 .map_err(|e| anyhow!("the join ticket's node name: {e}"))?;
+            let mut t = t;
             let kubernetes = t
                 .kubernetes
+                .take()
                 .context("the join ticket has nothing for kubeadm join")?;
             Ok(Ticket {
-                disk_key: Zeroizing::new(t.disk_key),
+                disk_key: Zeroizing::new(std::mem::take(&mut t.disk_key)),
                 cluster_id: Some(cluster_id),
                 integrity: if t.state_disk_integrity {
                     veil_disk::Integrity::HmacSha256
@@ -343,7 +358,7 @@ pub async fn fetch_ticket(
             })
         }
         _ => {
-            let t = join
+            let mut t = join
                 .rejoin(RejoinRequest {
                     state_partition_uuid: partuuid.into(),
                 })
@@ -351,7 +366,7 @@ pub async fn fetch_ticket(
                 .map_err(|s| refused("Rejoin", &s))?
                 .into_inner();
             Ok(Ticket {
-                disk_key: Zeroizing::new(t.disk_key),
+                disk_key: Zeroizing::new(std::mem::take(&mut t.disk_key)),
                 cluster_id: None,
                 integrity: if t.state_disk_integrity {
                     veil_disk::Integrity::HmacSha256
@@ -359,14 +374,19 @@ pub async fn fetch_ticket(
                     veil_disk::Integrity::None
                 },
                 node_name: None,
-                kubernetes: t.kubernetes,
+                kubernetes: t.kubernetes.take(),
             })
         }
     }
 }
 
-/// The join service must run our UKI and belong to a cluster.
-async fn check_service(tpm: &SharedTpm, service: &Verified) -> Result<()> {
+/// The join service must run our image, booted as ours is, and belong to a cluster:
+/// `cluster`, if the node was launched to join that one.
+async fn check_service(
+    tpm: &SharedTpm,
+    service: &Verified,
+    cluster: Option<&ClusterId>,
+) -> Result<()> {
     let ours = with_tpm(tpm, |att| {
         att.read_pcrs(&SAME_AS_OURS)
             .map_err(|e| format!("reading our PCRs: {e}"))
@@ -377,15 +397,25 @@ async fn check_service(tpm: &SharedTpm, service: &Verified) -> Result<()> {
         let theirs = service.pcrs.get(&pcr);
         if theirs != ours.get(&pcr) {
             bail!(
-                "the join service does not run our UKI: its PCR {pcr} is {}, ours is {}",
+                "the join service does not run our image as we do: its PCR {pcr} is {}, \
+                 ours is {}",
                 theirs.map_or_else(|| "not quoted".into(), |v| crate::hex_lower(v)),
                 ours.get(&pcr)
                     .map_or_else(|| "unknown".into(), |v| crate::hex_lower(v))
             );
         }
     }
-    match service.pcrs.get(&CLUSTER_PCR) {
-        Some(v) if *v != [0; 32] => Ok(()),
-        _ => bail!("the join service belongs to no cluster (PCR {CLUSTER_PCR} is zero)"),
+    match (service.pcrs.get(&CLUSTER_PCR), cluster) {
+        (Some(v), _) if *v == [0; 32] => {
+            bail!("the join service belongs to no cluster (PCR {CLUSTER_PCR} is zero)")
+        }
+        (None, _) => bail!("the join service did not quote PCR {CLUSTER_PCR}"),
+        (Some(v), Some(id)) if *v != crate::bootstrap::admitted_value(id) => bail!(
+            "the join service belongs to another cluster: its PCR {CLUSTER_PCR} is {}, \
+             cluster {id} (this node's launch configuration) gives {}",
+            crate::hex_lower(v),
+            crate::hex_lower(&crate::bootstrap::admitted_value(id))
+        ),
+        _ => Ok(()),
     }
 }

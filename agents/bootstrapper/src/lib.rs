@@ -23,6 +23,7 @@ pub mod attestation;
 pub mod bootstrap;
 pub mod join;
 pub mod kube;
+pub mod launch;
 pub mod network;
 pub mod state;
 

@@ -94,8 +94,11 @@ fn main() -> Result<()> {
                 if let Some(hardware) = &tpm.hardware {
                     tracing::info!(?hardware, "TPM quotes carry a hardware report");
                 }
+                // What the operator launched the node with; measured before it is used.
+                let launch = veil_protocol::launch::LaunchConfig::read(&args.root)
+                    .context("reading the node's launch configuration")?;
                 let host = (args.root.clone(), segment.map(|s| s.address));
-                veil_bootstrapper::attestation::start(tpm, listener, root_dev, join, host)?;
+                veil_bootstrapper::attestation::start(tpm, listener, root_dev, join, host, launch)?;
             }
             None => tracing::warn!("no TPM: the attestation endpoint is not served"),
         }

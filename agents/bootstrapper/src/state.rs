@@ -271,13 +271,17 @@ pub fn size_bytes(device: &Path) -> Option<u64> {
 /// reset at any moment and ext4 would otherwise hold the data back for seconds.
 pub fn write_synced(path: &Path, contents: &[u8]) -> Result<()> {
     use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating {}", parent.display()))?;
     }
+    // Mode 0600 whatever the umask: the WireGuard key is among these files, and
+    // nothing else on the node needs to read any of them.
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
+        .mode(0o600)
         .open(path)
         .with_context(|| format!("creating {}", path.display()))?;
     file.write_all(contents)
@@ -290,6 +294,19 @@ pub fn write_synced(path: &Path, contents: &[u8]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kept_files_are_private_and_never_replaced() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = dir.path().join("veil/wireguard.key");
+        write_synced(&key, b"secret").expect("write");
+        let mode = std::fs::metadata(&key).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let e = write_synced(&key, b"other").expect_err("exists");
+        assert!(format!("{e:#}").contains("wireguard.key"), "{e:#}");
+        assert_eq!(std::fs::read(&key).expect("read"), b"secret");
+    }
 
     /// A sysfs with disk `vda` (partitions vda2, vda3 under a dm root 254:0) and disk
     /// `vdb` (partition vdb1), linked the way the kernel does.

@@ -13,8 +13,22 @@ use veil_atls::AttesterIssuer;
 use veil_attest::tpm::{TpmAttester, TpmAttesterConfig};
 use veil_bootstrapper::bootstrap::ProgressStream;
 use veil_bootstrapper::bootstrap::{BootstrapService, CLUSTER_PCR, Node};
+use veil_keys::InitSecret;
+use veil_protocol::launch::{LAUNCH_PCR, LaunchConfig};
 use veil_protocol::pb::bootstrap::bootstrap_server::Bootstrap;
 use veil_protocol::pb::bootstrap::{InitRequest, KubernetesSettings, RecoverRequest};
+
+/// The operator's init secret in these tests; nodes are launched with its hash.
+fn operators() -> InitSecret {
+    InitSecret::from_bytes(&[0x5e; 32]).expect("init secret")
+}
+
+fn launched_by_operator() -> LaunchConfig {
+    LaunchConfig {
+        init_secret_hash: Some(operators().hash()),
+        cluster_id: None,
+    }
+}
 
 /// The refusal, whether the call itself failed or its stream ended in an error.
 async fn refusal(answer: Result<tonic::Response<ProgressStream>, tonic::Status>) -> tonic::Status {
@@ -32,6 +46,14 @@ async fn refusal(answer: Result<tonic::Response<ProgressStream>, tonic::Status>)
 }
 
 fn service(tpm: &Swtpm, root_dev: &str) -> (BootstrapService, Arc<AttesterIssuer<TpmAttester>>) {
+    launched(tpm, root_dev, launched_by_operator())
+}
+
+fn launched(
+    tpm: &Swtpm,
+    root_dev: &str,
+    launch: LaunchConfig,
+) -> (BootstrapService, Arc<AttesterIssuer<TpmAttester>>) {
     let mut config = TpmAttesterConfig::with_tcti(tpm.tcti());
     config.event_log = None;
     config.systemd_log = None;
@@ -39,7 +61,7 @@ fn service(tpm: &Swtpm, root_dev: &str) -> (BootstrapService, Arc<AttesterIssuer
         TpmAttester::open(&config).expect("open swtpm"),
     )));
     (
-        BootstrapService::new(Node::new(att.clone(), root_dev.into())),
+        BootstrapService::new(Node::new(att.clone(), root_dev.into()).with_launch(launch)),
         att,
     )
 }
@@ -53,11 +75,12 @@ fn init(secret: Vec<u8>) -> Request<InitRequest> {
         platform_policy: String::new(),
         kubernetes: None,
         admin_kubeconfig: false,
+        init_secret: operators().secret().to_vec(),
     })
 }
 
 /// A reference measurements file as `veil measure --output json` writes it.
-const REFERENCE: &str = r#"{"pcrs":{"4":{"expected":"0000000000000000000000000000000000000000000000000000000000000000","warnOnly":false}},
+const REFERENCE: &str = r#"{"pcrs":{"4":{"expected":"0000000000000000000000000000000000000000000000000000000000000000","warnOnly":false},"9":{"expected":"0000000000000000000000000000000000000000000000000000000000000000","warnOnly":false},"11":{"expected":"0000000000000000000000000000000000000000000000000000000000000000","warnOnly":false}},
   "image":{"ukiSha256":"0000000000000000000000000000000000000000000000000000000000000000","roothash":"0000000000000000000000000000000000000000000000000000000000000000","osRelease":{},"kernelVersion":"test"}}"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -155,4 +178,91 @@ async fn malformed_secrets_and_a_missing_disk_are_clear_errors() {
         "{status}"
     );
     assert!(status.message().contains("4095:4095"), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_is_taken_only_with_the_init_secret_the_node_was_launched_with() {
+    let tpm = Swtpm::start(LocalCa::shared());
+    let (svc, _att) = service(&tpm, "4095:4095");
+    let mut request = init(vec![1; 32]);
+    request.get_mut().init_secret.clear();
+    let status = refusal(svc.init(request).await).await;
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status}");
+    assert!(
+        status.message().contains("init secret is 0 bytes"),
+        "{status}"
+    );
+
+    let mut request = init(vec![1; 32]);
+    request.get_mut().init_secret = vec![0x5f; 32];
+    let status = refusal(svc.init(request).await).await;
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status}");
+    assert!(
+        status
+            .message()
+            .contains("not the one this node was launched with"),
+        "{status}"
+    );
+
+    // A reference that enforces nothing is refused, even from the operator.
+    let mut request = init(vec![1; 32]);
+    request.get_mut().reference_measurements =
+        REFERENCE.replace(r#""warnOnly":false"#, r#""warnOnly":true"#);
+    let status = refusal(svc.init(request).await).await;
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status}");
+    assert!(
+        status.message().contains("do not enforce PCR 4, 9, 11"),
+        "{status}"
+    );
+    let mut request = init(vec![1; 32]);
+    let zero = "00".repeat(32);
+    request.get_mut().reference_measurements = format!(
+        r#"{{"pcrs":{{}},"image":{{"ukiSha256":"{zero}","roothash":"{zero}","osRelease":{{}},"kernelVersion":"test"}}}}"#
+    );
+    let status = refusal(svc.init(request).await).await;
+    assert!(
+        status.message().contains("do not enforce PCR 4, 9, 11"),
+        "{status}"
+    );
+
+    // The refusals changed nothing: the operator's own Init gets past them (to the
+    // disk, which does not exist here).
+    let status = refusal(svc.init(init(vec![1; 32])).await).await;
+    assert!(
+        status.message().contains("finding the state disk"),
+        "{status}"
+    );
+
+    // A node launched without a hash takes no Init at all.
+    let other = Swtpm::start(LocalCa::shared());
+    let (unlaunched, _att) = launched(&other, "4095:4095", LaunchConfig::default());
+    let status = refusal(unlaunched.init(init(vec![1; 32])).await).await;
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status}");
+    assert!(
+        status
+            .message()
+            .contains("launched without an init secret hash (opt/veil/init-secret-hash)"),
+        "{status}"
+    );
+}
+
+#[test]
+fn the_launch_configuration_is_measured_once_per_boot() {
+    let tpm = Swtpm::start(LocalCa::shared());
+    let mut config = TpmAttesterConfig::with_tcti(tpm.tcti());
+    config.event_log = None;
+    config.systemd_log = None;
+    let mut att = TpmAttester::open(&config).expect("open swtpm");
+    let launch = launched_by_operator();
+    let pcr14 = |att: &mut TpmAttester| att.read_pcrs(&[LAUNCH_PCR]).expect("read")[&LAUNCH_PCR];
+    assert!(veil_bootstrapper::launch::measure(&mut att, &launch).expect("measure"));
+    assert_eq!(pcr14(&mut att), launch.expected_pcr());
+    // A restarted bootstrapper finds it measured and leaves it.
+    assert!(!veil_bootstrapper::launch::measure(&mut att, &launch).expect("again"));
+    assert_eq!(pcr14(&mut att), launch.expected_pcr());
+    // Another configuration in the same boot is refused, naming the PCR.
+    let e = veil_bootstrapper::launch::measure(&mut att, &LaunchConfig::default())
+        .expect_err("another configuration");
+    assert!(e.contains("PCR 14 holds"), "{e}");
+    assert_eq!(pcr14(&mut att), launch.expected_pcr(), "left as it was");
 }

@@ -30,8 +30,15 @@ fn node() -> Node {
     let mut config = TpmAttesterConfig::with_tcti(tpm.tcti());
     config.event_log = None;
     config.systemd_log = None;
-    veil_bootstrapper::attestation::start(config, listener, None, None, ("/".into(), None))
-        .expect("start endpoint");
+    veil_bootstrapper::attestation::start(
+        config,
+        listener,
+        None,
+        None,
+        ("/".into(), None),
+        Default::default(),
+    )
+    .expect("start endpoint");
     Node {
         _tpm: tpm,
         addr,

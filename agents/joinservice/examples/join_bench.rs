@@ -162,6 +162,7 @@ fn main() -> Result<(), BoxError> {
         endpoint,
         trust: trust.clone(),
         role: Role::Worker,
+        cluster_id: None,
     };
     let wireguard = x25519_dalek::StaticSecret::from([9u8; 32]);
     let mut latencies = Vec::with_capacity(args.n);

@@ -108,7 +108,16 @@ impl Admission {
         let mut trusted = self.trusted.lock().unwrap_or_else(|p| p.into_inner());
         verifier.tpm_mut().add_trusted_ak(ak);
         trusted.push_back((name, Instant::now()));
-        // Forget AKs that had their time, and the oldest beyond the bound.
+        self.forget_expired(&mut verifier, &mut trusted);
+        Ok(())
+    }
+
+    /// Forgets AKs that had their time, and the oldest beyond the bound.
+    fn forget_expired(
+        &self,
+        verifier: &mut PlatformVerifier,
+        trusted: &mut VecDeque<(Vec<u8>, Instant)>,
+    ) {
         while let Some((name, since)) = trusted.front() {
             if since.elapsed() < self.limits.trusted_ak_ttl
                 && trusted.len() <= self.limits.max_in_flight
@@ -118,10 +127,16 @@ impl Admission {
             verifier.tpm_mut().remove_trusted_ak(name);
             trusted.pop_front();
         }
-        Ok(())
     }
 
+    /// Verifies a joiner's evidence under the AKs still within their time: expiry
+    /// is enforced here, when a quote is checked, not only when a new AK arrives.
     fn verify(&self, evidence: &Evidence, user_data: &[u8; 32]) -> Result<Verified, String> {
+        {
+            let mut verifier = self.verifier.write().unwrap_or_else(|p| p.into_inner());
+            let mut trusted = self.trusted.lock().unwrap_or_else(|p| p.into_inner());
+            self.forget_expired(&mut verifier, &mut trusted);
+        }
         self.verifier
             .read()
             .unwrap_or_else(|p| p.into_inner())

@@ -158,8 +158,12 @@ pub async fn serve(
     )?;
     let admission = Arc::new(Admission::new(verifier, limits.clone()));
     let validator = Arc::new(JoinerValidator::new(admission.clone(), &cluster.reference));
-    let (plain, atls) =
-        veil_protocol::server::split(listener, tpm.clone(), ClientAuth::Required(validator));
+    let (plain, atls) = veil_protocol::server::split(
+        listener,
+        tpm.clone(),
+        ClientAuth::Required(validator),
+        Default::default(),
+    );
     let limiter = Arc::new(limit::PeerLimiter::new(&limits));
     let plain = Server::builder()
         .add_service(

@@ -53,6 +53,8 @@ struct Setup {
     platform: veil_attest::PlatformPolicy,
     /// The control plane's test double.
     kubernetes: Arc<support_kubernetes::TestControlPlane>,
+    /// Extends of the service's PCRs besides PCR 15 (another boot than the joiner's).
+    extends: &'static [(u32, [u8; 32])],
 }
 
 impl Default for Setup {
@@ -65,6 +67,7 @@ impl Default for Setup {
             integrity: false,
             platform: Default::default(),
             kubernetes: Default::default(),
+            extends: &[],
         }
     }
 }
@@ -103,6 +106,9 @@ impl Service {
         let roster_dir = tempfile::tempdir().expect("roster dir");
         if setup.member {
             extend(&tpm, 15, &master.cluster_id().0);
+        }
+        for (pcr, with) in setup.extends {
+            extend(&tpm, *pcr, with);
         }
         let limits = setup.limits;
         let listener = TcpListener::bind(("127.0.0.1", setup.port.unwrap_or(0))).expect("bind");
@@ -185,7 +191,28 @@ fn config(service: &Service, ca: &LocalCa) -> JoinConfig {
         endpoint: service.addr.clone(),
         trust: ca.trust(),
         role: Role::Worker,
+        cluster_id: None,
     }
+}
+
+/// One attempt to join `service` by a node launched to join `cluster`.
+fn join_cluster(
+    service: &Service,
+    joiner: &SharedTpm,
+    cluster: veil_keys::ClusterId,
+) -> anyhow::Result<Ticket> {
+    let wireguard = x25519_dalek::StaticSecret::from([7u8; 32]);
+    client_runtime().block_on(fetch_ticket(
+        joiner,
+        &JoinConfig {
+            cluster_id: Some(cluster),
+            ..config(service, LocalCa::shared())
+        },
+        Admission::Join,
+        UUID,
+        &wireguard,
+        &veil_kube::NodeName::new("node1").expect("name"),
+    ))
 }
 
 fn ticket(service: &Service, joiner: &SharedTpm, how: Admission) -> anyhow::Result<Ticket> {
@@ -232,9 +259,13 @@ fn a_matching_node_joins_then_rejoins_with_its_disk_key_only() {
 
 #[test]
 fn a_node_that_differs_from_the_reference_gets_nothing() {
-    let f = fixture(Setup::default());
+    // Another kernel command line, say: PCR 11 is not what the reference says. (The
+    // service runs it too, or the joiner would stop first: see below.)
+    let f = fixture(Setup {
+        extends: &[(11, [0x11; 32])],
+        ..Setup::default()
+    });
     let (service, joiner) = (&f.service, &f.joiner);
-    // Another kernel command line, say: PCR 11 is not what the reference says.
     extend(joiner, 11, &[0x11; 32]);
     let e = ticket(service, joiner, Admission::Join).expect_err("tampered joiner");
     let text = format!("{e:#}");
@@ -290,9 +321,45 @@ fn a_joiner_sends_nothing_to_a_service_running_another_uki() {
     extend(joiner, 4, &[0x04; 32]);
     let e = ticket(service, joiner, Admission::Join).expect_err("another UKI");
     assert!(
-        format!("{e:#}").contains("does not run our UKI: its PCR 4"),
+        format!("{e:#}").contains("does not run our image as we do: its PCR 4"),
         "{e:#}"
     );
+}
+
+#[test]
+fn a_joiner_refuses_a_service_booted_otherwise_even_where_its_reference_is_silent() {
+    // The service's reference checks 4, 9 and 11 only; the joiner also wants the
+    // service's PCRs 12 and 13 equal to its own (no credentials, no extensions).
+    for pcr in [12, 13] {
+        let extends: &'static [(u32, [u8; 32])] = if pcr == 12 {
+            &[(12, [0x12; 32])]
+        } else {
+            &[(13, [0x13; 32])]
+        };
+        let f = fixture(Setup {
+            extends,
+            ..Setup::default()
+        });
+        let e = ticket(&f.service, &f.joiner, Admission::Join).expect_err("booted otherwise");
+        assert!(
+            format!("{e:#}").contains(&format!("its PCR {pcr} is")),
+            "PCR {pcr}: {e:#}"
+        );
+    }
+}
+
+#[test]
+fn a_joiner_launched_for_one_cluster_refuses_a_service_of_another() {
+    let f = fixture(Setup::default());
+    let theirs = f.master.cluster_id();
+    let ours = MasterSecret::generate().cluster_id();
+    let e = join_cluster(&f.service, &f.joiner, ours).expect_err("another cluster");
+    let text = format!("{e:#}");
+    assert!(text.contains("belongs to another cluster"), "{text}");
+    assert!(text.contains(&ours.to_hex()), "{text}");
+    // The same joiner, launched for the service's cluster, gets in.
+    let t = join_cluster(&f.service, &f.joiner, theirs).expect("its own cluster");
+    assert_eq!(t.cluster_id, Some(theirs));
 }
 
 #[test]
@@ -628,4 +695,108 @@ fn joining_as_a_second_control_plane_node_is_refused_for_now() {
         ))
         .expect_err("HA not yet");
     assert!(format!("{err:#}").contains("not supported yet"), "{err:#}");
+}
+
+/// Activation both ways as a joiner does it, then, after `wait`, the mutual aTLS
+/// handshake and a Join under the activated AK.
+fn join_after(
+    service: &Service,
+    joiner: &SharedTpm,
+    wait: std::time::Duration,
+    name: &str,
+    uuid: &str,
+) -> Result<(), String> {
+    use veil_atls::{EvidenceIssuer, VerifierValidator};
+    use veil_attest::tpm::{CredentialChallenge, TpmVerifier};
+    use veil_protocol::pb::join::join_client::JoinClient;
+    use veil_protocol::pb::join::{JoinRequest, ProveRequest};
+    let ep = service.addr.clone();
+    let joiner = joiner.clone();
+    client_runtime().block_on(async move {
+        let plain = veil_protocol::client::plain(&ep)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut verifier = TpmVerifier::new(LocalCa::shared().trust());
+        let ak = veil_protocol::activation::activate_peer(plain.clone(), &ep, &verifier)
+            .await
+            .map_err(|e| e.to_string())?;
+        verifier.add_trusted_ak(ak);
+        let identity = joiner.0.lock().expect("lock").identity().clone();
+        let mut activation = JoinActivationClient::new(plain);
+        let challenge = activation
+            .challenge(TpmIdentity::from(identity))
+            .await
+            .map_err(|s| s.to_string())?
+            .into_inner();
+        let credential: CredentialChallenge = challenge.credential.expect("credential").into();
+        let secret = joiner
+            .0
+            .lock()
+            .expect("lock")
+            .activate(&credential)
+            .expect("activate")
+            .to_vec();
+        activation
+            .prove(ProveRequest {
+                challenge_id: challenge.challenge_id,
+                secret,
+            })
+            .await
+            .map_err(|s| s.to_string())?;
+        tokio::time::sleep(wait).await;
+        let own: Arc<dyn EvidenceIssuer> = joiner.clone();
+        let (channel, _) =
+            veil_protocol::client::atls(&ep, Some(own), Arc::new(VerifierValidator(verifier)))
+                .await
+                .map_err(|e| e.to_string())?;
+        JoinClient::new(channel)
+            .join(JoinRequest {
+                state_partition_uuid: uuid.into(),
+                wireguard_public_key: vec![9; 32],
+                role: Role::Worker.into(),
+                node_name: name.into(),
+            })
+            .await
+            .map(|_| ())
+            .map_err(|s| {
+                let mut text = s.to_string();
+                let mut source = std::error::Error::source(&s);
+                while let Some(e) = source {
+                    text.push_str(&format!(": {e}"));
+                    source = e.source();
+                }
+                text
+            })
+    })
+}
+
+#[test]
+fn an_activated_ak_expires_when_its_quote_is_checked_not_only_when_another_arrives() {
+    let ttl = std::time::Duration::from_secs(2);
+    let f = fixture(Setup {
+        limits: Limits {
+            trusted_ak_ttl: ttl,
+            ..Limits::default()
+        },
+        ..Setup::default()
+    });
+    // Within its time the AK is good.
+    join_after(
+        &f.service,
+        &f.joiner,
+        std::time::Duration::ZERO,
+        "node1",
+        UUID,
+    )
+    .expect("within the AK's time");
+    // Past it, with no other activation in between, the handshake is refused.
+    let e = join_after(
+        &f.service,
+        &f.joiner,
+        ttl + std::time::Duration::from_secs(1),
+        "node2",
+        "1a1b2c3d-4e5f-4061-8293-a4b5c6d7e8f9",
+    )
+    .expect_err("an expired AK");
+    assert!(e.contains("AccessDenied") || e.contains("refused"), "{e}");
 }

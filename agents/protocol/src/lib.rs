@@ -18,7 +18,9 @@
 pub mod activation;
 pub mod client;
 mod convert;
+pub mod launch;
 pub mod paths;
+pub mod secrets;
 pub mod server;
 
 /// Generated messages, clients and servers (`proto/*.proto`).

@@ -1,11 +1,20 @@
 //! The node side: one listener, split into plain HTTP/2 connections (activation only)
 //! and aTLS connections (everything else), each fed to its own tonic server.
+//!
+//! Anyone can connect, and each connection costs the node TPM work (an activation, a
+//! quote) before it knows who is calling, so that work is bounded
+//! ([`ConnectionLimits`]): a per-address rate checked as a connection is accepted,
+//! before a byte is read or a quote made, and a cap on connections being routed or
+//! handshaking at once. What is over either is closed at once and logged.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -72,6 +81,30 @@ impl AsyncWrite for AtlsConnection {
     }
 }
 
+/// How much unauthenticated work the port takes on.
+#[derive(Debug, Clone)]
+pub struct ConnectionLimits {
+    /// Connections being routed or in their handshake at once.
+    pub max_handshakes: usize,
+    /// New connections per peer address per minute...
+    pub per_peer_per_minute: NonZeroU32,
+    /// ...after a burst of this many.
+    pub per_peer_burst: NonZeroU32,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        // A joiner retrying every 3 s makes 40 connections a minute; a verifier two
+        // per run. A quote takes the TPM tens of milliseconds (seconds under
+        // emulation): 32 at once is more than one TPM can serve anyway.
+        ConnectionLimits {
+            max_handshakes: 32,
+            per_peer_per_minute: NonZeroU32::new(60).unwrap_or(NonZeroU32::MIN),
+            per_peer_burst: NonZeroU32::new(20).unwrap_or(NonZeroU32::MIN),
+        }
+    }
+}
+
 /// Incoming connections for `tonic::transport::Server::serve_with_incoming`.
 pub type Incoming<T> = ReceiverStream<io::Result<T>>;
 
@@ -80,14 +113,19 @@ pub type Incoming<T> = ReceiverStream<io::Result<T>>;
 /// treated as `clients` says) into the second stream; anything else is handed, as it
 /// is, to the first (plain HTTP/2: serve only activation there). A connection that
 /// says nothing, or does not finish its handshake, within [`HANDSHAKE_TIMEOUT`] is
-/// dropped; a failed handshake is logged with the reason and the peer.
+/// dropped; a failed handshake is logged with the reason and the peer. `limits`
+/// bound what callers nobody has verified yet can make the node do.
 pub fn split(
     listener: TcpListener,
     issuer: Arc<dyn EvidenceIssuer>,
     clients: ClientAuth,
+    limits: ConnectionLimits,
 ) -> (Incoming<TcpStream>, Incoming<AtlsConnection>) {
     let (plain_tx, plain_rx) = mpsc::channel(16);
     let (atls_tx, atls_rx) = mpsc::channel(16);
+    let quota = Quota::per_minute(limits.per_peer_per_minute).allow_burst(limits.per_peer_burst);
+    let per_peer: DefaultKeyedRateLimiter<IpAddr> = RateLimiter::keyed(quota);
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(limits.max_handshakes));
     tokio::spawn(async move {
         loop {
             let (stream, addr) = match listener.accept().await {
@@ -97,9 +135,23 @@ pub fn split(
                     return;
                 }
             };
+            if per_peer.check_key(&addr.ip()).is_err() {
+                tracing::warn!(%addr, "connection refused: too many from this address");
+                continue;
+            }
+            // Addresses seen once must not be kept forever.
+            if per_peer.len() > 10_000 {
+                per_peer.retain_recent();
+            }
+            let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+                tracing::warn!(%addr, "connection refused: {} handshakes in flight", limits.max_handshakes);
+                continue;
+            };
             let (plain_tx, atls_tx) = (plain_tx.clone(), atls_tx.clone());
             let (issuer, clients) = (issuer.clone(), clients.clone());
             tokio::spawn(async move {
+                // Held until the connection is routed or dropped.
+                let _permit = permit;
                 let routed = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
                     let mut first = [0u8; 1];
                     let n = stream
