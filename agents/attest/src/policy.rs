@@ -11,7 +11,10 @@
 //!
 //! A TPM quote may carry a hardware report that binds its AK ([`crate::cvm`]); the
 //! report is then checked under the same section, and `requireHardware` refuses quotes
-//! without one.
+//! without one. `requireHardware` needs pinned launch measurements (SEV-SNP) or MRTDs
+//! (TDX): without them any guest firmware would do. A TD must have SEPT_VE_DISABLE
+//! set, and collateral configured here wins over collateral a quote carries (a node
+//! cannot roll its TCB status back with older collateral).
 //!
 //! ```json
 //! {
@@ -20,7 +23,10 @@
 //!     "product": "milan",
 //!     "minTcb": { "bootloader": 3, "tee": 0, "snp": 8, "microcode": 115 },
 //!     "measurements": ["<96 hex digits: SHA-384 launch digest>"],
-//!     "allowDebug": false
+//!     "allowDebug": false,
+//!     "maxVmpl": 0,
+//!     "allowMigrationAgent": false,
+//!     "allowSmt": true
 //!   },
 //!   "tdx": {
 //!     "mrtd": ["<96 hex digits>"],
@@ -94,6 +100,18 @@ struct SnpSection {
     measurements: Vec<Sha384Hex>,
     #[serde(default)]
     allow_debug: bool,
+    /// Default 0.
+    #[serde(default)]
+    max_vmpl: u32,
+    #[serde(default)]
+    allow_migration_agent: bool,
+    /// Default true: the clouds' SNP guests allow SMT.
+    #[serde(default = "yes")]
+    allow_smt: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Deserialize)]
@@ -213,6 +231,9 @@ impl PlatformPolicy {
                 ProductName::Turin => SnpProduct::Turin,
             },
             require_zero_report_data_tail: true,
+            max_vmpl: s.max_vmpl,
+            allow_migration_agent: s.allow_migration_agent,
+            allow_smt: s.allow_smt,
         });
         let tdx_collateral = file
             .tdx
@@ -229,18 +250,43 @@ impl PlatformPolicy {
                 ..default
             }
         });
-        if file.require_hardware && sev_snp.is_none() && tdx.is_none() {
-            return Err(PolicyError::Parse {
-                source_name: source_name.to_owned(),
-                reason: "requireHardware needs a \"sevSnp\" or \"tdx\" section to check the hardware against".into(),
-            });
-        }
-        Ok(PlatformPolicy {
+        let policy = PlatformPolicy {
             sev_snp,
             tdx,
             tdx_collateral,
             require_hardware: file.require_hardware,
-        })
+        };
+        policy.check().map_err(|reason| PolicyError::Parse {
+            source_name: source_name.to_owned(),
+            reason,
+        })?;
+        Ok(policy)
+    }
+
+    /// What a policy must say to mean anything: requiring hardware evidence is worth
+    /// only as much as the launch measurements it pins (any SEV-SNP guest or TD with
+    /// any firmware would pass otherwise).
+    pub fn check(&self) -> Result<(), String> {
+        if !self.require_hardware {
+            return Ok(());
+        }
+        if self.sev_snp.is_none() && self.tdx.is_none() {
+            return Err(
+                "requireHardware needs a \"sevSnp\" or \"tdx\" section to check the hardware against"
+                    .into(),
+            );
+        }
+        if self
+            .sev_snp
+            .as_ref()
+            .is_some_and(|s| s.allowed_measurements.is_empty())
+        {
+            return Err("requireHardware with a \"sevSnp\" section needs its \"measurements\": the launch digests to accept".into());
+        }
+        if self.tdx.as_ref().is_some_and(|t| t.allowed_mrtd.is_empty()) {
+            return Err("requireHardware with a \"tdx\" section needs its \"mrtd\": the TD firmware measurements to accept".into());
+        }
+        Ok(())
     }
 }
 
@@ -288,6 +334,10 @@ impl PlatformVerifier {
         policy: &PlatformPolicy,
         source_name: &str,
     ) -> Result<Self, PolicyError> {
+        policy.check().map_err(|reason| PolicyError::Parse {
+            source_name: source_name.to_owned(),
+            reason,
+        })?;
         let snp = policy
             .sev_snp
             .clone()
@@ -449,8 +499,12 @@ mod tests {
         );
         assert_eq!(tdx.now, None);
         assert!(!tdx.ignore_report_data_tail);
-        let strict = PlatformPolicy::from_json("p", r#"{"requireHardware": true, "tdx": {}}"#)
-            .expect("strict policy");
+        assert!(snp.allow_smt && !snp.allow_migration_agent && snp.max_vmpl == 0);
+        let strict = PlatformPolicy::from_json(
+            "p",
+            &format!(r#"{{"requireHardware": true, "tdx": {{"mrtd": ["{M}"]}}}}"#),
+        )
+        .expect("strict policy");
         assert_eq!(strict.accepts(), "tpm+tdx-quote");
     }
 
@@ -491,6 +545,18 @@ mod tests {
             (r#"{"tdx": {"allowDebug": "no"}}"#, "invalid type"),
             (r#"{"tdx": "#, "EOF"),
             (r#"{"requireHardware": true}"#, "requireHardware needs"),
+            (
+                r#"{"requireHardware": true, "tdx": {}}"#,
+                "needs its \"mrtd\"",
+            ),
+            (
+                r#"{"requireHardware": true, "sevSnp": {"product": "milan"}}"#,
+                "needs its \"measurements\"",
+            ),
+            (
+                r#"{"sevSnp": {"product": "milan", "maxVmpl": -1}}"#,
+                "invalid value",
+            ),
         ];
         for (text, needle) in cases {
             let err = PlatformPolicy::from_json("site.json", text).expect_err(text);

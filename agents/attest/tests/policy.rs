@@ -188,9 +188,13 @@ fn fake_snp_tsm(dir: &std::path::Path) {
 }
 
 fn accepting_recorded_snp(require_hardware: bool) -> PlatformPolicy {
+    // The recorded report's launch digest (offset 0x90, 48 bytes), pinned.
+    let report = hex::decode(SNP_REPORT_HEX.trim()).expect("hex test vector");
+    let measurement: [u8; 48] = report[0x90..0xc0].try_into().expect("48 bytes");
     PlatformPolicy {
         sev_snp: Some(SnpPolicy {
             require_zero_report_data_tail: false,
+            allowed_measurements: vec![measurement],
             ..SnpPolicy::default()
         }),
         tdx: None,

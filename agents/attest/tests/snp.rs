@@ -460,3 +460,56 @@ fn vcek_must_belong_to_the_reports_chip_and_tcb() {
         "{err}"
     );
 }
+
+#[test]
+fn migration_agent_smt_and_vmpl_are_held_to_the_policy() {
+    // Pure policy checks on parsed (not signature-checked) reports. The recorded
+    // guest policy is 0x30000: SMT allowed (bit 16), no migration agent, VMPL 0.
+    let genuine = SnpReport::parse(&report()).expect("parses");
+    recorded_policy()
+        .check(&genuine)
+        .expect("the defaults take it");
+
+    let mut raw = report();
+    raw[0x0a] |= 0x04; // bit 18: a migration agent may be associated
+    let err = recorded_policy()
+        .check(&SnpReport::parse(&raw).expect("parses"))
+        .expect_err("migration agent");
+    assert!(
+        matches!(err, SnpVerifyError::PolicyBit { bit: 18, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("migration agent"), "{err}");
+    SnpPolicy {
+        allow_migration_agent: true,
+        ..recorded_policy()
+    }
+    .check(&SnpReport::parse(&raw).expect("parses"))
+    .expect("allowed when configured");
+
+    let no_smt = SnpPolicy {
+        allow_smt: false,
+        ..recorded_policy()
+    };
+    let err = no_smt.check(&genuine).expect_err("SMT");
+    assert!(
+        matches!(err, SnpVerifyError::PolicyBit { bit: 16, .. }),
+        "{err}"
+    );
+
+    let mut raw = report();
+    raw[0x30] = 2; // VMPL field
+    let from_vmpl2 = SnpReport::parse(&raw).expect("parses");
+    assert_eq!(from_vmpl2.vmpl(), 2);
+    let err = recorded_policy().check(&from_vmpl2).expect_err("VMPL 2");
+    assert!(
+        matches!(err, SnpVerifyError::VmplTooHigh { vmpl: 2, max: 0 }),
+        "{err}"
+    );
+    SnpPolicy {
+        max_vmpl: 2,
+        ..recorded_policy()
+    }
+    .check(&from_vmpl2)
+    .expect("an SVSM setup that configured it");
+}

@@ -406,3 +406,39 @@ fn other_trust_anchor_is_bad_signature() {
         .expect_err("wrong anchor");
     assert!(matches!(err, TdxVerifyError::BadSignature { .. }), "{err}");
 }
+
+#[test]
+fn a_td_without_sept_ve_disable_is_refused() {
+    let sample = TdQuote::parse(QUOTE).expect("parse");
+    check_td_attributes(&sample.td_attributes, false).expect("the sample sets it");
+    let mut open = sample.td_attributes;
+    open[3] &= !(1 << 4); // bit 28
+    let err = check_td_attributes(&open, false).expect_err("SEPT #VE allowed");
+    assert!(matches!(err, TdxVerifyError::SeptVeEnabled { .. }), "{err}");
+    assert!(err.to_string().contains("SEPT_VE_DISABLE"), "{err}");
+    // Not even a debug-allowing policy takes it.
+    assert!(check_td_attributes(&open, true).is_err());
+}
+
+#[test]
+fn configured_collateral_wins_over_what_the_evidence_carries() {
+    // Evidence that carries collateral of its own (here unusable): the verifier's
+    // configured collateral is the one used, so a node cannot pick older collateral
+    // under which its TCB looks better.
+    let carried = Evidence::Tdx(TdxEvidence {
+        quote: QUOTE.to_vec(),
+        collateral: Some("{\"pck_crl\": \"not what Intel signed\"}".into()),
+    });
+    let configured = TdxVerifier::new(policy())
+        .with_collateral_json(COLLATERAL)
+        .expect("collateral");
+    configured
+        .verify(&carried, &sample_user_data())
+        .expect("verified under the configured collateral");
+    // Without configured collateral, the carried one is all there is, and it fails.
+    assert!(
+        TdxVerifier::new(policy())
+            .verify(&carried, &sample_user_data())
+            .is_err()
+    );
+}

@@ -518,7 +518,10 @@ fn the_ticket_says_how_the_cluster_formats_state_disks() {
 fn hardware_required() -> veil_attest::PlatformPolicy {
     veil_attest::PlatformPolicy::from_json(
         "test policy",
-        r#"{"requireHardware": true, "sevSnp": {"product": "milan"}}"#,
+        &format!(
+            r#"{{"requireHardware": true, "sevSnp": {{"product": "milan", "measurements": ["{}"]}}}}"#,
+            "a5".repeat(48)
+        ),
     )
     .expect("policy")
 }

@@ -21,6 +21,11 @@ pub const SUPPORTED_VERSIONS: std::ops::RangeInclusive<u32> = 2..=5;
 
 /// Bit 19 of the guest policy: the hypervisor may debug (read/write) guest memory.
 pub const POLICY_DEBUG_BIT: u64 = 1 << 19;
+/// Guest policy bit 16: the guest may run on a host with SMT enabled.
+pub const POLICY_SMT_BIT: u64 = 1 << 16;
+/// Guest policy bit 18: a migration agent may be associated with the guest (it could
+/// export the guest's memory).
+pub const POLICY_MIGRATE_MA_BIT: u64 = 1 << 18;
 
 /// The security version numbers of the platform's firmware components. Compared field
 /// by field: a TCB is only "at least" another if every component is.

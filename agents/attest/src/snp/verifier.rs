@@ -9,7 +9,7 @@ use thiserror::Error;
 use x509_cert::der::Decode;
 
 use super::SnpEvidence;
-use super::report::{SnpReport, TcbVersion};
+use super::report::{POLICY_MIGRATE_MA_BIT, POLICY_SMT_BIT, SnpReport, TcbVersion};
 use crate::evidence::{Evidence, EvidencePlatform, Verified, Verifier};
 
 /// The AMD EPYC generation whose ARK/ASK a verifier pins. A VCEK only chains to the
@@ -71,6 +71,14 @@ pub struct SnpPolicy {
     /// Require `report_data[32..64]` to be zero (Veil's attesters bind only 32 bytes).
     /// Only turned off to check reports recorded by other software.
     pub require_zero_report_data_tail: bool,
+    /// The least privileged VMPL a report may come from (0 unless an SVSM or a
+    /// paravisor runs the guest at a lower privilege): a report requested from a
+    /// higher VMPL came from code that the VMPL 0 software does not vouch for.
+    pub max_vmpl: u32,
+    /// Accept guests whose policy allows a migration agent (bit 18).
+    pub allow_migration_agent: bool,
+    /// Accept guests whose policy allows SMT on the host (bit 16). Clouds do.
+    pub allow_smt: bool,
 }
 
 impl Default for SnpPolicy {
@@ -81,6 +89,9 @@ impl Default for SnpPolicy {
             allow_debug: false,
             product: SnpProduct::default(),
             require_zero_report_data_tail: true,
+            max_vmpl: 0,
+            allow_migration_agent: false,
+            allow_smt: true,
         }
     }
 }
@@ -93,6 +104,26 @@ impl SnpPolicy {
         if report.debug_allowed() && !self.allow_debug {
             return Err(SnpVerifyError::DebugAllowed {
                 policy: report.policy(),
+            });
+        }
+        if report.policy() & POLICY_MIGRATE_MA_BIT != 0 && !self.allow_migration_agent {
+            return Err(SnpVerifyError::PolicyBit {
+                policy: report.policy(),
+                bit: 18,
+                what: "allows a migration agent",
+            });
+        }
+        if report.policy() & POLICY_SMT_BIT != 0 && !self.allow_smt {
+            return Err(SnpVerifyError::PolicyBit {
+                policy: report.policy(),
+                bit: 16,
+                what: "allows SMT",
+            });
+        }
+        if report.vmpl() > self.max_vmpl {
+            return Err(SnpVerifyError::VmplTooHigh {
+                vmpl: report.vmpl(),
+                max: self.max_vmpl,
             });
         }
         if let Some((field, min, got)) = report.reported_tcb().first_below(&self.min_tcb) {
@@ -135,6 +166,14 @@ pub enum SnpVerifyError {
     ReportDataMismatch { expected: String, got: String },
     #[error("guest policy {policy:#x} allows hypervisor debugging (bit 19), which is not allowed")]
     DebugAllowed { policy: u64 },
+    #[error("guest policy {policy:#x} {what} (bit {bit}), which the policy does not allow")]
+    PolicyBit {
+        policy: u64,
+        bit: u32,
+        what: &'static str,
+    },
+    #[error("the report was requested from VMPL {vmpl}; the policy accepts VMPL {max} at most")]
+    VmplTooHigh { vmpl: u32, max: u32 },
     #[error("reported TCB too low: {field} SVN {got} < required {min}")]
     TcbTooLow {
         field: &'static str,

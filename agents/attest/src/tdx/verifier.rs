@@ -76,6 +76,10 @@ pub enum TdxVerifyError {
         "TDX quote signature chain does not verify to the trusted root (Intel SGX Root CA unless configured otherwise): {reason}"
     )]
     BadSignature { reason: String },
+    #[error(
+        "the TD runs without SEPT_VE_DISABLE (td_attributes {td_attributes}, bit 28 clear): the host could inject #VE on its private memory"
+    )]
+    SeptVeEnabled { td_attributes: String },
     #[error("TDX collateral not valid: {reason}")]
     CollateralInvalid { reason: String },
     #[error(
@@ -145,9 +149,11 @@ impl TdxVerifier {
         expected_user_data: &[u8; 32],
     ) -> Result<Verified, TdxVerifyError> {
         let td = TdQuote::parse(&ev.quote)?;
+        // The verifier's own collateral wins: evidence could carry older collateral,
+        // signed by Intel too, under which its TCB looks better than it is today.
         let collateral = match (&ev.collateral, &self.collateral) {
-            (Some(json), _) => parse_collateral(json)?,
-            (None, Some(c)) => c.clone(),
+            (_, Some(c)) => c.clone(),
+            (Some(json), None) => parse_collateral(json)?,
             (None, None) => {
                 return Err(TdxVerifyError::CollateralInvalid {
                     reason: "the evidence carries no collateral and none is configured".into(),
