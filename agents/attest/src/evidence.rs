@@ -117,6 +117,9 @@ fn json_error(what: &'static str, bytes: &[u8], e: &serde_json::Error) -> Eviden
 pub struct TpmVerifiedInfo {
     /// Name of the AK that signed (nameAlg || SHA-256 of its public area).
     pub ak_name: Vec<u8>,
+    /// SHA-256 of the marshalled public area of the EK the AK was activated against:
+    /// which TPM this is, across reboots (the AK may be new each boot).
+    pub ek_public_sha256: [u8; 32],
     /// The TPM's clock and boot counters at quote time (resetCount changes on reboot).
     pub clock_info: ClockInfo,
     pub firmware_version: u64,

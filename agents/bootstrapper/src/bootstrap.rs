@@ -481,10 +481,6 @@ fn provision(
             how.name()
         ));
     }
-    // Joiners may come now: the join service tells them to retry until the control
-    // plane answers.
-    start_join_service();
-
     let mut record =
         match crate::kube::read_record().map_err(|e| Status::internal(format!("{e:#}")))? {
             Some(r) => r,
@@ -494,6 +490,7 @@ fn provision(
                 kubernetes_joined: false,
                 pod_subnet: String::new(),
                 service_subnet: String::new(),
+                partuuid: partuuid.clone(),
             },
             None => {
                 return Err(Status::failed_precondition(
@@ -505,6 +502,10 @@ fn provision(
         crate::kube::write_record(&record)
             .map_err(|e| Status::internal(format!("keeping the node record: {e:#}")))?;
     }
+    // Joiners may come now (the join service reads the record first: this node's
+    // name and partition are not theirs to take); it tells them to retry until the
+    // control plane answers.
+    start_join_service();
     if node.kube_status() != KubeStatus::Up {
         let settings = read_settings()?;
         let start = if record.is_control_plane() {

@@ -230,6 +230,7 @@ async fn try_once(node: &Node, config: &JoinConfig) -> Result<Option<Admission>>
                 kubernetes_joined: false,
                 pod_subnet: String::new(),
                 service_subnet: String::new(),
+                partuuid: part.partuuid.clone(),
             };
             crate::kube::write_record(&record)
                 .map_err(|e| Status::internal(format!("keeping the node record: {e:#}")))

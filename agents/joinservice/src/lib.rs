@@ -107,18 +107,19 @@ impl Cluster {
         };
         // The node this service runs on never joined: its name is taken all the same.
         let path = dir.join(paths::NODE);
-        let reserved = match read_optional(&path)? {
+        let (reserved, own_partition) = match read_optional(&path)? {
             Some(text) => {
                 let record: paths::NodeRecord =
                     serde_json::from_str(&text).map_err(|e| JoinServiceError::Reference {
                         path,
                         reason: e.to_string(),
                     })?;
-                vec![record.name]
+                (vec![record.name], record.partuuid)
             }
-            None => Vec::new(),
+            None => (Vec::new(), String::new()),
         };
-        let roster = Arc::new(roster::Roster::load(dir, reserved)?);
+        let roster =
+            Arc::new(roster::Roster::load(dir, reserved)?.reserve_partition(&own_partition));
         Ok(Cluster {
             master,
             reference,

@@ -1,7 +1,16 @@
 //! The members the join service admitted, kept on the encrypted state disk
-//! ([`paths::ROSTER`]): each one's name, state partition and WireGuard key. Names are
-//! unique: a second node cannot take a member's name (its Kubernetes identity), and a
-//! member that reboots is known by its partition (Rejoin).
+//! ([`paths::ROSTER`]): each one's name, state partition, TPM and WireGuard key. Names
+//! are unique: a second node cannot take a member's name (its Kubernetes identity).
+//!
+//! A disk key goes only to the node that joined with that disk: each member is bound
+//! to its TPM (the SHA-256 of the EK its attestation key was activated against), and
+//! a member that reboots is known by its partition *and* that TPM (Rejoin). So an
+//! attested node cannot ask for another member's partition (by Join or Rejoin), nor
+//! for the control-plane node's own, and a copy of a member's disk attached to a
+//! fresh VM (another vTPM) stays locked. What it costs: a member whose vTPM is lost
+//! (a VM recreated rather than rebooted) cannot Rejoin and must join anew with a
+//! new disk. It does not stop the same VM from being booted with an older copy of
+//! its own disk (same TPM); that rollback is not covered here.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -18,6 +27,8 @@ pub struct Member {
     pub role: String,
     /// base64 of the 32-byte X25519 public key the member made.
     pub wireguard_public_key: String,
+    /// Hex SHA-256 of the member's EK public area: its TPM.
+    pub tpm: String,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -32,6 +43,14 @@ pub enum RosterError {
         "the name '{name}' belongs to another member of the cluster (state partition {partuuid})"
     )]
     NameTaken { name: String, partuuid: String },
+    #[error(
+        "state partition {partuuid} belongs to {owner}, not to this node's TPM: a disk key goes only to the node that joined with that disk"
+    )]
+    PartitionTaken { partuuid: String, owner: String },
+    #[error(
+        "no member has state partition {partuuid}: a node with a new disk joins with Join, not Rejoin"
+    )]
+    NotMember { partuuid: String },
     #[error("reading the roster {}: {source}", path.display())]
     Read {
         path: PathBuf,
@@ -56,6 +75,8 @@ pub struct Roster {
     path: PathBuf,
     /// Names that are taken though no joiner holds them (the control-plane node's).
     reserved: Vec<String>,
+    /// State partitions no joiner may name (the control-plane node's own).
+    reserved_partitions: Vec<String>,
     members: Mutex<Vec<Member>>,
 }
 
@@ -77,8 +98,59 @@ impl Roster {
         Ok(Roster {
             path,
             reserved,
+            reserved_partitions: Vec::new(),
             members: Mutex::new(stored.members),
         })
+    }
+
+    /// Also refuses `partuuid` to every joiner (the control-plane node's own disk).
+    pub fn reserve_partition(mut self, partuuid: &str) -> Roster {
+        if !partuuid.is_empty() {
+            self.reserved_partitions.push(partuuid.to_ascii_lowercase());
+        }
+        self
+    }
+
+    /// Refuses `partuuid` to a joiner with TPM `tpm` unless it is new or already that
+    /// TPM's (a member whose disk was made new joins again).
+    pub fn check_partition(&self, partuuid: &str, tpm: &str) -> Result<(), RosterError> {
+        let uuid = partuuid.to_ascii_lowercase();
+        if self.reserved_partitions.contains(&uuid) {
+            return Err(RosterError::PartitionTaken {
+                partuuid: partuuid.into(),
+                owner: "the control-plane node".into(),
+            });
+        }
+        match self
+            .members()
+            .iter()
+            .find(|m| m.partuuid.eq_ignore_ascii_case(partuuid))
+        {
+            Some(m) if m.tpm != tpm => Err(RosterError::PartitionTaken {
+                partuuid: partuuid.into(),
+                owner: format!("member '{}'", m.name),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The member a rebooted node with TPM `tpm` and state partition `partuuid` is.
+    pub fn rejoiner(&self, partuuid: &str, tpm: &str) -> Result<Member, RosterError> {
+        let member = self
+            .members()
+            .iter()
+            .find(|m| m.partuuid.eq_ignore_ascii_case(partuuid))
+            .cloned()
+            .ok_or_else(|| RosterError::NotMember {
+                partuuid: partuuid.into(),
+            })?;
+        if member.tpm != tpm {
+            return Err(RosterError::PartitionTaken {
+                partuuid: partuuid.into(),
+                owner: format!("member '{}'", member.name),
+            });
+        }
+        Ok(member)
     }
 
     fn members(&self) -> std::sync::MutexGuard<'_, Vec<Member>> {
@@ -118,6 +190,7 @@ impl Roster {
     /// and writes the roster through (synced) before it counts.
     pub fn admit(&self, member: Member) -> Result<(), RosterError> {
         self.check_name(&member.name, &member.partuuid)?;
+        self.check_partition(&member.partuuid, &member.tpm)?;
         let mut members = self.members();
         let mut next = members.clone();
         next.retain(|m| m.partuuid != member.partuuid);
@@ -161,7 +234,38 @@ mod tests {
             partuuid: uuid.into(),
             role: "worker".into(),
             wireguard_public_key: "AAAA".into(),
+            tpm: "aa".into(),
         }
+    }
+
+    #[test]
+    fn a_partition_is_its_members_tpm_s_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let roster = Roster::load(dir.path(), vec![])
+            .expect("load")
+            .reserve_partition("0A-CP");
+        roster.admit(member("node1", "u1")).expect("admit");
+        assert_eq!(roster.rejoiner("u1", "aa").expect("same TPM").name, "node1");
+        let e = roster.rejoiner("U1", "bb").expect_err("another TPM");
+        assert!(e.to_string().contains("belongs to member 'node1'"), "{e}");
+        let e = roster.rejoiner("u9", "aa").expect_err("unknown");
+        assert!(matches!(e, RosterError::NotMember { .. }), "{e}");
+        let other = Member {
+            tpm: "bb".into(),
+            ..member("node2", "u1")
+        };
+        let e = roster.admit(other).expect_err("another TPM's partition");
+        assert!(matches!(e, RosterError::PartitionTaken { .. }), "{e}");
+        let e = roster.check_partition("0a-cp", "cc").expect_err("reserved");
+        assert!(e.to_string().contains("control-plane node"), "{e}");
+        assert_eq!(
+            Roster::load(dir.path(), vec![])
+                .expect("reload")
+                .rejoiner("u1", "aa")
+                .expect("kept")
+                .tpm,
+            "aa"
+        );
     }
 
     #[test]

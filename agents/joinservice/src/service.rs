@@ -103,18 +103,26 @@ impl JoinService {
         }
     }
 
-    /// The verified peer's address; a call without verified evidence never gets here
-    /// (the handshake requires it), but a key is never released on an assumption.
-    fn attested_peer<T>(&self, request: &Request<T>, call: &str) -> Result<Option<IpAddr>, Status> {
+    /// The verified peer's address and TPM (hex SHA-256 of its EK); a call without
+    /// verified evidence never gets here (the handshake requires it), but a key is
+    /// never released on an assumption.
+    fn attested_peer<T>(
+        &self,
+        request: &Request<T>,
+        call: &str,
+    ) -> Result<(Option<IpAddr>, String), Status> {
         let peer = request.extensions().get::<PeerInfo>();
-        if peer.and_then(|p| p.verified.as_ref()).is_none() {
+        let Some(tpm) = peer
+            .and_then(|p| p.verified.as_ref())
+            .and_then(|v| v.tpm.as_ref())
+        else {
             return Err(Status::unauthenticated(format!(
-                "{call} needs a verified joiner"
+                "{call} needs a joiner verified by its TPM"
             )));
-        }
+        };
         let addr = peer.and_then(|p| p.addr).map(|a| a.ip());
         self.limiter.admit(addr, call)?;
-        Ok(addr)
+        Ok((addr, hex::encode(tpm.ek_public_sha256)))
     }
 
     fn disk_key(&self, uuid: &str) -> Result<Vec<u8>, Status> {
@@ -129,7 +137,7 @@ impl JoinService {
 #[tonic::async_trait]
 impl Join for JoinService {
     async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinTicket>, Status> {
-        let peer = self.attested_peer(&request, "Join")?;
+        let (peer, tpm) = self.attested_peer(&request, "Join")?;
         let r = request.into_inner();
         if r.wireguard_public_key.len() != 32 {
             return Err(Status::invalid_argument(format!(
@@ -153,6 +161,9 @@ impl Join for JoinService {
                 "joining as a control-plane node (HA) is not supported yet: join as a worker",
             ));
         }
+        self.roster
+            .check_partition(&r.state_partition_uuid, &tpm)
+            .map_err(|e| Status::permission_denied(e.to_string()))?;
         let disk_key = self.disk_key(&r.state_partition_uuid)?;
         let taken = |e: crate::roster::RosterError| Status::already_exists(e.to_string());
         self.roster
@@ -175,9 +186,13 @@ impl Join for JoinService {
                 role: "worker".into(),
                 wireguard_public_key: base64::engine::general_purpose::STANDARD
                     .encode(&r.wireguard_public_key),
+                tpm,
             })
             .map_err(|e| match e {
                 crate::roster::RosterError::NameTaken { .. } => taken(e),
+                crate::roster::RosterError::PartitionTaken { .. } => {
+                    Status::permission_denied(e.to_string())
+                }
                 e => Status::internal(e.to_string()),
             })?;
         let kubernetes = self.kubernetes.join(name.as_str()).await?;
@@ -202,17 +217,20 @@ impl Join for JoinService {
         &self,
         request: Request<RejoinRequest>,
     ) -> Result<Response<RejoinTicket>, Status> {
-        let peer = self.attested_peer(&request, "Rejoin")?;
+        let (peer, tpm) = self.attested_peer(&request, "Rejoin")?;
         let uuid = request.into_inner().state_partition_uuid;
+        // Only the member that joined with this disk, on its own TPM.
+        let member = self.roster.rejoiner(&uuid, &tpm).map_err(|e| match e {
+            crate::roster::RosterError::NotMember { .. } => Status::not_found(e.to_string()),
+            e => Status::permission_denied(e.to_string()),
+        })?;
         let disk_key = self.disk_key(&uuid)?;
         // A member that never became a Kubernetes node (its kubeadm join failed) gets
         // a new token; the others need none. While the control plane is down (a full
         // restart), the disk key alone: kubelet has its credentials on the disk.
         let mut kubernetes = None;
-        if let Some(member) = self.roster.by_partuuid(&uuid) {
-            if let Ok(false) = self.kubernetes.registered(&member.name).await {
-                kubernetes = self.kubernetes.join(&member.name).await.ok();
-            }
+        if let Ok(false) = self.kubernetes.registered(&member.name).await {
+            kubernetes = self.kubernetes.join(&member.name).await.ok();
         }
         tracing::info!(?peer, %uuid, token = kubernetes.is_some(), "admitted a rebooted node");
         Ok(Response::new(RejoinTicket {

@@ -603,7 +603,10 @@ fn the_cluster_is_loaded_from_what_init_kept_and_a_bad_file_is_named() {
     .expect("settings");
     std::fs::write(
         dir.path().join(paths::PLATFORM_POLICY),
-        r#"{"requireHardware": true, "tdx": {}}"#,
+        format!(
+            r#"{{"requireHardware": true, "tdx": {{"mrtd": ["{}"]}}}}"#,
+            "a5".repeat(48)
+        ),
     )
     .expect("policy");
     let c = Cluster::load(dir.path()).expect("load");
@@ -662,17 +665,31 @@ fn a_joiner_gets_a_token_for_its_name_and_a_taken_name_is_refused() {
 
 #[test]
 fn while_the_control_plane_is_down_joiners_retry_and_members_still_rejoin() {
-    let setup = Setup {
-        kubernetes: Arc::new(support_kubernetes::TestControlPlane {
-            down: true,
-            ..Default::default()
-        }),
+    let kubernetes = Arc::new(support_kubernetes::TestControlPlane::default());
+    let f = fixture(Setup {
+        kubernetes: kubernetes.clone(),
         ..Setup::default()
-    };
-    let f = fixture(setup);
-    let err = ticket(&f.service, &f.joiner, Admission::Join).expect_err("down");
+    });
+    ticket(&f.service, &f.joiner, Admission::Join).expect("a member joins");
+    // A full restart: the control plane is not up yet.
+    kubernetes
+        .down
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let newcomer_tpm = Swtpm::start(LocalCa::shared());
+    let newcomer = open(&newcomer_tpm);
+    let wireguard = x25519_dalek::StaticSecret::from([8u8; 32]);
+    let err = client_runtime()
+        .block_on(fetch_ticket(
+            &newcomer,
+            &config(&f.service, LocalCa::shared()),
+            Admission::Join,
+            "3a1b2c3d-4e5f-4061-8293-a4b5c6d7e8f9",
+            &wireguard,
+            &veil_kube::NodeName::new("node2").expect("name"),
+        ))
+        .expect_err("down");
     assert!(format!("{err:#}").contains("not up yet"), "{err:#}");
-    // A full restart: members rejoin before the control plane answers.
+    // Members rejoin before the control plane answers.
     let t = ticket(&f.service, &f.joiner, Admission::Rejoin).expect("rejoin");
     assert_eq!(
         t.disk_key.as_slice(),
@@ -802,4 +819,50 @@ fn an_activated_ak_expires_when_its_quote_is_checked_not_only_when_another_arriv
     )
     .expect_err("an expired AK");
     assert!(e.contains("AccessDenied") || e.contains("refused"), "{e}");
+}
+
+#[test]
+fn a_members_disk_key_goes_to_its_own_tpm_only() {
+    let f = fixture(Setup::default());
+    let (service, member) = (&f.service, &f.joiner);
+    ticket(service, member, Admission::Join).expect("the member joins");
+
+    // Another attested node (its own vTPM), with a copy of the member's disk: its
+    // partition UUID is the member's.
+    let other_tpm = Swtpm::start(LocalCa::shared());
+    let other = open(&other_tpm);
+    let e = ticket(service, &other, Admission::Rejoin).expect_err("another TPM's Rejoin");
+    let text = format!("{e:#}");
+    assert!(text.contains("belongs to member 'node1'"), "{text}");
+    assert!(text.contains("not to this node's TPM"), "{text}");
+    let e =
+        ticket_named(service, &other, Admission::Join, "node2").expect_err("another TPM's Join");
+    assert!(
+        format!("{e:#}").contains("belongs to member 'node1'"),
+        "{e:#}"
+    );
+
+    // A partition nobody joined with is not Rejoined either.
+    let wireguard = x25519_dalek::StaticSecret::from([7u8; 32]);
+    let e = client_runtime()
+        .block_on(fetch_ticket(
+            &other,
+            &config(service, LocalCa::shared()),
+            Admission::Rejoin,
+            "2a1b2c3d-4e5f-4061-8293-a4b5c6d7e8f9",
+            &wireguard,
+            &veil_kube::NodeName::new("node2").expect("name"),
+        ))
+        .expect_err("unknown partition");
+    assert!(
+        format!("{e:#}").contains("no member has state partition"),
+        "{e:#}"
+    );
+
+    // The member itself still rejoins.
+    let t = ticket(service, member, Admission::Rejoin).expect("the member rejoins");
+    assert_eq!(
+        t.disk_key.as_slice(),
+        f.master.disk_key(UUID).expect("key").as_slice()
+    );
 }

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tonic::Status;
 use veil_joinservice::kubernetes::Kubernetes;
@@ -14,7 +15,7 @@ pub struct TestControlPlane {
     /// Names Kubernetes has as Nodes.
     pub registered: Mutex<BTreeSet<String>>,
     /// Answer Unavailable, as a control plane that is not up yet does.
-    pub down: bool,
+    pub down: AtomicBool,
     /// Nodes a token was made for, in order.
     pub tokens_for: Mutex<Vec<String>>,
 }
@@ -22,7 +23,7 @@ pub struct TestControlPlane {
 #[tonic::async_trait]
 impl Kubernetes for TestControlPlane {
     async fn join(&self, node: &str) -> Result<KubernetesJoin, Status> {
-        if self.down {
+        if self.down.load(Ordering::SeqCst) {
             return Err(Status::unavailable(
                 "the control plane is not up yet (test double); try again",
             ));
@@ -39,7 +40,7 @@ impl Kubernetes for TestControlPlane {
     }
 
     async fn registered(&self, node: &str) -> Result<bool, Status> {
-        if self.down {
+        if self.down.load(Ordering::SeqCst) {
             return Err(Status::unavailable(
                 "the control plane is not up yet (test double)",
             ));

@@ -83,6 +83,10 @@ pub struct NodeRecord {
     /// The cluster's Service network (never routed off the node untranslated).
     #[serde(default)]
     pub service_subnet: String,
+    /// Its state partition's UUID (a control-plane node's join service refuses it to
+    /// joiners).
+    #[serde(default)]
+    pub partuuid: String,
 }
 
 impl NodeRecord {

@@ -302,6 +302,10 @@ impl TpmVerifier {
             event_log: ev.event_log.clone(),
             systemd_log: ev.systemd_log.clone(),
             tpm: Some(TpmVerifiedInfo {
+                ek_public_sha256: {
+                    use sha2::Digest;
+                    sha2::Sha256::digest(&ak.ek_public).into()
+                },
                 ak_name,
                 clock_info: quote.clock_info,
                 firmware_version: quote.firmware_version,
