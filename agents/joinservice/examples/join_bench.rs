@@ -1,11 +1,13 @@
 //! Join cost on real swtpms: latency of whole joins (activation both ways, the mutual
-//! aTLS handshake, the Join call) through a join service on this machine, and how many
+//! aTLS handshake, the Join call) through a join service on this machine; how many
 //! joiners one service can admit per second from recorded evidence (the handshake's
-//! check of a quote plus the key derivation), one thread per core.
+//! check of a quote plus the key derivation), one thread per core; and a crowd of
+//! joiners at once through the served join service (every one must end admitted or
+//! refused with a reason; the process's peak RSS before and after).
 //!
 //! ```text
 //! join_bench --service-tcti T1 --joiner-tcti T2 --ca root.pem --intermediate ca.pem
-//!            [-n 20] [--seconds 3]
+//!            [-n 20] [--seconds 3] [--crowd 100]
 //! ```
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,11 +31,13 @@ struct Args {
     intermediate: String,
     n: usize,
     seconds: u64,
+    crowd: usize,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut it = std::env::args().skip(1);
     let (mut st, mut jt, mut ca, mut im, mut n, mut seconds) = (None, None, None, None, 20, 3);
+    let mut crowd = 100;
     while let Some(a) = it.next() {
         let mut val = || it.next().ok_or(format!("{a} needs a value"));
         match a.as_str() {
@@ -43,6 +47,7 @@ fn parse_args() -> Result<Args, String> {
             "--intermediate" => im = Some(val()?),
             "-n" => n = val()?.parse().map_err(|e| format!("-n: {e}"))?,
             "--seconds" => seconds = val()?.parse().map_err(|e| format!("--seconds: {e}"))?,
+            "--crowd" => crowd = val()?.parse().map_err(|e| format!("--crowd: {e}"))?,
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -53,6 +58,7 @@ fn parse_args() -> Result<Args, String> {
         intermediate: im.ok_or("--intermediate is required")?,
         n: n.max(1),
         seconds: seconds.max(1),
+        crowd,
     })
 }
 
@@ -125,9 +131,16 @@ fn main() -> Result<(), BoxError> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let endpoint = listener.local_addr()?.to_string();
     listener.set_nonblocking(true)?;
+    // Every joiner here comes from 127.0.0.1: the per-address rates are lifted (they
+    // stand for many machines); the cap on handshakes in flight stays.
     let limits = Limits {
         per_peer_per_minute: std::num::NonZeroU32::MAX,
         per_peer_burst: std::num::NonZeroU32::MAX,
+        connections: veil_protocol::server::ConnectionLimits {
+            per_peer_per_minute: std::num::NonZeroU32::MAX,
+            per_peer_burst: std::num::NonZeroU32::MAX,
+            ..Default::default()
+        },
         ..Limits::default()
     };
     let roster_dir = tempfile::tempdir()?;
@@ -159,7 +172,7 @@ fn main() -> Result<(), BoxError> {
         }
     });
     let config = JoinConfig {
-        endpoint,
+        endpoint: endpoint.clone(),
         trust: trust.clone(),
         role: Role::Worker,
         cluster_id: None,
@@ -192,6 +205,8 @@ fn main() -> Result<(), BoxError> {
         ms(latencies[latencies.len() - 1])
     );
     println!("  (each: both AK activations, two quotes, the mutual aTLS handshake, Join)");
+
+    crowd(&runtime, &args, &endpoint, &trust, &joiner)?;
 
     // 2. Admissions per second from recorded evidence: what the service spends per
     //    joiner once the TPMs have done their part.
@@ -250,4 +265,104 @@ fn main() -> Result<(), BoxError> {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
+}
+
+/// Peak resident memory of this process so far (VmHWM), in MiB.
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// 3. `--crowd` joiners at once through the served join service, each retrying as a
+///    node does until it is admitted or refused for a reason that retrying cannot
+///    change. One swtpm plays every joiner (its quotes come one at a time, as from
+///    one TPM), so this measures the service under a crowd, not the TPMs.
+fn crowd(
+    runtime: &tokio::runtime::Runtime,
+    args: &Args,
+    endpoint: &str,
+    trust: &EkTrust,
+    joiner: &Arc<AttesterIssuer<TpmAttester>>,
+) -> Result<(), BoxError> {
+    if args.crowd == 0 {
+        return Ok(());
+    }
+    const ATTEMPTS: u32 = 60;
+    let before = peak_rss_mib();
+    let started = Instant::now();
+    let outcomes: Vec<(Result<(), String>, u32)> = runtime.block_on(async {
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..args.crowd {
+            let config = JoinConfig {
+                endpoint: endpoint.to_owned(),
+                trust: trust.clone(),
+                role: Role::Worker,
+                cluster_id: None,
+            };
+            let joiner = joiner.clone();
+            tasks.spawn(async move {
+                let uuid = format!("00000000-0000-4000-9000-{i:012x}");
+                let name =
+                    veil_kube::NodeName::new(&format!("crowd-{i}")).map_err(|e| e.to_string());
+                let wireguard = x25519_dalek::StaticSecret::from([i as u8; 32]);
+                let mut last = String::new();
+                for attempt in 1..=ATTEMPTS {
+                    let name = match &name {
+                        Ok(n) => n,
+                        Err(e) => return (Err(e.clone()), attempt),
+                    };
+                    match fetch_ticket(&joiner, &config, Admission::Join, &uuid, &wireguard, name)
+                        .await
+                    {
+                        Ok(_) => return (Ok(()), attempt),
+                        Err(e) => last = format!("{e:#}"),
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                (Err(last), ATTEMPTS)
+            });
+        }
+        let mut outcomes = Vec::new();
+        while let Some(done) = tasks.join_next().await {
+            outcomes.push(done.unwrap_or_else(|e| (Err(format!("task failed: {e}")), 0)));
+        }
+        outcomes
+    });
+    let elapsed = started.elapsed();
+    let admitted = outcomes.iter().filter(|(r, _)| r.is_ok()).count();
+    let mut refused: std::collections::BTreeMap<String, usize> = Default::default();
+    for (r, _) in &outcomes {
+        if let Err(e) = r {
+            *refused.entry(e.chars().take(120).collect()).or_default() += 1;
+        }
+    }
+    let retried = outcomes.iter().filter(|(_, a)| *a > 1).count();
+    println!(
+        "== a crowd: {} joiners at once through the served join service ==",
+        args.crowd
+    );
+    println!(
+        "  admitted {admitted}, refused {}, lost {} (of {}); {retried} needed more than one attempt",
+        outcomes.len() - admitted,
+        args.crowd - outcomes.len(),
+        args.crowd
+    );
+    for (reason, n) in &refused {
+        println!("    refused x{n}: {reason}");
+    }
+    println!(
+        "  {:.1} admissions/s ({:.1} s for all); peak RSS of this process (service and clients) {:.1} MiB before, {:.1} MiB after",
+        admitted as f64 / elapsed.as_secs_f64(),
+        elapsed.as_secs_f64(),
+        before,
+        peak_rss_mib()
+    );
+    Ok(())
 }

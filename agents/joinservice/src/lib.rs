@@ -163,7 +163,7 @@ pub async fn serve(
         listener,
         tpm.clone(),
         ClientAuth::Required(validator),
-        Default::default(),
+        limits.connections.clone(),
     );
     let limiter = Arc::new(limit::PeerLimiter::new(&limits));
     let plain = Server::builder()

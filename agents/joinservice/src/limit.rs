@@ -21,6 +21,9 @@ pub struct Limits {
     pub per_peer_per_minute: NonZeroU32,
     /// Calls a peer may make at once before the rate applies.
     pub per_peer_burst: NonZeroU32,
+    /// What the port takes on before any peer is verified (connections per address,
+    /// handshakes in flight).
+    pub connections: veil_protocol::server::ConnectionLimits,
 }
 
 impl Default for Limits {
@@ -31,6 +34,7 @@ impl Default for Limits {
             trusted_ak_ttl: Duration::from_secs(120),
             per_peer_per_minute: NonZeroU32::new(60).unwrap_or(NonZeroU32::MIN),
             per_peer_burst: NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN),
+            connections: Default::default(),
         }
     }
 }

@@ -94,13 +94,13 @@ pub struct ConnectionLimits {
 
 impl Default for ConnectionLimits {
     fn default() -> Self {
-        // A joiner retrying every 3 s makes 40 connections a minute; a verifier two
-        // per run. A quote takes the TPM tens of milliseconds (seconds under
-        // emulation): 32 at once is more than one TPM can serve anyway.
+        // A joiner retrying every 3 s makes about 60 connections a minute; a verifier
+        // two or three per run. A quote takes the TPM tens of milliseconds (seconds
+        // under emulation): 32 at once is more than one TPM can serve anyway.
         ConnectionLimits {
             max_handshakes: 32,
-            per_peer_per_minute: NonZeroU32::new(60).unwrap_or(NonZeroU32::MIN),
-            per_peer_burst: NonZeroU32::new(20).unwrap_or(NonZeroU32::MIN),
+            per_peer_per_minute: NonZeroU32::new(120).unwrap_or(NonZeroU32::MIN),
+            per_peer_burst: NonZeroU32::new(60).unwrap_or(NonZeroU32::MIN),
         }
     }
 }
