@@ -186,8 +186,9 @@ cluster_checks() {
         bash -c "[ ! -e '$work/unused-secret.json' ] && ! grep -a -q 'veil-state ' '$console'"
     # Whoever reaches the node first cannot initialize it: it was launched with the
     # operator's init secret hash, and shows it in PCR 14.
+    # (veil-ready comes before the TPM is opened; the measurement right after it.)
     expect "the node measured its launch configuration (the init secret's hash) into PCR 14" \
-        grep -a -q "veil-launch-config measured pcr=14 init-secret-hash=$(jq -r .initSecretHash "$work/init-secret.out")" "$console"
+        wait_console "$console" "veil-launch-config measured pcr=14 init-secret-hash=$(jq -r .initSecretHash "$work/init-secret.out")" 180
     "$veil" init-secret new "$work/intruder-init-secret.json" >/dev/null
     expect_error "veil init with another init secret is refused in the handshake (PCR 14 differs)" \
         "launch configuration of this init secret \(PCR 14\)" \
@@ -238,7 +239,7 @@ cluster_checks() {
             bad "a second node joins through the first one's join service: $(grep -a 'veil-join' "$b_console" | tail -n 3)"
         fi
         expect "the joiner measured the cluster id it was launched with into PCR 14" \
-            grep -a -q "veil-launch-config measured pcr=14 init-secret-hash=none cluster-id=$cluster" "$b_console"
+            wait_console "$b_console" "veil-launch-config measured pcr=14 init-secret-hash=none cluster-id=$cluster" 60
         expect "the joined node created its state disk (by Join) in the same cluster" \
             bash -c "grep -a -q 'veil-state created partuuid=.* by=Join' '$b_console' && grep -a -q 'veil-cluster $cluster' '$b_console'"
         b_partuuid=$(grep -a -o 'veil-state created partuuid=[0-9a-f-]*' "$b_console" | head -n 1 | cut -d= -f2)
