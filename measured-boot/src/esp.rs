@@ -163,6 +163,26 @@ pub fn read_file<R: Read + Seek>(
         .seek(SeekFrom::Start(0))
         .map_err(|e| Error::io(input, e))?;
 
+    // fatfs does cluster arithmetic on values from the disk; where they are
+    // inconsistent (a directory entry naming cluster 0 or 1) its debug builds panic on
+    // an overflow. That is a malformed ESP, and said as one.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        read_with_fatfs(input, window, part_len, path)
+    }))
+    .unwrap_or_else(|_| {
+        Err(Error::BadFat {
+            input: input.to_owned(),
+            reason: "its cluster numbers are inconsistent (the FAT reader stopped on them)".into(),
+        })
+    })
+}
+
+fn read_with_fatfs<R: Read + Seek>(
+    input: &str,
+    window: Window<R>,
+    part_len: u64,
+    path: &str,
+) -> Result<Vec<u8>> {
     let fat_err = |what: &str, e: io::Error| Error::BadFat {
         input: input.to_owned(),
         reason: format!("{what}: {e}"),
