@@ -64,8 +64,13 @@ pub struct JoinConfig {
 }
 
 impl JoinConfig {
-    /// The join configuration under `root`, if the node was given a join endpoint.
-    pub fn discover(root: &Path) -> Result<Option<JoinConfig>> {
+    /// The join configuration under `root`, if the node was given a join endpoint;
+    /// the cluster to join comes from `launch`, the launch configuration the node
+    /// read once and measures (never read again from fw_cfg, which could differ).
+    pub fn discover(
+        root: &Path,
+        launch: &veil_protocol::launch::LaunchConfig,
+    ) -> Result<Option<JoinConfig>> {
         let Ok(raw) = std::fs::read(root.join(FW_CFG_JOIN_ENDPOINT)) else {
             return Ok(None);
         };
@@ -90,10 +95,7 @@ impl JoinConfig {
             intermediate.exists().then_some(intermediate.as_path()),
         )
         .context("loading the image's TPM CA")?;
-        // Read again here, but measured already (the bootstrapper's first step).
-        let cluster_id = veil_protocol::launch::LaunchConfig::read(root)?
-            .cluster_id
-            .map(ClusterId);
+        let cluster_id = launch.cluster_id.map(ClusterId);
         Ok(Some(JoinConfig {
             endpoint,
             trust,

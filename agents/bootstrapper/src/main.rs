@@ -61,9 +61,13 @@ fn main() -> Result<()> {
                 if root_dev.is_none() {
                     tracing::warn!("the root is not dm-verity: Init and Recover are not served");
                 }
+                // What the operator launched the node with: read once, measured before
+                // it is used, and the same value used everywhere.
+                let launch = veil_protocol::launch::LaunchConfig::read(&args.root)
+                    .context("reading the node's launch configuration")?;
                 // A join endpoint makes the node try to join while it waits for Init.
                 let join = match &root_dev {
-                    Some(_) => veil_bootstrapper::join::JoinConfig::discover(&args.root)
+                    Some(_) => veil_bootstrapper::join::JoinConfig::discover(&args.root, &launch)
                         .unwrap_or_else(|e| {
                             tracing::error!("cannot join: {e:#}");
                             println!("veil-join-failed {e:#}");
@@ -94,9 +98,6 @@ fn main() -> Result<()> {
                 if let Some(hardware) = &tpm.hardware {
                     tracing::info!(?hardware, "TPM quotes carry a hardware report");
                 }
-                // What the operator launched the node with; measured before it is used.
-                let launch = veil_protocol::launch::LaunchConfig::read(&args.root)
-                    .context("reading the node's launch configuration")?;
                 let host = (args.root.clone(), segment.map(|s| s.address));
                 veil_bootstrapper::attestation::start(tpm, listener, root_dev, join, host, launch)?;
             }
