@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use measured_boot::reference::ReferenceMeasurements;
 use rand_core::{OsRng, RngCore};
+use sha2::{Digest, Sha256};
 use thiserror::Error;
 use veil_atls::{AtlsError, EvidenceValidator};
 use veil_attest::tpm::{AkIdentity, CredentialChallenge, PendingActivation};
@@ -36,6 +37,8 @@ pub enum AdmissionError {
 struct Pending {
     activation: PendingActivation,
     since: Instant,
+    /// SHA-256 of the EK public area the challenge was made for.
+    ek: [u8; 32],
 }
 
 /// AK activation state shared by the plain services and the aTLS validator.
@@ -59,6 +62,12 @@ impl Admission {
     }
 
     /// Checks the joiner's EK certificate and AK and makes a credential for it.
+    ///
+    /// Slots are bounded per EK as well as in all: anyone can replay a node's public
+    /// EK certificate and never answer, so one EK's pending challenges are capped and
+    /// the newest replaces the oldest. A replayer then holds only the slots of the EKs
+    /// it replays (and the host could block those nodes' traffic anyway); the real
+    /// node's next attempt still gets a slot.
     pub fn challenge(
         &self,
         identity: &AkIdentity,
@@ -70,9 +79,21 @@ impl Admission {
             .tpm()
             .challenge(identity)
             .map_err(AdmissionError::NotTrusted)?;
+        let ek: [u8; 32] = Sha256::digest(&identity.ek_public).into();
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         let ttl = self.limits.activation_ttl;
         pending.retain(|_, p| p.since.elapsed() < ttl);
+        let mut same_ek: Vec<(Instant, ChallengeId)> = pending
+            .iter()
+            .filter(|(_, p)| p.ek == ek)
+            .map(|(id, p)| (p.since, *id))
+            .collect();
+        same_ek.sort();
+        let excess = (same_ek.len() + 1).saturating_sub(self.limits.per_ek_in_flight.max(1));
+        for (_, id) in same_ek.into_iter().take(excess) {
+            tracing::debug!(ek = %hex::encode(ek), "a newer challenge for this EK replaces one");
+            pending.remove(&id);
+        }
         if pending.len() >= self.limits.max_in_flight {
             return Err(AdmissionError::Busy(pending.len()));
         }
@@ -83,6 +104,7 @@ impl Admission {
             Pending {
                 activation,
                 since: Instant::now(),
+                ek,
             },
         );
         Ok((id, challenge))

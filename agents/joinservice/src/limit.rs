@@ -13,6 +13,10 @@ use tonic::Status;
 pub struct Limits {
     /// Challenges waiting for their answer, and AKs trusted at once.
     pub max_in_flight: usize,
+    /// Challenges waiting at once for one EK. An EK certificate is public (any node's
+    /// can be replayed), so a challenge slot is keyed by the EK: a replayer fills that
+    /// EK's few slots, not everyone's, and the newest challenge replaces its oldest.
+    pub per_ek_in_flight: usize,
     /// How long a challenge may wait for its answer.
     pub activation_ttl: Duration,
     /// How long an activated AK may be used to join.
@@ -30,6 +34,7 @@ impl Default for Limits {
     fn default() -> Limits {
         Limits {
             max_in_flight: 256,
+            per_ek_in_flight: 2,
             activation_ttl: Duration::from_secs(60),
             trusted_ak_ttl: Duration::from_secs(120),
             per_peer_per_minute: NonZeroU32::new(60).unwrap_or(NonZeroU32::MIN),

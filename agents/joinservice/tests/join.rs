@@ -469,6 +469,56 @@ fn one_peer_calling_too_often_is_told_to_wait() {
 }
 
 #[test]
+fn a_replayed_ek_certificate_cannot_fill_the_challenge_slots() {
+    let master = MasterSecret::generate();
+    let many = NonZeroU32::new(10_000).expect("n");
+    let limits = Limits {
+        max_in_flight: 4,
+        per_peer_per_minute: many,
+        per_peer_burst: many,
+        ..Limits::default()
+    };
+    let service = Service::start(
+        &master,
+        Setup {
+            limits,
+            ..Setup::default()
+        },
+    );
+    let joiner_tpm = Swtpm::start(LocalCa::shared());
+    let joiner = open(&joiner_tpm);
+    let other_tpm = Swtpm::start(LocalCa::shared());
+    let other = open(&other_tpm);
+    // Someone who saw the joiner's public EK certificate (and an AK) replays them and
+    // never answers: more challenges than the service has slots.
+    let replayed = joiner.0.lock().expect("lock").identity().clone();
+    let another = other.0.lock().expect("lock").identity().clone();
+    let (replies, theirs) = client_runtime().block_on(async {
+        let channel = veil_protocol::client::plain(&service.addr)
+            .await
+            .expect("plain");
+        let mut client = JoinActivationClient::new(channel);
+        let mut out = Vec::new();
+        for _ in 0..10 {
+            out.push(
+                client
+                    .challenge(TpmIdentity::from(replayed.clone()))
+                    .await
+                    .map(|_| ()),
+            );
+        }
+        let theirs = client.challenge(TpmIdentity::from(another)).await;
+        (out, theirs)
+    });
+    // Each replay takes the place of that EK's oldest challenge, never another's.
+    assert!(replies.iter().all(Result::is_ok), "{replies:?}");
+    theirs.expect("another node still gets a challenge slot");
+    // And the node whose certificate was replayed joins.
+    let t = ticket(&service, &joiner, Admission::Join).expect("the replayed node joins");
+    assert_eq!(t.cluster_id, Some(master.cluster_id()));
+}
+
+#[test]
 fn a_wrong_answer_to_the_challenge_is_refused_and_that_challenge_is_spent() {
     let f = fixture(Setup::default());
     let (service, joiner) = (&f.service, &f.joiner);
