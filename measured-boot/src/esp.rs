@@ -165,7 +165,9 @@ pub fn read_file<R: Read + Seek>(
 
     // fatfs does cluster arithmetic on values from the disk; where they are
     // inconsistent (a directory entry naming cluster 0 or 1) its debug builds panic on
-    // an overflow. That is a malformed ESP, and said as one.
+    // an overflow. That is a malformed ESP, and said as one. (Release builds have no
+    // overflow checks: there the value wraps to an offset outside the partition, which
+    // the window refuses to read.)
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         read_with_fatfs(input, window, part_len, path)
     }))

@@ -5,16 +5,28 @@ use std::io::Cursor;
 
 #[test]
 fn an_esp_whose_directory_names_cluster_0_or_1_is_a_malformed_fat() {
-    let data = include_bytes!("data/fuzz/esp-cluster-underflow.bin");
-    let e = measured_boot::esp::read_file(
-        "esp-cluster-underflow.bin",
-        Cursor::new(&data[..]),
-        0,
-        data.len() as u64,
-        measured_boot::esp::DEFAULT_LOADER_PATH,
-    )
-    .expect_err("a malformed FAT");
-    assert!(e.to_string().contains("esp-cluster-underflow.bin"), "{e}");
+    // Two inputs: a file's and a directory's first cluster below 2.
+    let inputs: [(&str, &[u8]); 2] = [
+        (
+            "esp-cluster-underflow.bin",
+            include_bytes!("data/fuzz/esp-cluster-underflow.bin"),
+        ),
+        (
+            "esp-cluster-underflow-2.bin",
+            include_bytes!("data/fuzz/esp-cluster-underflow-2.bin"),
+        ),
+    ];
+    for (name, data) in inputs {
+        let e = measured_boot::esp::read_file(
+            name,
+            Cursor::new(data),
+            0,
+            data.len() as u64,
+            measured_boot::esp::DEFAULT_LOADER_PATH,
+        )
+        .expect_err("a malformed FAT");
+        assert!(e.to_string().contains(name), "{e}");
+    }
 }
 
 #[test]
