@@ -21,6 +21,7 @@ pub mod cvm;
 mod encoding;
 pub mod evidence;
 pub mod pcr;
+pub mod peer;
 pub mod platform;
 pub mod policy;
 pub mod reference;

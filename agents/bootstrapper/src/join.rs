@@ -10,9 +10,11 @@
 //! 12 and 13 equal its own: both are past systemd's "ready" phase, since the
 //! bootstrapper starts after `systemd-pcrphase.service`); and it belongs to a cluster
 //! (PCR 15 set) — to the cluster the node was launched to join, when its measured
-//! launch configuration names one (PCR 15 equal to that id extended once). The
-//! service has checked the joiner against the cluster's reference measurements in the
-//! same handshake.
+//! launch configuration names one (PCR 15 equal to that id extended once). In a
+//! confidential VM the service's quote must also carry a hardware report binding its AK
+//! with this node's own launch measurement, vendor root and a TCB no older
+//! (`veil_attest::peer`). The service has checked the joiner against the cluster's
+//! reference measurements in the same handshake.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -22,8 +24,8 @@ use anyhow::{Context, Result, anyhow, bail};
 use base64::Engine;
 use tonic::Status;
 use veil_atls::{EvidenceIssuer, VerifierValidator};
-use veil_attest::Verified;
 use veil_attest::tpm::{CredentialChallenge, EkTrust, TpmVerifier};
+use veil_attest::{Platform, PlatformPolicy, PlatformVerifier, Verified};
 use veil_keys::ClusterId;
 use veil_protocol::activation::{activate_peer, with_tpm};
 use veil_protocol::paths::NodeRecord;
@@ -61,6 +63,10 @@ pub struct JoinConfig {
     /// The cluster the service must belong to, from the measured launch
     /// configuration (None: any cluster).
     pub cluster_id: Option<ClusterId>,
+    /// In a confidential VM: the hardware evidence the service's quote must carry,
+    /// made from this node's own report (`veil_attest::peer`). None on a node without
+    /// SEV-SNP or TDX, which checks the service's TPM quote alone.
+    pub service_hardware: Option<PlatformPolicy>,
 }
 
 impl JoinConfig {
@@ -70,6 +76,7 @@ impl JoinConfig {
     pub fn discover(
         root: &Path,
         launch: &veil_protocol::launch::LaunchConfig,
+        platform: &Platform,
     ) -> Result<Option<JoinConfig>> {
         let Ok(raw) = std::fs::read(root.join(FW_CFG_JOIN_ENDPOINT)) else {
             return Ok(None);
@@ -96,13 +103,35 @@ impl JoinConfig {
         )
         .context("loading the image's TPM CA")?;
         let cluster_id = launch.cluster_id.map(ClusterId);
+        let service_hardware = service_hardware(root, platform)?;
         Ok(Some(JoinConfig {
             endpoint,
             trust,
             role,
             cluster_id,
+            service_hardware,
         }))
     }
+}
+
+/// What a confidential VM requires of its join service's hardware evidence: what its
+/// own report shows (the kind, vendor root, launch measurement, TCB). A node on
+/// SEV-SNP or TDX that cannot read its own report does not join at all.
+fn service_hardware(root: &Path, platform: &Platform) -> Result<Option<PlatformPolicy>> {
+    let Some(mut own) = veil_attest::HardwareAttester::for_platform(platform, root) else {
+        return Ok(None);
+    };
+    // Any data will do: only the launch-time fields of this report are used.
+    let report = own
+        .report(&[0; 32], b"veil joiner: own launch measurement")
+        .with_context(|| format!("reading this {} node's own report", platform.kind()))?;
+    let policy = veil_attest::peer::policy_like_own(&report)
+        .context("deriving what the join service's hardware evidence must show")?;
+    tracing::info!(
+        accepts = %policy.accepts(),
+        "the join service must show hardware evidence like this node's"
+    );
+    Ok(Some(policy))
 }
 
 /// What the join service gave.
@@ -282,6 +311,13 @@ pub async fn fetch_ticket(
     // 1. The service's AK, activated by us.
     let mut verifier = TpmVerifier::new(config.trust.clone());
     verifier.add_trusted_ak(activate_peer(plain.clone(), ep, &verifier).await?);
+    let validator: Arc<dyn veil_atls::EvidenceValidator> = match &config.service_hardware {
+        Some(policy) => Arc::new(VerifierValidator(
+            PlatformVerifier::new(verifier, policy, "this node's policy for its join service")
+                .context("the join service's hardware policy")?,
+        )),
+        None => Arc::new(VerifierValidator(verifier)),
+    };
 
     // 2. Our AK, activated by the service.
     let identity = with_tpm(tpm, |att| Ok(att.identity().clone()))
@@ -314,10 +350,9 @@ pub async fn fetch_ticket(
 
     // 3. Mutual aTLS: the service refuses the handshake unless we match its reference.
     let own: Arc<dyn EvidenceIssuer> = tpm.clone();
-    let (channel, service) =
-        veil_protocol::client::atls(ep, Some(own), Arc::new(VerifierValidator(verifier)))
-            .await
-            .with_context(|| format!("attesting to the join service at {ep}"))?;
+    let (channel, service) = veil_protocol::client::atls(ep, Some(own), validator)
+        .await
+        .with_context(|| format!("attesting to the join service at {ep}"))?;
     check_service(tpm, &service, config.cluster_id.as_ref()).await?;
 
     let mut join = JoinClient::new(channel).max_decoding_message_size(MAX_MESSAGE);

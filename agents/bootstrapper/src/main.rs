@@ -67,12 +67,14 @@ fn main() -> Result<()> {
                     .context("reading the node's launch configuration")?;
                 // A join endpoint makes the node try to join while it waits for Init.
                 let join = match &root_dev {
-                    Some(_) => veil_bootstrapper::join::JoinConfig::discover(&args.root, &launch)
-                        .unwrap_or_else(|e| {
-                            tracing::error!("cannot join: {e:#}");
-                            println!("veil-join-failed {e:#}");
-                            None
-                        }),
+                    Some(_) => veil_bootstrapper::join::JoinConfig::discover(
+                        &args.root, &launch, &platform,
+                    )
+                    .unwrap_or_else(|e| {
+                        tracing::error!("cannot join: {e:#}");
+                        println!("veil-join-failed {e:#}");
+                        None
+                    }),
                     None => None,
                 };
                 // The node's address among the nodes (QEMU's segment NIC): configured

@@ -176,6 +176,7 @@ fn main() -> Result<(), BoxError> {
         trust: trust.clone(),
         role: Role::Worker,
         cluster_id: None,
+        service_hardware: None,
     };
     let wireguard = x25519_dalek::StaticSecret::from([9u8; 32]);
     let mut latencies = Vec::with_capacity(args.n);
@@ -305,6 +306,7 @@ fn crowd(
                 trust: trust.clone(),
                 role: Role::Worker,
                 cluster_id: None,
+                service_hardware: None,
             };
             let joiner = joiner.clone();
             tasks.spawn(async move {

@@ -192,6 +192,7 @@ fn config(service: &Service, ca: &LocalCa) -> JoinConfig {
         trust: ca.trust(),
         role: Role::Worker,
         cluster_id: None,
+        service_hardware: None,
     }
 }
 
@@ -360,6 +361,34 @@ fn a_joiner_launched_for_one_cluster_refuses_a_service_of_another() {
     // The same joiner, launched for the service's cluster, gets in.
     let t = join_cluster(&f.service, &f.joiner, theirs).expect("its own cluster");
     assert_eq!(t.cluster_id, Some(theirs));
+}
+
+#[test]
+fn a_joiner_in_a_confidential_vm_refuses_a_service_whose_quote_has_no_hardware_report() {
+    let f = fixture(Setup::default());
+    let wireguard = x25519_dalek::StaticSecret::from([7u8; 32]);
+    let name = veil_kube::NodeName::new("node1").expect("name");
+    // What a joiner on SEV-SNP derives from its own report (veil_attest::peer): the
+    // service's quote must carry a report with that launch measurement.
+    let cvm = JoinConfig {
+        service_hardware: Some(hardware_required()),
+        ..config(&f.service, LocalCa::shared())
+    };
+    let e = client_runtime()
+        .block_on(fetch_ticket(
+            &f.joiner,
+            &cvm,
+            Admission::Join,
+            UUID,
+            &wireguard,
+            &name,
+        ))
+        .expect_err("a service with a bare TPM quote");
+    let text = format!("{e:#}");
+    assert!(text.contains("requires a hardware report"), "{text}");
+    // Nothing was asked for: the same node, not a confidential VM, joins.
+    let t = ticket(&f.service, &f.joiner, Admission::Join).expect("a TPM-only joiner");
+    assert_eq!(t.cluster_id, Some(f.master.cluster_id()));
 }
 
 #[test]

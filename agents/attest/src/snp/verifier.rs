@@ -285,6 +285,25 @@ impl SnpVerifier {
         Ok((report, info))
     }
 
+    /// The product whose pinned ASK signed `vcek_der`, if any: how a node learns which
+    /// generation it runs on from its own evidence.
+    pub fn product_of_vcek(vcek_der: &[u8]) -> Option<SnpProduct> {
+        let probe = SnpEvidence {
+            report: Vec::new(),
+            vcek: vcek_der.to_vec(),
+            cert_chain: None,
+        };
+        [SnpProduct::Milan, SnpProduct::Genoa, SnpProduct::Turin]
+            .into_iter()
+            .find(|&product| {
+                SnpVerifier::new(SnpPolicy {
+                    product,
+                    ..SnpPolicy::default()
+                })
+                .is_ok_and(|v| v.check_chain(&probe).is_ok())
+            })
+    }
+
     /// VCEK → pinned ASK → pinned ARK. A chain in the evidence must equal the pins.
     fn check_chain(&self, ev: &SnpEvidence) -> Result<Certificate, SnpVerifyError> {
         let product = self.policy.product;
