@@ -131,9 +131,11 @@ fn main() -> Result<(), BoxError> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let endpoint = listener.local_addr()?.to_string();
     listener.set_nonblocking(true)?;
-    // Every joiner here comes from 127.0.0.1: the per-address rates are lifted (they
-    // stand for many machines); the cap on handshakes in flight stays.
+    // Every joiner here comes from 127.0.0.1 and one swtpm: the per-address rates and
+    // the per-EK cap on challenges are lifted (they stand for many machines and TPMs);
+    // the caps on joins and handshakes in flight stay.
     let limits = Limits {
+        per_ek_in_flight: usize::MAX,
         per_peer_per_minute: std::num::NonZeroU32::MAX,
         per_peer_burst: std::num::NonZeroU32::MAX,
         connections: veil_protocol::server::ConnectionLimits {

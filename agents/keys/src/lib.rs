@@ -40,6 +40,7 @@ pub const DISK_KEY_LEN: usize = 64;
 const INFO_CLUSTER_ID: &str = "veil/v1/cluster-id";
 const INFO_DISK: &str = "veil/v1/disk:";
 const INFO_MEASUREMENT: &str = "veil/v1/measurement-secret";
+const INFO_MESH: &str = "veil/v1/mesh-secret";
 const MASTER_SECRET_FILE: &str = "master-secret file";
 
 pub use init::{INIT_SECRET_FILE, InitSecret};
@@ -187,6 +188,11 @@ impl MasterSecret {
         self.derive::<32>(INFO_MEASUREMENT.as_bytes())
     }
 
+    /// The secret the WireGuard mesh derives each pair's preshared key from.
+    pub fn mesh_secret(&self) -> Zeroizing<[u8; 32]> {
+        self.derive::<32>(INFO_MESH.as_bytes())
+    }
+
     /// Writes the master-secret file, mode 0600. Refuses if `path` exists: it may be
     /// the only copy of another cluster's secret.
     pub fn write_file(&self, path: &Path) -> Result<(), KeyError> {
@@ -243,6 +249,16 @@ fn normalize_uuid(uuid: &str) -> Result<String, KeyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_derived_secret_is_its_own_and_the_same_from_the_same_master() {
+        let m = MasterSecret::generate();
+        let again = MasterSecret::from_parts(m.secret(), m.salt()).expect("copy");
+        assert_eq!(*m.mesh_secret(), *again.mesh_secret());
+        assert_ne!(*m.mesh_secret(), *m.measurement_secret());
+        assert_ne!(*m.mesh_secret(), m.cluster_id().0);
+        assert_ne!(*m.mesh_secret(), *MasterSecret::generate().mesh_secret());
+    }
 
     #[test]
     fn uuids_normalize_and_garbage_is_refused() {
