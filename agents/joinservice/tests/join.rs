@@ -456,6 +456,30 @@ fn a_restart_mid_join_fails_that_join_clearly_and_the_next_attempt_gets_in() {
     assert_eq!(t.cluster_id, Some(master.cluster_id()));
 }
 
+/// Plain `Challenge` calls to `service` with each of `identities`, in order, on one
+/// connection (nobody answers them).
+fn challenges(
+    service: &Service,
+    identities: &[veil_attest::tpm::AkIdentity],
+) -> Vec<Result<(), tonic::Status>> {
+    client_runtime().block_on(async {
+        let channel = veil_protocol::client::plain(&service.addr)
+            .await
+            .expect("plain");
+        let mut client = JoinActivationClient::new(channel);
+        let mut out = Vec::new();
+        for identity in identities {
+            out.push(
+                client
+                    .challenge(TpmIdentity::from(identity.clone()))
+                    .await
+                    .map(|_| ()),
+            );
+        }
+        out
+    })
+}
+
 #[test]
 fn one_peer_calling_too_often_is_told_to_wait() {
     let master = MasterSecret::generate();
@@ -474,23 +498,7 @@ fn one_peer_calling_too_often_is_told_to_wait() {
     let joiner_tpm = Swtpm::start(LocalCa::shared());
     let joiner = open(&joiner_tpm);
     let identity = joiner.0.lock().expect("lock").identity().clone();
-    let rt = client_runtime();
-    let codes: Vec<Result<(), tonic::Status>> = rt.block_on(async {
-        let channel = veil_protocol::client::plain(&service.addr)
-            .await
-            .expect("plain");
-        let mut client = JoinActivationClient::new(channel);
-        let mut out = Vec::new();
-        for _ in 0..3 {
-            out.push(
-                client
-                    .challenge(TpmIdentity::from(identity.clone()))
-                    .await
-                    .map(|_| ()),
-            );
-        }
-        out
-    });
+    let codes = challenges(&service, &vec![identity; 3]);
     assert!(codes[0].is_ok() && codes[1].is_ok(), "{codes:?}");
     let status = codes[2].as_ref().expect_err("third call within the minute");
     assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status}");
@@ -522,23 +530,8 @@ fn a_replayed_ek_certificate_cannot_fill_the_challenge_slots() {
     // never answers: more challenges than the service has slots.
     let replayed = joiner.0.lock().expect("lock").identity().clone();
     let another = other.0.lock().expect("lock").identity().clone();
-    let (replies, theirs) = client_runtime().block_on(async {
-        let channel = veil_protocol::client::plain(&service.addr)
-            .await
-            .expect("plain");
-        let mut client = JoinActivationClient::new(channel);
-        let mut out = Vec::new();
-        for _ in 0..10 {
-            out.push(
-                client
-                    .challenge(TpmIdentity::from(replayed.clone()))
-                    .await
-                    .map(|_| ()),
-            );
-        }
-        let theirs = client.challenge(TpmIdentity::from(another)).await;
-        (out, theirs)
-    });
+    let replies = challenges(&service, &vec![replayed; 10]);
+    let theirs = challenges(&service, &[another]).remove(0);
     // Each replay takes the place of that EK's oldest challenge, never another's.
     assert!(replies.iter().all(Result::is_ok), "{replies:?}");
     theirs.expect("another node still gets a challenge slot");
