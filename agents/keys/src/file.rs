@@ -76,3 +76,36 @@ pub(crate) fn read_private<T: DeserializeOwned>(
         reason: e.to_string(),
     })
 }
+
+/// Reads the fields of a secret file once it parsed: its format version and base64
+/// values, each error naming the file and the field.
+pub(crate) struct Fields<'a> {
+    pub path: &'a Path,
+    pub what: &'static str,
+}
+
+impl Fields<'_> {
+    pub fn malformed(&self, reason: String) -> KeyError {
+        KeyError::Malformed {
+            path: self.path.into(),
+            what: self.what,
+            reason,
+        }
+    }
+
+    /// Only format version 1 exists.
+    pub fn version(&self, got: u32) -> Result<(), KeyError> {
+        match got {
+            1 => Ok(()),
+            v => Err(self.malformed(format!("format version {v} (this veil reads 1)"))),
+        }
+    }
+
+    pub fn base64(&self, field: &str, text: &str) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map(Zeroizing::new)
+            .map_err(|e| self.malformed(format!("{field}: {e}")))
+    }
+}

@@ -101,21 +101,12 @@ impl InitSecret {
     /// Reads an init-secret file; refuses one that others can read.
     pub fn read_file(path: &Path) -> Result<InitSecret, KeyError> {
         let file: File = file::read_private(path, INIT_SECRET_FILE)?;
-        let malformed = |reason: String| KeyError::Malformed {
-            path: path.into(),
+        let fields = file::Fields {
+            path,
             what: INIT_SECRET_FILE,
-            reason,
         };
-        if file.veil_init_secret != 1 {
-            return Err(malformed(format!(
-                "format version {} (this veil reads 1)",
-                file.veil_init_secret
-            )));
-        }
-        let secret = Zeroizing::new(
-            B64.decode(&file.secret)
-                .map_err(|e| malformed(format!("secret: {e}")))?,
-        );
-        InitSecret::from_bytes(&secret).map_err(|e| malformed(e.to_string()))
+        fields.version(file.veil_init_secret)?;
+        let secret = fields.base64("secret", &file.secret)?;
+        InitSecret::from_bytes(&secret).map_err(|e| fields.malformed(e.to_string()))
     }
 }

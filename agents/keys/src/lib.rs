@@ -207,25 +207,14 @@ impl MasterSecret {
     /// Reads a master-secret file; refuses one that others can read.
     pub fn read_file(path: &Path) -> Result<MasterSecret, KeyError> {
         let file: File = file::read_private(path, MASTER_SECRET_FILE)?;
-        let malformed = |reason: String| KeyError::Malformed {
-            path: path.into(),
+        let fields = file::Fields {
+            path,
             what: MASTER_SECRET_FILE,
-            reason,
         };
-        if file.veil_master_secret != 1 {
-            return Err(malformed(format!(
-                "format version {} (this veil reads 1)",
-                file.veil_master_secret
-            )));
-        }
-        let secret = Zeroizing::new(
-            B64.decode(&file.secret)
-                .map_err(|e| malformed(format!("secret: {e}")))?,
-        );
-        let salt = B64
-            .decode(&file.salt)
-            .map_err(|e| malformed(format!("salt: {e}")))?;
-        MasterSecret::from_parts(&secret, &salt).map_err(|e| malformed(e.to_string()))
+        fields.version(file.veil_master_secret)?;
+        let secret = fields.base64("secret", &file.secret)?;
+        let salt = fields.base64("salt", &file.salt)?;
+        MasterSecret::from_parts(&secret, &salt).map_err(|e| fields.malformed(e.to_string()))
     }
 }
 
