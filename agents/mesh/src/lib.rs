@@ -10,11 +10,13 @@
 //!   cluster's mesh secret (a post-quantum layer over X25519);
 //! - [`peers`]: a node's peer table and the checks a roster update passes before it
 //!   changes anything (versions only move forward; keys, addresses and pod ranges are
-//!   each one node's).
+//!   each one node's);
+//! - [`wg`]: that table on a WireGuard interface (`wg0`).
 
 pub mod address;
 pub mod peers;
 pub mod psk;
+pub mod wg;
 
 use thiserror::Error;
 
@@ -40,6 +42,8 @@ pub enum MeshError {
     StaleRoster { got: u64, have: u64 },
     #[error("roster version {version}: {reason}; nothing was changed")]
     BadRoster { version: u64, reason: String },
+    #[error("WireGuard interface '{interface}': {reason}")]
+    Device { interface: String, reason: String },
 }
 
 /// What WireGuard adds to each packet over an IPv6 underlay (40 IP + 8 UDP + 32

@@ -144,6 +144,10 @@ impl PeerTable {
         self.version
     }
 
+    pub fn own_key(&self) -> &WgKey {
+        &self.own_key
+    }
+
     pub fn peers(&self) -> impl Iterator<Item = &Peer> {
         self.peers.values()
     }
