@@ -1,0 +1,163 @@
+//! The `azure-sev-snp` verification on recorded real evidence from Azure CVMs
+//! (tests/data/azure/README.md: the trustee project's test data, Apache-2.0): the
+//! genuine evidence of a Milan and of a Genoa host verifies under AMD's pinned roots,
+//! through the HCL report's runtime data to the vTPM quote; a flipped byte anywhere,
+//! another VM's quote, a TDX report, another nonce or another generation's roots is
+//! refused, naming what failed.
+
+use std::collections::BTreeMap;
+
+use veil_attest::azure::{AzureError, AzureSnpEvidence, HclKind, HclReport, verify_azure_snp};
+use veil_attest::snp::{SnpPolicy, SnpProduct, SnpVerifier};
+use veil_attest::tpm::quote::Quote;
+
+fn data(name: &str) -> Vec<u8> {
+    let path = format!("{}/tests/data/azure/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn evidence(host: &str) -> AzureSnpEvidence {
+    AzureSnpEvidence {
+        hcl_report: data(&format!("{host}-hcl-report.bin")),
+        vcek: data(&format!("{host}-vcek.der")),
+        cert_chain: None,
+        quote: data(&format!("{host}-quote.bin")),
+        signature: data(&format!("{host}-quote.sig")),
+        pcrs: data(&format!("{host}-quote-pcrs.bin"))
+            .chunks(32)
+            .enumerate()
+            .map(|(i, v)| (i as u32, v.try_into().expect("32 bytes")))
+            .collect::<BTreeMap<u32, [u8; 32]>>(),
+    }
+}
+
+fn verifier(product: SnpProduct) -> SnpVerifier {
+    SnpVerifier::new(SnpPolicy {
+        product,
+        ..SnpPolicy::default()
+    })
+    .expect("pinned roots")
+}
+
+const NONCE: &[u8] = b"challenge";
+
+#[test]
+fn a_milan_cvms_evidence_verifies_from_amds_root_to_its_pcrs() {
+    let ev = evidence("milan");
+    let v = verify_azure_snp(&ev, &verifier(SnpProduct::Milan), NONCE).expect("verifies");
+    assert_eq!(v.snp.vmpl, 0, "the paravisor's report comes from VMPL 0");
+    assert_eq!(v.pcrs.len(), 24);
+    assert_eq!(v.vm_configuration["secure-boot"], true);
+    assert_eq!(
+        v.vm_configuration["vmUniqueId"],
+        "26F8BC30-774E-4290-8E7A-535F3B672AEE"
+    );
+}
+
+#[test]
+fn a_genoa_cvms_evidence_verifies_under_the_genoa_roots_only() {
+    let ev = evidence("genoa");
+    let nonce = Quote::parse(&ev.quote).expect("quote").extra_data;
+    verify_azure_snp(&ev, &verifier(SnpProduct::Genoa), &nonce).expect("verifies");
+    let e = verify_azure_snp(&ev, &verifier(SnpProduct::Milan), &nonce)
+        .expect_err("a Genoa VCEK under Milan's roots");
+    assert!(matches!(e, AzureError::Snp(_)), "{e}");
+    assert!(e.to_string().contains("Milan"), "{e}");
+}
+
+#[test]
+fn another_nonce_a_changed_pcr_or_a_changed_quote_is_refused() {
+    let milan = verifier(SnpProduct::Milan);
+    let e = verify_azure_snp(&evidence("milan"), &milan, b"another").expect_err("nonce");
+    assert!(matches!(e, AzureError::Nonce { .. }), "{e}");
+
+    let mut ev = evidence("milan");
+    ev.pcrs.entry(7).and_modify(|v| v[0] ^= 1);
+    let e = verify_azure_snp(&ev, &milan, NONCE).expect_err("pcr");
+    assert!(matches!(e, AzureError::PcrDigest { .. }), "{e}");
+
+    let mut ev = evidence("milan");
+    let last = ev.quote.len() - 1;
+    ev.quote[last] ^= 1;
+    let e = verify_azure_snp(&ev, &milan, NONCE).expect_err("quote");
+    assert!(matches!(e, AzureError::QuoteSignature(_)), "{e}");
+}
+
+#[test]
+fn a_quote_by_another_vms_ak_is_refused() {
+    let genoa = evidence("genoa");
+    let ev = AzureSnpEvidence {
+        quote: genoa.quote,
+        signature: genoa.signature,
+        pcrs: genoa.pcrs,
+        ..evidence("milan")
+    };
+    let nonce = Quote::parse(&ev.quote).expect("quote").extra_data;
+    let e = verify_azure_snp(&ev, &verifier(SnpProduct::Milan), &nonce).expect_err("swap");
+    assert!(matches!(e, AzureError::QuoteSignature(_)), "{e}");
+    assert!(
+        e.to_string()
+            .contains("not signed by the AK that the HCL report names"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_flipped_byte_in_the_report_runtime_data_or_vcek_is_named() {
+    let milan = verifier(SnpProduct::Milan);
+    // The SNP report's measurement: its signature no longer holds.
+    let mut ev = evidence("milan");
+    ev.hcl_report[32 + 0x90] ^= 1;
+    let e = verify_azure_snp(&ev, &milan, NONCE).expect_err("report");
+    assert!(matches!(e, AzureError::Snp(_)), "{e}");
+    assert!(e.to_string().contains("signature"), "{e}");
+
+    // The runtime data (here inside the AK's modulus): the report no longer binds it.
+    let mut ev = evidence("milan");
+    ev.hcl_report[32 + 1184 + 20 + 200] ^= 1;
+    let e = verify_azure_snp(&ev, &milan, NONCE).expect_err("runtime data");
+    assert!(matches!(e, AzureError::Snp(_)), "{e}");
+    assert!(e.to_string().contains("report_data is"), "{e}");
+
+    // The VCEK's signature: it no longer chains to the pinned ASK.
+    let mut ev = evidence("milan");
+    let n = ev.vcek.len() - 10;
+    ev.vcek[n] ^= 1;
+    let e = verify_azure_snp(&ev, &milan, NONCE).expect_err("vcek");
+    assert!(matches!(e, AzureError::Snp(_)), "{e}");
+    assert!(e.to_string().contains("VCEK"), "{e}");
+}
+
+#[test]
+fn malformed_or_foreign_hcl_reports_are_refused_by_what_is_wrong() {
+    let good = data("milan-hcl-report.bin");
+    let e = HclReport::parse(&good[..1000]).expect_err("truncated");
+    assert!(e.to_string().contains("shorter than its fixed part"), "{e}");
+    let mut bad = good.clone();
+    bad[0] = b'X';
+    let e = HclReport::parse(&bad).expect_err("signature");
+    assert!(e.to_string().contains("not HCLA"), "{e}");
+    let mut bad = good.clone();
+    bad[32 + 1184 + 17] = 0xff; // the runtime data's length
+    let e = HclReport::parse(&bad).expect_err("length");
+    assert!(e.to_string().contains("runtime data of"), "{e}");
+
+    // A TDX CVM's report under the SEV-SNP profile.
+    let tdx = data("tdx-hcl-report.bin");
+    assert_eq!(HclReport::parse(&tdx).expect("tdx").kind(), HclKind::Tdx);
+    let ev = AzureSnpEvidence {
+        hcl_report: tdx,
+        ..evidence("milan")
+    };
+    let e = verify_azure_snp(&ev, &verifier(SnpProduct::Milan), NONCE).expect_err("tdx");
+    assert!(
+        matches!(
+            e,
+            AzureError::WrongKind {
+                got: "TDX",
+                want: "SEV-SNP"
+            }
+        ),
+        "{e}"
+    );
+}
