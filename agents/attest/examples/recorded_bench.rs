@@ -1,4 +1,4 @@
-//! CPU cost of verifying recorded SEV-SNP and TDX evidence (the real vectors under
+//! CPU cost of verifying recorded SEV-SNP, TDX and Azure SEV-SNP CVM evidence (the real vectors under
 //! tests/data/), so hardware we lack still gets a figure:
 //! `cargo run --release -p veil-attest --example recorded_bench [-- N]`.
 //! Prints the mean wall time per verification (single thread, after a warm-up).
@@ -72,5 +72,31 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     time("TDX quote + collateral", n, || {
         tdx_verifier.verify(&tdx, &tdx_user).is_ok()
     });
+
+    let azure = azure_evidence()?;
+    let milan = SnpVerifier::new(SnpPolicy::default())?;
+    time(
+        "Azure SEV-SNP CVM (HCL report + VCEK chain + RSA vTPM quote)",
+        n,
+        || veil_attest::azure::verify_azure_snp(&azure, &milan, b"challenge").is_ok(),
+    );
     Ok(())
+}
+
+/// The recorded Milan CVM's evidence (tests/data/azure/README.md).
+fn azure_evidence() -> Result<veil_attest::azure::AzureSnpEvidence, Box<dyn std::error::Error>> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/azure");
+    let read = |f: &str| std::fs::read(format!("{dir}/milan-{f}"));
+    let mut pcrs = std::collections::BTreeMap::new();
+    for (i, v) in read("quote-pcrs.bin")?.chunks(32).enumerate() {
+        pcrs.insert(i as u32, v.try_into()?);
+    }
+    Ok(veil_attest::azure::AzureSnpEvidence {
+        hcl_report: read("hcl-report.bin")?,
+        vcek: read("vcek.der")?,
+        cert_chain: None,
+        quote: read("quote.bin")?,
+        signature: read("quote.sig")?,
+        pcrs,
+    })
 }
