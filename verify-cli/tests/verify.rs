@@ -5,7 +5,6 @@
 mod support;
 
 use std::net::TcpListener;
-use std::process::Command;
 
 use support::{LocalCa, Swtpm};
 use veil_attest::tpm::TpmAttesterConfig;
@@ -20,7 +19,7 @@ struct Node {
 
 /// The hash of a new init secret that `veil init-secret new` writes to `file`.
 fn new_init_secret(file: &std::path::Path) -> [u8; 32] {
-    let out = Command::new(env!("CARGO_BIN_EXE_veil"))
+    let out = support::command(env!("CARGO_BIN_EXE_veil"))
         .args(["init-secret", "new", "--output", "json"])
         .arg(file)
         .output()
@@ -146,7 +145,7 @@ fn veil_trusting(
     reference: &std::path::Path,
     ca: &str,
 ) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_veil"))
+    support::command(env!("CARGO_BIN_EXE_veil"))
         .args(args)
         .args(["--node", &node.addr])
         .arg("--measurements")

@@ -12,6 +12,23 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+/// Runs `program` with none of this process's descriptors above 2, through a shell
+/// that closes them before it execs (closing one already closed is no error, and no
+/// redirection is used, which would make bash park stderr on a descriptor it closes). The swtpm TCTI connects anew for each TPM command
+/// and does not set close-on-exec, so a child started by another test while a command
+/// is in flight would inherit that connection and keep it open after this process has
+/// closed it: swtpm serves one connection at a time and would wait on it for good,
+/// and the node using that swtpm with it. (A node's own /dev/tpmrm0 has no such limit.)
+pub fn command(program: &str) -> Command {
+    let mut cmd = Command::new("bash");
+    cmd.arg("-c")
+        .arg(
+            r#"for fd in /proc/$$/fd/*; do n=${fd##*/}; [ "$n" -gt 2 ] && eval "exec $n>&-"; done; exec "$0" "$@""#,
+        )
+        .arg(program);
+    cmd
+}
+
 /// A swtpm local CA in its own directory: swtpm_localca creates a root CA and an
 /// intermediate ("issuercert") there on first use.
 pub struct LocalCa {
@@ -91,7 +108,7 @@ impl Swtpm {
         provision(state.path(), ca);
         for _ in 0..20 {
             let port = free_port_pair();
-            let mut child = Command::new("swtpm")
+            let mut child = command("swtpm")
                 .args(["socket", "--tpm2"])
                 .arg("--server")
                 .arg(format!("type=tcp,port={port},bindaddr=127.0.0.1"))
@@ -143,7 +160,7 @@ impl Drop for Swtpm {
 }
 
 fn provision(state: &Path, ca: &LocalCa) {
-    let out = Command::new("swtpm_setup")
+    let out = command("swtpm_setup")
         .arg("--tpm2")
         .arg("--tpmstate")
         .arg(state)
