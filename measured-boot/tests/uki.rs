@@ -72,6 +72,28 @@ fn virtual_size_beyond_raw_data_is_zero_filled() {
 }
 
 #[test]
+fn zero_fill_is_measured_up_to_one_mib_and_refused_beyond() {
+    // The .osrel data is 4 bytes in a 0x200-byte raw block; the fill is counted from there.
+    let build = |vsize: u32| {
+        PeBuilder::new()
+            .section(".linux", &sample_kernel())
+            .section_with_virtual_size(".osrel", b"ID=x", vsize)
+            .build()
+    };
+    let uki = Uki::parse(build(0x200 + (1 << 20))).unwrap();
+    assert_eq!(
+        uki.section(UnifiedSection::Osrel).unwrap().len(),
+        0x200 + (1 << 20)
+    );
+    let e = Uki::parse(build(0x200 + (1 << 20) + 1)).expect_err("too much zero fill");
+    let msg = e.to_string();
+    assert!(
+        msg.contains(".osrel") && msg.contains("0x100001 bytes of zero fill"),
+        "{msg}"
+    );
+}
+
+#[test]
 fn first_section_of_a_name_wins_and_profile_zero_overrides_base() {
     let pe = PeBuilder::new()
         .section(".linux", &sample_kernel())
