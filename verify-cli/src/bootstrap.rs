@@ -68,6 +68,10 @@ pub struct Args {
     /// images from that registry over TLS checked against it. Repeatable.
     #[arg(long, value_name = "HOST=PEM")]
     registry_ca: Vec<String>,
+    /// `veil init` only: the WireGuard mesh's subnet, one address per node (default
+    /// 10.90.0.0/16; clear of the pod and Service networks).
+    #[arg(long)]
+    mesh_subnet: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Output::Human)]
     output: Output,
@@ -183,11 +187,12 @@ pub fn run(args: &Args, mode: Mode) -> anyhow::Result<()> {
     let init_only = args.state_disk_integrity
         || args.pod_subnet.is_some()
         || args.service_subnet.is_some()
-        || !args.registry_ca.is_empty();
+        || !args.registry_ca.is_empty()
+        || args.mesh_subnet.is_some();
     if init_only && matches!(mode, Mode::Recover) {
         bail!(
-            "--state-disk-integrity, --pod-subnet, --service-subnet and --registry-ca are \
-             settings of veil init; a recovered cluster keeps its own"
+            "--state-disk-integrity, --pod-subnet, --service-subnet, --registry-ca and \
+             --mesh-subnet are settings of veil init; a recovered cluster keeps its own"
         );
     }
     // Init is the operator's: the node takes it only with the init secret, and must
@@ -279,6 +284,7 @@ pub fn run(args: &Args, mode: Mode) -> anyhow::Result<()> {
                         .as_ref()
                         .map(|s| s.secret().to_vec())
                         .unwrap_or_default(),
+                    mesh_subnet: args.mesh_subnet.clone().unwrap_or_default(),
                 })
                 .await
                 .map_err(refused)?

@@ -387,6 +387,9 @@ impl BootstrapService {
                     .map_err(|e| Status::invalid_argument(e.to_string()))?;
             }
             check_kubernetes_settings(&settings.kubernetes)?;
+            crate::mesh::plan(settings).map_err(|e| {
+                Status::invalid_argument(format!("the Init request's mesh subnet: {e:#}"))
+            })?;
         }
         let node = self.node.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(256);
@@ -601,6 +604,14 @@ fn unlock(
             .map_err(|e| Status::internal(format!("keeping the master secret: {e}")))?;
         state::write_synced(&dir.join(paths::SETTINGS), settings.to_json().as_bytes())
             .map_err(|e| Status::internal(format!("keeping the cluster settings: {e:#}")))?;
+        // Its own key on the mesh: the join service puts it in the roster.
+        state::write_synced(
+            &dir.join(paths::WIREGUARD_KEY),
+            veil_mesh::key::PrivateKey::generate()
+                .to_base64()
+                .as_bytes(),
+        )
+        .map_err(|e| Status::internal(format!("keeping the WireGuard key: {e:#}")))?;
         if let Some(policy) = policy {
             state::write_synced(&dir.join(paths::PLATFORM_POLICY), policy.as_bytes())
                 .map_err(|e| Status::internal(format!("keeping the platform policy: {e:#}")))?;
@@ -692,6 +703,7 @@ impl Bootstrap for BootstrapService {
             settings: paths::ClusterSettings {
                 state_disk_integrity: r.state_disk_integrity,
                 kubernetes: kubernetes_settings(r.kubernetes.take()),
+                mesh_subnet: std::mem::take(&mut r.mesh_subnet),
             },
         };
         self.handle(

@@ -146,6 +146,8 @@ pub struct Ticket {
     pub node_name: Option<String>,
     /// What `kubeadm join` needs (Join; Rejoin only for a node that never finished it).
     pub kubernetes: Option<KubernetesJoin>,
+    /// The node's place on the mesh and its peers.
+    pub mesh: crate::mesh::MeshTicket,
 }
 
 impl std::fmt::Debug for Ticket {
@@ -244,17 +246,22 @@ async fn try_once(node: &Node, config: &JoinConfig) -> Result<Option<Admission>>
             return Ok(None);
         }
         let keep = || {
+            let dir = Path::new(paths::CLUSTER_DIR);
+            // A member's key is on its disk already; the roster must hold it.
+            let keep_mesh = || {
+                crate::mesh::keep(dir, &ticket.mesh)
+                    .map(|_| ())
+                    .map_err(|e| Status::internal(format!("keeping the mesh: {e:#}")))
+            };
             if how != Admission::Join {
-                return Ok(());
+                return keep_mesh();
             }
             let key = Zeroizing::new(
                 base64::engine::general_purpose::STANDARD.encode(wireguard.to_bytes()),
             );
-            state::write_synced(
-                &Path::new(paths::CLUSTER_DIR).join(paths::WIREGUARD_KEY),
-                key.as_bytes(),
-            )
-            .map_err(|e| Status::internal(format!("keeping the WireGuard key: {e:#}")))?;
+            state::write_synced(&dir.join(paths::WIREGUARD_KEY), key.as_bytes())
+                .map_err(|e| Status::internal(format!("keeping the WireGuard key: {e:#}")))?;
+            keep_mesh()?;
             let record = NodeRecord {
                 name: ticket.node_name.clone().unwrap_or_default(),
                 role: NodeRecord::WORKER.into(),
@@ -383,6 +390,12 @@ pub async fn fetch_ticket(
                 .kubernetes
                 .take()
                 .context("the join ticket has nothing for kubeadm join")?;
+            let mesh = crate::mesh::MeshTicket::parse(
+                t.mesh
+                    .take()
+                    .context("the join ticket has no mesh configuration")?,
+            )
+            .context("the join ticket's mesh configuration")?;
             Ok(Ticket {
                 disk_key: Zeroizing::new(std::mem::take(&mut t.disk_key)),
                 cluster_id: Some(cluster_id),
@@ -393,6 +406,7 @@ pub async fn fetch_ticket(
                 },
                 node_name: Some(node_name.to_string()),
                 kubernetes: Some(kubernetes),
+                mesh,
             })
         }
         _ => {
@@ -403,6 +417,12 @@ pub async fn fetch_ticket(
                 .await
                 .map_err(|s| refused("Rejoin", &s))?
                 .into_inner();
+            let mesh = crate::mesh::MeshTicket::parse(
+                t.mesh
+                    .take()
+                    .context("the rejoin ticket has no mesh configuration")?,
+            )
+            .context("the rejoin ticket's mesh configuration")?;
             Ok(Ticket {
                 disk_key: Zeroizing::new(std::mem::take(&mut t.disk_key)),
                 cluster_id: None,
@@ -413,6 +433,7 @@ pub async fn fetch_ticket(
                 },
                 node_name: None,
                 kubernetes: t.kubernetes.take(),
+                mesh,
             })
         }
     }

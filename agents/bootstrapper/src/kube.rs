@@ -85,14 +85,7 @@ pub fn read_record() -> Result<Option<NodeRecord>> {
 
 /// Writes the node's record (replacing it whole, synced).
 pub fn write_record(record: &NodeRecord) -> Result<()> {
-    let path = record_path();
-    let tmp = path.with_extension("json.tmp");
-    let _ = std::fs::remove_file(&tmp);
-    crate::state::write_synced(&tmp, serde_json::to_string(record)?.as_bytes())?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("replacing {}", path.display()))?;
-    let dir = std::fs::File::open(Path::new(paths::CLUSTER_DIR))?;
-    nix::unistd::syncfs(&dir).context("syncing the state disk")?;
-    Ok(())
+    crate::state::replace_synced(&record_path(), serde_json::to_string(record)?.as_bytes())
 }
 
 /// Kernel settings and modules a Kubernetes node needs, and its host name.

@@ -24,6 +24,7 @@ pub mod bootstrap;
 pub mod join;
 pub mod kube;
 pub mod launch;
+pub mod mesh;
 pub mod network;
 pub mod state;
 

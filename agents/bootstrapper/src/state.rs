@@ -291,6 +291,20 @@ pub fn write_synced(path: &Path, contents: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Replaces `path` whole with `contents` (mode 0600, synced): a crash leaves the old
+/// file or the new one, never half of either.
+pub fn replace_synced(path: &Path, contents: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    write_synced(&tmp, contents)?;
+    std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
+    if let Some(dir) = path.parent() {
+        let dir = std::fs::File::open(dir).with_context(|| format!("opening {}", dir.display()))?;
+        nix::unistd::syncfs(&dir).with_context(|| format!("syncing {}", path.display()))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

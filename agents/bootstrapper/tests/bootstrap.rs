@@ -76,6 +76,7 @@ fn init(secret: Vec<u8>) -> Request<InitRequest> {
         kubernetes: None,
         admin_kubeconfig: false,
         init_secret: operators().secret().to_vec(),
+        mesh_subnet: String::new(),
     })
 }
 
@@ -170,6 +171,22 @@ async fn malformed_secrets_and_a_missing_disk_are_clear_errors() {
         status.message().contains("registry '10.0.2.2:5000'"),
         "{status}"
     );
+
+    // So is the mesh subnet: it must be a CIDR clear of the pods and Services.
+    for (subnet, says) in [
+        ("10.90.0.0", "not an IPv4 CIDR"),
+        ("10.244.7.0/24", "overlaps the pod network"),
+        ("10.90.0.0/28", "too small"),
+    ] {
+        let mut request = init(vec![1; 32]);
+        request.get_mut().mesh_subnet = subnet.into();
+        let status = refusal(svc.init(request).await).await;
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status}");
+        assert!(
+            status.message().contains("mesh subnet") && status.message().contains(says),
+            "{subnet}: {status}"
+        );
+    }
 
     // PCR 15 is clear, so the node looks for its state disk next; there is none.
     let status = refusal(svc.init(init(vec![1; 32])).await).await;

@@ -146,14 +146,18 @@ fn main() -> Result<(), BoxError> {
         ..Limits::default()
     };
     let roster_dir = tempfile::tempdir()?;
+    let settings = Default::default();
+    let mesh = veil_joinservice::mesh_plan(&settings).map_err(anyhow::Error::msg)?;
     let cluster = Cluster {
         master: MasterSecret::from_parts(master.secret(), master.salt())?,
         reference: reference.clone(),
         platform: Default::default(),
-        settings: Default::default(),
+        settings,
+        mesh,
         roster: std::sync::Arc::new(veil_joinservice::roster::Roster::load(
             roster_dir.path(),
             vec![],
+            mesh,
         )?),
     };
     let kubernetes = std::sync::Arc::new(support_kubernetes::TestControlPlane::default());
@@ -180,10 +184,13 @@ fn main() -> Result<(), BoxError> {
         cluster_id: None,
         service_hardware: None,
     };
-    let wireguard = x25519_dalek::StaticSecret::from([9u8; 32]);
     let mut latencies = Vec::with_capacity(args.n);
     for i in 0..args.n {
         let uuid = format!("00000000-0000-4000-8000-{i:012x}");
+        // Each joiner makes its own key: the roster refuses one another member has.
+        let mut seed = [9u8; 32];
+        seed[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        let wireguard = x25519_dalek::StaticSecret::from(seed);
         let started = Instant::now();
         runtime.block_on(fetch_ticket(
             &joiner,

@@ -69,6 +69,8 @@ pub struct Cluster {
     /// Which hardware evidence joiners may or must show with their TPM quotes.
     pub platform: PlatformPolicy,
     pub settings: ClusterSettings,
+    /// The WireGuard mesh's subnet (from the settings).
+    pub mesh: veil_mesh::address::MeshPlan,
     /// The members admitted so far.
     pub roster: Arc<roster::Roster>,
 }
@@ -107,27 +109,53 @@ impl Cluster {
         };
         // The node this service runs on never joined: its name is taken all the same.
         let path = dir.join(paths::NODE);
-        let (reserved, own_partition) = match read_optional(&path)? {
+        let own: Option<paths::NodeRecord> = match read_optional(&path)? {
             Some(text) => {
-                let record: paths::NodeRecord =
+                Some(
                     serde_json::from_str(&text).map_err(|e| JoinServiceError::Reference {
                         path,
                         reason: e.to_string(),
-                    })?;
-                (vec![record.name], record.partuuid)
+                    })?,
+                )
             }
-            None => (Vec::new(), String::new()),
+            None => None,
         };
-        let roster =
-            Arc::new(roster::Roster::load(dir, reserved)?.reserve_partition(&own_partition));
+        let reserved = own.iter().map(|r| r.name.clone()).collect();
+        let own_partition = own.as_ref().map(|r| r.partuuid.clone()).unwrap_or_default();
+        let mesh = mesh_plan(&settings).map_err(|reason| JoinServiceError::Reference {
+            path: dir.join(paths::SETTINGS),
+            reason,
+        })?;
+        let roster = roster::Roster::load(dir, reserved, mesh)?.reserve_partition(&own_partition);
+        // This node is on the mesh too, with the key Init made for it.
+        let path = dir.join(paths::WIREGUARD_KEY);
+        if let (Some(own), Some(text)) = (&own, read_optional(&path)?) {
+            let key = veil_mesh::key::PrivateKey::parse(&path.display().to_string(), &text)
+                .map_err(|e| JoinServiceError::Reference {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
+            roster.own(&own.name, &own_partition, &key.public())?;
+        }
         Ok(Cluster {
             master,
             reference,
             platform,
             settings,
-            roster,
+            mesh,
+            roster: Arc::new(roster),
         })
     }
+}
+
+/// The cluster's mesh plan: its mesh subnet setting, clear of its pod and Service
+/// networks.
+pub fn mesh_plan(settings: &ClusterSettings) -> Result<veil_mesh::address::MeshPlan, String> {
+    let k = &settings.kubernetes;
+    let network = veil_kube::Network::from_settings(&k.pod_subnet, &k.service_subnet)
+        .map_err(|e| e.to_string())?;
+    veil_mesh::address::MeshPlan::from_setting(&settings.mesh_subnet, &network.ranges())
+        .map_err(|e| e.to_string())
 }
 
 /// A file's text, or None if there is no such file.

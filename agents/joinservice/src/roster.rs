@@ -11,12 +11,20 @@
 //! (a VM recreated rather than rebooted) cannot Rejoin and must join anew with a
 //! new disk. It does not stop the same VM from being booted with an older copy of
 //! its own disk (same TPM); that rollback is not covered here.
+//!
+//! The roster is also the WireGuard mesh's only source of peers: each member's public
+//! key, underlay endpoint and mesh address (handed out once by the allocator kept
+//! here, never reused), at a version that grows with every change. The control-plane
+//! node is a member too ([`Roster::own`]), so joiners get it as their first peer.
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
+use veil_mesh::address::{Allocator, MeshPlan};
+use veil_mesh::peers::WgKey;
 use veil_protocol::paths;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,14 +35,35 @@ pub struct Member {
     pub role: String,
     /// base64 of the 32-byte X25519 public key the member made.
     pub wireguard_public_key: String,
-    /// Hex SHA-256 of the member's EK public area: its TPM.
+    /// Hex SHA-256 of the member's EK public area: its TPM (empty for the
+    /// control-plane node itself, which never rejoins: it recovers).
     pub tpm: String,
+    /// Its mesh address: handed out at its first Join and kept for good.
+    #[serde(default)]
+    pub mesh_ip: Option<Ipv4Addr>,
+    /// Where its WireGuard listens: the address it last joined from. None for the
+    /// control-plane node, which joiners reach where they reached its join service.
+    #[serde(default)]
+    pub endpoint: Option<SocketAddr>,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct Stored {
+    /// Grows with every change; nodes refuse a roster that is not newer.
+    #[serde(default)]
+    version: u64,
+    /// None until the first address is handed out.
+    #[serde(default)]
+    allocator: Option<Allocator>,
     members: Vec<Member>,
+}
+
+/// The roster as nodes get it: every member on the mesh, at a version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub version: u64,
+    pub members: Vec<Member>,
 }
 
 #[derive(Debug, Error)]
@@ -51,6 +80,14 @@ pub enum RosterError {
         "no member has state partition {partuuid}: a node with a new disk joins with Join, not Rejoin"
     )]
     NotMember { partuuid: String },
+    #[error("the WireGuard key {key} belongs to member '{owner}': every node makes its own")]
+    KeyTaken { key: String, owner: String },
+    #[error("the roster {}: {source}", path.display())]
+    Mesh {
+        path: PathBuf,
+        #[source]
+        source: veil_mesh::MeshError,
+    },
     #[error("reading the roster {}: {source}", path.display())]
     Read {
         path: PathBuf,
@@ -77,13 +114,15 @@ pub struct Roster {
     reserved: Vec<String>,
     /// State partitions no joiner may name (the control-plane node's own).
     reserved_partitions: Vec<String>,
-    members: Mutex<Vec<Member>>,
+    stored: Mutex<Stored>,
 }
 
 impl Roster {
     /// The roster in `dir` (empty if there is none yet); `reserved` names are the
-    /// cluster's own nodes that never joined (the first control-plane node).
-    pub fn load(dir: &Path, reserved: Vec<String>) -> Result<Roster, RosterError> {
+    /// cluster's own nodes that never joined (the first control-plane node). Mesh
+    /// addresses come from `plan` (the cluster's setting), or from the plan the
+    /// roster was started with, which must be the same.
+    pub fn load(dir: &Path, reserved: Vec<String>, plan: MeshPlan) -> Result<Roster, RosterError> {
         let path = dir.join(paths::ROSTER);
         let stored = match std::fs::read_to_string(&path) {
             Ok(text) => {
@@ -92,15 +131,66 @@ impl Roster {
                     source,
                 })?
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Stored::default(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Stored {
+                version: 0,
+                allocator: None,
+                members: Vec::new(),
+            },
             Err(source) => return Err(RosterError::Read { path, source }),
         };
+        let mut stored = stored;
+        match &stored.allocator {
+            Some(a) if *a.plan() != plan => {
+                return Err(RosterError::Mesh {
+                    path,
+                    source: veil_mesh::MeshError::BadRoster {
+                        version: stored.version,
+                        reason: format!(
+                            "its mesh subnet {} is not the cluster's {}",
+                            a.plan().subnet(),
+                            plan.subnet()
+                        ),
+                    },
+                });
+            }
+            Some(_) => {}
+            None => stored.allocator = Some(Allocator::new(plan)),
+        }
         Ok(Roster {
             path,
             reserved,
             reserved_partitions: Vec::new(),
-            members: Mutex::new(stored.members),
+            stored: Mutex::new(stored),
         })
+    }
+
+    /// Puts the control-plane node this service runs on into the roster (once: it
+    /// keeps its mesh address), so joiners get it as a peer.
+    pub fn own(&self, name: &str, partuuid: &str, key: &WgKey) -> Result<Member, RosterError> {
+        let key_text = key.to_string();
+        let mut stored = self.stored();
+        if let Some(m) = stored
+            .members
+            .iter()
+            .find(|m| m.partuuid == partuuid && m.wireguard_public_key == key_text)
+        {
+            return Ok(m.clone());
+        }
+        let mut next = stored.clone_state();
+        let member = next
+            .place(Member {
+                name: name.to_owned(),
+                partuuid: partuuid.to_owned(),
+                role: paths::NodeRecord::CONTROL_PLANE.into(),
+                wireguard_public_key: key_text,
+                tpm: String::new(),
+                mesh_ip: None,
+                endpoint: None,
+            })
+            .map_err(|e| self.placement_error(e))?;
+        self.write(&next)?;
+        *stored = next;
+        Ok(member)
     }
 
     /// Also refuses `partuuid` to every joiner (the control-plane node's own disk).
@@ -122,7 +212,8 @@ impl Roster {
             });
         }
         match self
-            .members()
+            .stored()
+            .members
             .iter()
             .find(|m| m.partuuid.eq_ignore_ascii_case(partuuid))
         {
@@ -137,7 +228,8 @@ impl Roster {
     /// The member a rebooted node with TPM `tpm` and state partition `partuuid` is.
     pub fn rejoiner(&self, partuuid: &str, tpm: &str) -> Result<Member, RosterError> {
         let member = self
-            .members()
+            .stored()
+            .members
             .iter()
             .find(|m| m.partuuid.eq_ignore_ascii_case(partuuid))
             .cloned()
@@ -153,13 +245,33 @@ impl Roster {
         Ok(member)
     }
 
-    fn members(&self) -> std::sync::MutexGuard<'_, Vec<Member>> {
-        self.members.lock().unwrap_or_else(|p| p.into_inner())
+    fn stored(&self) -> std::sync::MutexGuard<'_, Stored> {
+        self.stored.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn placement_error(&self, p: Placement) -> RosterError {
+        match p {
+            Placement::KeyTaken { key, owner } => RosterError::KeyTaken { key, owner },
+            Placement::Mesh(source) => RosterError::Mesh {
+                path: self.path.clone(),
+                source,
+            },
+        }
+    }
+
+    /// Every member and the version, as nodes get them.
+    pub fn snapshot(&self) -> Snapshot {
+        let stored = self.stored();
+        Snapshot {
+            version: stored.version,
+            members: stored.members.clone(),
+        }
     }
 
     /// The member whose state partition this is.
     pub fn by_partuuid(&self, partuuid: &str) -> Option<Member> {
-        self.members()
+        self.stored()
+            .members
             .iter()
             .find(|m| m.partuuid == partuuid)
             .cloned()
@@ -174,7 +286,8 @@ impl Roster {
             });
         }
         match self
-            .members()
+            .stored()
+            .members
             .iter()
             .find(|m| m.name == name && m.partuuid != partuuid)
         {
@@ -186,30 +299,48 @@ impl Roster {
         }
     }
 
-    /// Adds `member` (replacing one with its partition: a disk made new joins anew)
-    /// and writes the roster through (synced) before it counts.
-    pub fn admit(&self, member: Member) -> Result<(), RosterError> {
+    /// Adds `member` (replacing one with its partition: a disk made new joins anew,
+    /// and keeps its mesh address) and writes the roster through (synced) before it
+    /// counts. Returns the member as admitted, with its mesh address.
+    pub fn admit(&self, member: Member) -> Result<Member, RosterError> {
         self.check_name(&member.name, &member.partuuid)?;
         self.check_partition(&member.partuuid, &member.tpm)?;
-        let mut members = self.members();
-        let mut next = members.clone();
-        next.retain(|m| m.partuuid != member.partuuid);
-        next.push(member);
+        let mut stored = self.stored();
+        let mut next = stored.clone_state();
+        let admitted = next.place(member).map_err(|e| self.placement_error(e))?;
         self.write(&next)?;
-        *members = next;
+        *stored = next;
+        Ok(admitted)
+    }
+
+    /// A rebooted member may come from another underlay address: its peers must
+    /// send there now.
+    pub fn moved(&self, partuuid: &str, endpoint: SocketAddr) -> Result<(), RosterError> {
+        let mut stored = self.stored();
+        let Some(i) = stored.members.iter().position(|m| m.partuuid == partuuid) else {
+            return Err(RosterError::NotMember {
+                partuuid: partuuid.into(),
+            });
+        };
+        if stored.members[i].endpoint == Some(endpoint) {
+            return Ok(());
+        }
+        let mut next = stored.clone_state();
+        next.members[i].endpoint = Some(endpoint);
+        next.version += 1;
+        self.write(&next)?;
+        *stored = next;
         Ok(())
     }
 
-    fn write(&self, members: &[Member]) -> Result<(), RosterError> {
+    fn write(&self, stored: &Stored) -> Result<(), RosterError> {
         use std::io::Write;
         let err = |source| RosterError::Write {
             path: self.path.clone(),
             source,
         };
-        let text = serde_json::to_string_pretty(&Stored {
-            members: members.to_vec(),
-        })
-        .map_err(|e| err(std::io::Error::other(e)))?;
+        let text =
+            serde_json::to_string_pretty(stored).map_err(|e| err(std::io::Error::other(e)))?;
         let tmp = self.path.with_extension("json.tmp");
         let mut file = std::fs::File::create(&tmp).map_err(err)?;
         file.write_all(text.as_bytes()).map_err(err)?;
@@ -224,24 +355,86 @@ impl Roster {
     }
 }
 
+/// Why a member could not be placed.
+enum Placement {
+    KeyTaken { key: String, owner: String },
+    Mesh(veil_mesh::MeshError),
+}
+
+impl Stored {
+    fn clone_state(&self) -> Stored {
+        Stored {
+            version: self.version,
+            allocator: self.allocator.clone(),
+            members: self.members.clone(),
+        }
+    }
+
+    /// Puts `member` in place of the one with its partition, keeping that one's mesh
+    /// address or handing out a new one; refuses a key another member has.
+    fn place(&mut self, mut member: Member) -> Result<Member, Placement> {
+        if let Some(owner) = self.members.iter().find(|m| {
+            m.wireguard_public_key == member.wireguard_public_key && m.partuuid != member.partuuid
+        }) {
+            return Err(Placement::KeyTaken {
+                key: member.wireguard_public_key.clone(),
+                owner: owner.name.clone(),
+            });
+        }
+        let kept = self
+            .members
+            .iter()
+            .find(|m| m.partuuid == member.partuuid)
+            .and_then(|m| m.mesh_ip);
+        member.mesh_ip = match kept {
+            Some(ip) => Some(ip),
+            None => {
+                let allocator = self.allocator.as_mut().ok_or_else(|| {
+                    Placement::Mesh(veil_mesh::MeshError::BadRoster {
+                        version: self.version,
+                        reason: "no mesh address allocator".into(),
+                    })
+                })?;
+                Some(allocator.allocate().map_err(Placement::Mesh)?)
+            }
+        };
+        self.members.retain(|m| m.partuuid != member.partuuid);
+        self.members.push(member.clone());
+        self.version += 1;
+        Ok(member)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn plan() -> MeshPlan {
+        MeshPlan::new("10.90.0.0/26".parse().expect("net"), &[]).expect("plan")
+    }
+
+    fn load(dir: &Path, reserved: Vec<String>) -> Result<Roster, RosterError> {
+        Roster::load(dir, reserved, plan())
+    }
+
+    /// A member whose WireGuard key is made from its name (one key per name).
     fn member(name: &str, uuid: &str) -> Member {
+        use sha2::Digest;
         Member {
             name: name.into(),
             partuuid: uuid.into(),
             role: "worker".into(),
-            wireguard_public_key: "AAAA".into(),
+            wireguard_public_key: WgKey::from_bytes(sha2::Sha256::digest(name).into()).to_string(),
             tpm: "aa".into(),
+            mesh_ip: None,
+            endpoint: None,
         }
     }
 
     #[test]
     fn a_partition_is_its_members_tpm_s_alone() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let roster = Roster::load(dir.path(), vec![])
+        let roster = load(dir.path(), vec![])
             .expect("load")
             .reserve_partition("0A-CP");
         roster.admit(member("node1", "u1")).expect("admit");
@@ -259,7 +452,7 @@ mod tests {
         let e = roster.check_partition("0a-cp", "cc").expect_err("reserved");
         assert!(e.to_string().contains("control-plane node"), "{e}");
         assert_eq!(
-            Roster::load(dir.path(), vec![])
+            load(dir.path(), vec![])
                 .expect("reload")
                 .rejoiner("u1", "aa")
                 .expect("kept")
@@ -271,7 +464,7 @@ mod tests {
     #[test]
     fn names_are_unique_and_kept_across_restarts() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let roster = Roster::load(dir.path(), vec!["node0".into()]).expect("load");
+        let roster = load(dir.path(), vec!["node0".into()]).expect("load");
         roster.admit(member("node1", "u1")).expect("admit");
         let err = roster.admit(member("node1", "u2")).expect_err("taken");
         assert!(
@@ -283,10 +476,13 @@ mod tests {
         assert!(err.to_string().contains("control-plane"), "{err}");
         // The same partition joining again (its disk made new) replaces its entry.
         roster
+            .admit(member("node1", "u1"))
+            .expect("same partition, same key");
+        roster
             .admit(member("node1b", "u1"))
             .expect("same partition");
 
-        let again = Roster::load(dir.path(), vec![]).expect("reload");
+        let again = load(dir.path(), vec![]).expect("reload");
         assert_eq!(
             again.by_partuuid("u1").map(|m| m.name),
             Some("node1b".into())
@@ -298,7 +494,106 @@ mod tests {
     fn a_garbled_roster_is_an_error_not_an_empty_one() {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join(paths::ROSTER), "{\"members\": 3}").expect("write");
-        let err = Roster::load(dir.path(), vec![]).err().expect("garbled");
+        let err = load(dir.path(), vec![]).err().expect("garbled");
         assert!(err.to_string().contains("does not parse"), "{err}");
+    }
+
+    #[test]
+    fn mesh_addresses_are_kept_by_a_member_and_never_handed_out_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let roster = load(dir.path(), vec!["node0".into()]).expect("load");
+        let cp = PrivateKeyFor::key("node0");
+        let own = roster.own("node0", "u0", &cp).expect("own");
+        assert_eq!(own.mesh_ip, Some(Ipv4Addr::new(10, 90, 0, 1)));
+        let one = roster.admit(member("node1", "u1")).expect("node1");
+        assert_eq!(one.mesh_ip, Some(Ipv4Addr::new(10, 90, 0, 2)));
+        // Its disk made new (a new key): the same address.
+        let again = roster
+            .admit(Member {
+                wireguard_public_key: PrivateKeyFor::key("node1-new").to_string(),
+                ..member("node1", "u1")
+            })
+            .expect("node1 again");
+        assert_eq!(again.mesh_ip, one.mesh_ip);
+        let v = roster.snapshot().version;
+        // A restarted service: the same members, addresses, version; the next
+        // address is new, and its own entry is not added twice.
+        let roster = load(dir.path(), vec!["node0".into()]).expect("reload");
+        roster.own("node0", "u0", &cp).expect("own again");
+        assert_eq!(roster.snapshot().version, v);
+        let two = roster.admit(member("node2", "u2")).expect("node2");
+        assert_eq!(two.mesh_ip, Some(Ipv4Addr::new(10, 90, 0, 3)));
+        let snap = roster.snapshot();
+        assert_eq!(snap.version, v + 1);
+        let mut ips: Vec<_> = snap.members.iter().filter_map(|m| m.mesh_ip).collect();
+        ips.sort();
+        ips.dedup();
+        assert_eq!(ips.len(), 3, "one address per member: {snap:?}");
+    }
+
+    #[test]
+    fn a_key_another_member_holds_is_refused_and_changes_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let roster = load(dir.path(), vec![]).expect("load");
+        roster.admit(member("node1", "u1")).expect("node1");
+        let before = roster.snapshot();
+        let copycat = Member {
+            wireguard_public_key: member("node1", "u1").wireguard_public_key,
+            ..member("node2", "u2")
+        };
+        let e = roster.admit(copycat).expect_err("node1's key");
+        assert!(
+            matches!(&e, RosterError::KeyTaken { owner, .. } if owner == "node1"),
+            "{e}"
+        );
+        assert_eq!(roster.snapshot(), before);
+        assert_eq!(load(dir.path(), vec![]).expect("reload").snapshot(), before);
+    }
+
+    #[test]
+    fn a_member_that_moves_changes_the_version_and_one_that_stays_does_not() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let roster = load(dir.path(), vec![]).expect("load");
+        let at: SocketAddr = "10.76.0.5:51820".parse().expect("addr");
+        roster
+            .admit(Member {
+                endpoint: Some(at),
+                ..member("node1", "u1")
+            })
+            .expect("node1");
+        let v = roster.snapshot().version;
+        roster.moved("u1", at).expect("same place");
+        assert_eq!(roster.snapshot().version, v);
+        let moved: SocketAddr = "10.76.0.9:51820".parse().expect("addr");
+        roster.moved("u1", moved).expect("moved");
+        let snap = roster.snapshot();
+        assert_eq!(snap.version, v + 1);
+        assert_eq!(snap.members[0].endpoint, Some(moved));
+        let e = roster.moved("u9", moved).expect_err("unknown");
+        assert!(matches!(e, RosterError::NotMember { .. }), "{e}");
+    }
+
+    #[test]
+    fn a_roster_kept_for_another_mesh_subnet_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        load(dir.path(), vec![])
+            .expect("load")
+            .admit(member("node1", "u1"))
+            .expect("node1");
+        let other = MeshPlan::new("10.91.0.0/24".parse().expect("net"), &[]).expect("plan");
+        let e = Roster::load(dir.path(), vec![], other)
+            .err()
+            .expect("other subnet");
+        assert!(e.to_string().contains("10.90.0.0/26"), "{e}");
+    }
+
+    /// Public keys for tests, one per label.
+    struct PrivateKeyFor;
+
+    impl PrivateKeyFor {
+        fn key(label: &str) -> WgKey {
+            use sha2::Digest;
+            veil_mesh::key::PrivateKey::from_bytes(sha2::Sha256::digest(label).into()).public()
+        }
     }
 }

@@ -1,17 +1,19 @@
 //! The join port's gRPC services: JoinActivation (plain HTTP/2) and Join (mutual
 //! aTLS; the handshake already refused joiners that did not attest).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 use veil_keys::MasterSecret;
+use veil_mesh::WIREGUARD_PORT;
+use veil_mesh::address::MeshPlan;
 use veil_protocol::pb::attestation::TpmIdentity;
 use veil_protocol::pb::join::join_activation_server::JoinActivation;
 use veil_protocol::pb::join::join_server::Join;
 use veil_protocol::pb::join::{
-    ChallengeResponse, JoinRequest, JoinTicket, ProveRequest, ProveResponse, RejoinRequest,
-    RejoinTicket, Role,
+    ChallengeResponse, JoinRequest, JoinTicket, MeshConfig, MeshPeer, MeshRoster, ProveRequest,
+    ProveResponse, RejoinRequest, RejoinTicket, Role,
 };
 use veil_protocol::server::PeerInfo;
 
@@ -82,6 +84,7 @@ impl JoinActivation for JoinActivationService {
 
 pub struct JoinService {
     master: MasterSecret,
+    mesh: MeshPlan,
     state_disk_integrity: bool,
     limiter: Arc<PeerLimiter>,
     roster: Arc<Roster>,
@@ -96,6 +99,7 @@ impl JoinService {
     ) -> Self {
         JoinService {
             master: cluster.master,
+            mesh: cluster.mesh,
             state_disk_integrity: cluster.settings.state_disk_integrity,
             limiter,
             roster: cluster.roster,
@@ -103,14 +107,14 @@ impl JoinService {
         }
     }
 
-    /// The verified peer's address and TPM (hex SHA-256 of its EK); a call without
-    /// verified evidence never gets here (the handshake requires it), but a key is
-    /// never released on an assumption.
-    fn attested_peer<T>(
+    /// The verified peer's address, the local address it reached, and its TPM (hex
+    /// SHA-256 of its EK); a call without verified evidence never gets here (the
+    /// handshake requires it), but a key is never released on an assumption.
+    fn attested<T>(
         &self,
         request: &Request<T>,
         call: &str,
-    ) -> Result<(Option<IpAddr>, String), Status> {
+    ) -> Result<(Option<IpAddr>, Option<SocketAddr>, String), Status> {
         let peer = request.extensions().get::<PeerInfo>();
         let Some(tpm) = peer
             .and_then(|p| p.verified.as_ref())
@@ -122,7 +126,50 @@ impl JoinService {
         };
         let addr = peer.and_then(|p| p.addr).map(|a| a.ip());
         self.limiter.admit(addr, call)?;
-        Ok((addr, hex::encode(tpm.ek_public_sha256)))
+        Ok((
+            addr,
+            peer.and_then(|p| p.local),
+            hex::encode(tpm.ek_public_sha256),
+        ))
+    }
+
+    /// A member's place on the mesh and every member's entry. The control-plane node
+    /// this service runs on has no recorded endpoint: its WireGuard is where the
+    /// joiner reached this service (`local`).
+    fn mesh_config(
+        &self,
+        address: Option<std::net::Ipv4Addr>,
+        local: Option<SocketAddr>,
+    ) -> MeshConfig {
+        let snapshot = self.roster.snapshot();
+        let peers = snapshot
+            .members
+            .into_iter()
+            .filter_map(|m| {
+                let endpoint = m
+                    .endpoint
+                    .or_else(|| local.map(|l| SocketAddr::new(l.ip(), WIREGUARD_PORT)))?;
+                use base64::Engine;
+                Some(MeshPeer {
+                    public_key: base64::engine::general_purpose::STANDARD
+                        .decode(&m.wireguard_public_key)
+                        .unwrap_or_default(),
+                    endpoint: endpoint.to_string(),
+                    mesh_ip: m.mesh_ip?.to_string(),
+                    pod_cidr: String::new(),
+                    name: m.name,
+                })
+            })
+            .collect();
+        MeshConfig {
+            subnet: self.mesh.subnet().to_string(),
+            address: address.map(|a| a.to_string()).unwrap_or_default(),
+            mesh_secret: self.master.mesh_secret().to_vec(),
+            roster: Some(MeshRoster {
+                version: snapshot.version,
+                peers,
+            }),
+        }
     }
 
     fn disk_key(&self, uuid: &str) -> Result<Vec<u8>, Status> {
@@ -137,14 +184,18 @@ impl JoinService {
 #[tonic::async_trait]
 impl Join for JoinService {
     async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinTicket>, Status> {
-        let (peer, tpm) = self.attested_peer(&request, "Join")?;
+        let (peer, local, tpm) = self.attested(&request, "Join")?;
         let r = request.into_inner();
-        if r.wireguard_public_key.len() != 32 {
-            return Err(Status::invalid_argument(format!(
-                "the WireGuard public key has {} bytes, not 32",
-                r.wireguard_public_key.len()
-            )));
-        }
+        use base64::Engine;
+        let wireguard_key = veil_mesh::peers::WgKey::parse(
+            &base64::engine::general_purpose::STANDARD.encode(&r.wireguard_public_key),
+        )
+        .map_err(|e| Status::invalid_argument(format!("the Join's WireGuard public key: {e}")))?;
+        let Some(peer_ip) = peer else {
+            return Err(Status::invalid_argument(
+                "Join from a connection without a peer address: no WireGuard endpoint",
+            ));
+        };
         let role = match Role::try_from(r.role) {
             Ok(role @ (Role::Worker | Role::ControlPlane)) => role,
             _ => {
@@ -178,18 +229,20 @@ impl Join for JoinService {
             )));
         }
         // The roster first: a token is made only for a member that is on record.
-        use base64::Engine;
-        self.roster
+        let admitted = self
+            .roster
             .admit(Member {
                 name: name.to_string(),
                 partuuid: r.state_partition_uuid.clone(),
                 role: "worker".into(),
-                wireguard_public_key: base64::engine::general_purpose::STANDARD
-                    .encode(&r.wireguard_public_key),
+                wireguard_public_key: wireguard_key.to_string(),
                 tpm,
+                mesh_ip: None,
+                endpoint: Some(SocketAddr::new(peer_ip, WIREGUARD_PORT)),
             })
             .map_err(|e| match e {
-                crate::roster::RosterError::NameTaken { .. } => taken(e),
+                crate::roster::RosterError::NameTaken { .. }
+                | crate::roster::RosterError::KeyTaken { .. } => taken(e),
                 crate::roster::RosterError::PartitionTaken { .. } => {
                     Status::permission_denied(e.to_string())
                 }
@@ -201,6 +254,7 @@ impl Join for JoinService {
             uuid = %r.state_partition_uuid,
             role = role.as_str_name(),
             node = %name,
+            mesh_ip = ?admitted.mesh_ip,
             "admitted a new node"
         );
         Ok(Response::new(JoinTicket {
@@ -210,6 +264,7 @@ impl Join for JoinService {
             state_disk_integrity: self.state_disk_integrity,
             node_name: name.to_string(),
             kubernetes: Some(kubernetes),
+            mesh: Some(self.mesh_config(admitted.mesh_ip, local)),
         }))
     }
 
@@ -217,7 +272,7 @@ impl Join for JoinService {
         &self,
         request: Request<RejoinRequest>,
     ) -> Result<Response<RejoinTicket>, Status> {
-        let (peer, tpm) = self.attested_peer(&request, "Rejoin")?;
+        let (peer, local, tpm) = self.attested(&request, "Rejoin")?;
         let uuid = request.into_inner().state_partition_uuid;
         // Only the member that joined with this disk, on its own TPM.
         let member = self.roster.rejoiner(&uuid, &tpm).map_err(|e| match e {
@@ -225,6 +280,11 @@ impl Join for JoinService {
             e => Status::permission_denied(e.to_string()),
         })?;
         let disk_key = self.disk_key(&uuid)?;
+        if let Some(ip) = peer {
+            self.roster
+                .moved(&uuid, SocketAddr::new(ip, WIREGUARD_PORT))
+                .map_err(|e| Status::internal(e.to_string()))?;
+        }
         // A member that never became a Kubernetes node (its kubeadm join failed) gets
         // a new token; the others need none. While the control plane is down (a full
         // restart), the disk key alone: kubelet has its credentials on the disk.
@@ -237,6 +297,7 @@ impl Join for JoinService {
             disk_key,
             kubernetes,
             state_disk_integrity: self.state_disk_integrity,
+            mesh: Some(self.mesh_config(member.mesh_ip, local)),
         }))
     }
 }

@@ -23,6 +23,13 @@ use veil_protocol::pb::join::Role;
 use veil_protocol::pb::join::join_activation_client::JoinActivationClient;
 
 const UUID: &str = "0a1b2c3d-4e5f-4061-8293-a4b5c6d7e8f9";
+/// The control-plane node's own state partition (the service's node).
+const CP_UUID: &str = "cccccccc-4e5f-4061-8293-a4b5c6d7e8f9";
+
+/// The control-plane node's WireGuard key in the test service's roster.
+fn control_plane_key() -> veil_mesh::key::PrivateKey {
+    veil_mesh::key::PrivateKey::from_bytes([9u8; 32])
+}
 
 /// Reference measurements (as `veil measure` writes them) that a fresh swtpm matches:
 /// each of `pcrs` expected zero.
@@ -114,18 +121,25 @@ impl Service {
         let listener = TcpListener::bind(("127.0.0.1", setup.port.unwrap_or(0))).expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
         listener.set_nonblocking(true).expect("nonblocking");
+        let settings = veil_protocol::paths::ClusterSettings {
+            state_disk_integrity: setup.integrity,
+            ..Default::default()
+        };
+        let mesh = veil_joinservice::mesh_plan(&settings).expect("mesh plan");
+        let roster =
+            veil_joinservice::roster::Roster::load(roster_dir.path(), vec!["node0".into()], mesh)
+                .expect("roster")
+                .reserve_partition(CP_UUID);
+        roster
+            .own("node0", CP_UUID, &control_plane_key().public())
+            .expect("the control-plane node's entry");
         let cluster = Cluster {
             master: MasterSecret::from_parts(master.secret(), master.salt()).expect("copy"),
             reference: reference(setup.reference),
             platform: setup.platform,
-            settings: veil_protocol::paths::ClusterSettings {
-                state_disk_integrity: setup.integrity,
-                ..Default::default()
-            },
-            roster: Arc::new(
-                veil_joinservice::roster::Roster::load(roster_dir.path(), vec!["node0".into()])
-                    .expect("roster"),
-            ),
+            settings,
+            mesh,
+            roster: Arc::new(roster),
         };
         let kubernetes = setup.kubernetes.clone();
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -645,6 +659,87 @@ fn a_cluster_that_requires_hardware_refuses_a_bare_tpm_quote_and_says_why() {
     );
 }
 
+/// The joiner's key in `ticket` and `ticket_named`.
+fn joiner_key() -> veil_mesh::peers::WgKey {
+    veil_mesh::key::PrivateKey::from_bytes([7u8; 32]).public()
+}
+
+#[test]
+fn the_ticket_puts_the_node_on_the_mesh_with_the_control_plane_as_its_peer() {
+    let f = fixture(Setup::default());
+    let (master, service, joiner) = (&f.master, &f.service, &f.joiner);
+    let t = ticket(service, joiner, Admission::Join).expect("join");
+    let mesh = &t.mesh;
+    assert_eq!(
+        mesh.plan.subnet().to_string(),
+        veil_mesh::address::DEFAULT_MESH_SUBNET
+    );
+    assert_eq!(
+        mesh.address.to_string(),
+        "10.90.0.2",
+        "the control plane has .1"
+    );
+    assert_eq!(**mesh.secret(), *master.mesh_secret());
+
+    let table = mesh.peers(&joiner_key()).expect("its own entry, checked");
+    let peers: Vec<_> = table.peers().collect();
+    assert_eq!(peers.len(), 1, "{peers:?}");
+    let cp = peers[0];
+    assert_eq!(cp.name, "node0");
+    assert_eq!(cp.public_key, control_plane_key().public());
+    assert_eq!(cp.mesh_ip.to_string(), "10.90.0.1");
+    // Where the joiner reached the join service, on WireGuard's port.
+    assert_eq!(cp.endpoint.to_string(), "127.0.0.1:51820");
+    let own = mesh
+        .roster
+        .peers
+        .iter()
+        .find(|p| p.public_key == joiner_key())
+        .expect("own entry");
+    assert_eq!(
+        own.endpoint.to_string(),
+        "127.0.0.1:51820",
+        "where it joined from"
+    );
+
+    // A ticket is for the key that joined: another key finds no place in it.
+    let other = veil_mesh::key::PrivateKey::from_bytes([8u8; 32]).public();
+    let e = mesh.peers(&other).expect_err("another key");
+    assert!(
+        format!("{e:#}").contains("does not hold this node's WireGuard key"),
+        "{e:#}"
+    );
+
+    // A reboot keeps the address; the roster it gets is no older.
+    let again = ticket(service, joiner, Admission::Rejoin).expect("rejoin");
+    assert_eq!(again.mesh.address, mesh.address);
+    assert!(again.mesh.roster.version >= mesh.roster.version);
+    again.mesh.peers(&joiner_key()).expect("the same place");
+}
+
+#[test]
+fn a_joiner_with_another_members_wireguard_key_is_refused() {
+    let f = fixture(Setup::default());
+    let (service, joiner) = (&f.service, &f.joiner);
+    ticket(service, joiner, Admission::Join).expect("node1 joins");
+    // Another disk (partition) on a node that sends node1's public key again.
+    let wireguard = x25519_dalek::StaticSecret::from([7u8; 32]);
+    let e = client_runtime()
+        .block_on(fetch_ticket(
+            joiner,
+            &config(service, LocalCa::shared()),
+            Admission::Join,
+            "11111111-4e5f-4061-8293-a4b5c6d7e8f9",
+            &wireguard,
+            &veil_kube::NodeName::new("node2").expect("name"),
+        ))
+        .expect_err("node1's key");
+    assert!(
+        format!("{e:#}").contains("belongs to member 'node1'"),
+        "{e:#}"
+    );
+}
+
 #[test]
 fn the_cluster_is_loaded_from_what_init_kept_and_a_bad_file_is_named() {
     use veil_protocol::paths;
@@ -684,6 +779,40 @@ fn the_cluster_is_loaded_from_what_init_kept_and_a_bad_file_is_named() {
     let c = Cluster::load(dir.path()).expect("load");
     assert!(c.platform.require_hardware && c.platform.tdx.is_some());
     assert!(c.settings.state_disk_integrity);
+
+    // The control-plane node's own key puts it on the mesh, first, once.
+    std::fs::write(
+        dir.path().join(paths::NODE),
+        format!(r#"{{"name":"node0","role":"control-plane","partuuid":"{CP_UUID}"}}"#),
+    )
+    .expect("node record");
+    std::fs::write(
+        dir.path().join(paths::WIREGUARD_KEY),
+        control_plane_key().to_base64().as_bytes(),
+    )
+    .expect("key");
+    for _ in 0..2 {
+        let c = Cluster::load(dir.path()).expect("load");
+        let snapshot = c.roster.snapshot();
+        assert_eq!(snapshot.members.len(), 1, "{snapshot:?}");
+        let cp = &snapshot.members[0];
+        assert_eq!(
+            (cp.name.as_str(), cp.mesh_ip.map(|a| a.to_string())),
+            ("node0", Some("10.90.0.1".into()))
+        );
+        assert_eq!(
+            cp.wireguard_public_key,
+            control_plane_key().public().to_string()
+        );
+    }
+    std::fs::write(
+        dir.path().join(paths::SETTINGS),
+        r#"{"meshSubnet":"10.244.128.0/24"}"#,
+    )
+    .expect("settings");
+    let err = Cluster::load(dir.path()).err().expect("mesh over the pods");
+    assert!(err.to_string().contains("pod network"), "{err}");
+    std::fs::write(dir.path().join(paths::SETTINGS), "{}").expect("settings");
 
     std::fs::write(dir.path().join(paths::PLATFORM_POLICY), r#"{"tdx": 5}"#).expect("policy");
     let err = Cluster::load(dir.path()).err().expect("bad policy");

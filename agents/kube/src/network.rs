@@ -130,6 +130,18 @@ impl Network {
         Ok(network)
     }
 
+    /// The two ranges by name, for what must stay clear of them (the mesh subnet).
+    pub fn ranges(&self) -> [(&'static str, ipnet::Ipv4Net); 2] {
+        let net = |c: &Cidr| {
+            // A Cidr is a checked network address and a prefix of at most 32.
+            ipnet::Ipv4Net::new(c.addr, c.prefix).unwrap_or_default()
+        };
+        [
+            ("pod network", net(&self.pods)),
+            ("Service network", net(&self.services)),
+        ]
+    }
+
     /// The pod network must hold node slices and not overlap the Services.
     pub fn check(&self) -> Result<(), KubeError> {
         if self.pods.overlaps(&self.services) {

@@ -45,6 +45,21 @@ impl MeshPlan {
         Ok(MeshPlan { subnet })
     }
 
+    /// The plan for the cluster setting `subnet` (empty: [`DEFAULT_MESH_SUBNET`]),
+    /// clear of `avoid` (the cluster's pod and Service networks).
+    pub fn from_setting(subnet: &str, avoid: &[(&str, Ipv4Net)]) -> Result<MeshPlan, MeshError> {
+        let text = if subnet.is_empty() {
+            DEFAULT_MESH_SUBNET
+        } else {
+            subnet
+        };
+        let net: Ipv4Net = text.parse().map_err(|e| MeshError::BadSubnet {
+            text: text.to_owned(),
+            reason: format!("{e}"),
+        })?;
+        MeshPlan::new(net, avoid)
+    }
+
     pub fn subnet(&self) -> Ipv4Net {
         self.subnet
     }
@@ -134,6 +149,16 @@ mod tests {
         assert!(matches!(e, MeshError::SubnetTooSmall { .. }), "{e}");
         let e = MeshPlan::new(net("10.90.0.5/24"), &kube()).expect_err("host bits");
         assert!(matches!(e, MeshError::SubnetTooSmall { .. }), "{e}");
+    }
+
+    #[test]
+    fn the_setting_defaults_and_a_garbled_one_is_named() {
+        let plan = MeshPlan::from_setting("", &kube()).expect("default");
+        assert_eq!(plan.subnet().to_string(), DEFAULT_MESH_SUBNET);
+        let e = MeshPlan::from_setting("10.90.0.0/33", &kube()).expect_err("garbled");
+        assert!(e.to_string().contains("'10.90.0.0/33'"), "{e}");
+        let e = MeshPlan::from_setting("10.96.0.0/16", &kube()).expect_err("services");
+        assert!(e.to_string().contains("Service network"), "{e}");
     }
 
     #[test]

@@ -11,9 +11,11 @@
 //! - [`peers`]: a node's peer table and the checks a roster update passes before it
 //!   changes anything (versions only move forward; keys, addresses and pod ranges are
 //!   each one node's);
-//! - [`wg`]: that table on a WireGuard interface (`wg0`).
+//! - [`wg`]: that table on a WireGuard interface (`wg0`);
+//! - [`key`]: the node's own private key.
 
 pub mod address;
+pub mod key;
 pub mod peers;
 pub mod psk;
 pub mod wg;
@@ -28,12 +30,16 @@ pub enum MeshError {
         what: String,
         other: String,
     },
+    #[error("the mesh subnet '{text}' is not an IPv4 CIDR: {reason}")]
+    BadSubnet { text: String, reason: String },
     #[error("the mesh subnet {subnet} is too small: a /{max_prefix} or larger is needed")]
     SubnetTooSmall { subnet: String, max_prefix: u8 },
     #[error("the mesh subnet {subnet} has no address left ({hosts} handed out, none reused)")]
     Exhausted { subnet: String, hosts: u32 },
     #[error("'{text}' is not a WireGuard public key (44 characters of base64, 32 bytes): {reason}")]
     BadKey { text: String, reason: String },
+    #[error("the WireGuard private key in {what} is not 32 bytes of base64: {reason}")]
+    BadPrivateKey { what: String, reason: String },
     #[error("a node cannot pair with itself: both keys are {key}")]
     SamePeer { key: String },
     #[error(
@@ -45,6 +51,9 @@ pub enum MeshError {
     #[error("WireGuard interface '{interface}': {reason}")]
     Device { interface: String, reason: String },
 }
+
+/// The UDP port WireGuard listens on, on every node.
+pub const WIREGUARD_PORT: u16 = 51820;
 
 /// What WireGuard adds to each packet over an IPv6 underlay (40 IP + 8 UDP + 32
 /// WireGuard), the larger of the two underlays: `wg0`'s MTU is the underlay's minus

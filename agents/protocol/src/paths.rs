@@ -26,6 +26,9 @@ pub const WIREGUARD_KEY: &str = "wireguard.key";
 
 /// In [`CLUSTER_DIR`]: this node's Kubernetes name and role ([`NodeRecord`]).
 pub const NODE: &str = "node.json";
+/// In [`CLUSTER_DIR`]: the node's place on the mesh and its peers (veil-mesh), the
+/// mesh secret included, mode 0600.
+pub const MESH: &str = "mesh.json";
 /// In [`CLUSTER_DIR`] of a control-plane node: the members the join service admitted.
 pub const ROSTER: &str = "roster.json";
 
@@ -38,6 +41,9 @@ pub struct ClusterSettings {
     pub state_disk_integrity: bool,
     #[serde(default)]
     pub kubernetes: KubernetesSettings,
+    /// The WireGuard mesh's subnet (CIDR); empty: veil-mesh's default.
+    #[serde(default)]
+    pub mesh_subnet: String,
 }
 
 /// Kubernetes settings of the cluster (`veil init`); empty: the defaults.

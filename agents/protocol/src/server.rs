@@ -34,6 +34,8 @@ const TLS_HANDSHAKE: u8 = 0x16;
 #[derive(Debug, Clone)]
 pub struct PeerInfo {
     pub addr: Option<SocketAddr>,
+    /// This side's address on the connection: where the peer reached us.
+    pub local: Option<SocketAddr>,
     /// What the peer's evidence proved; `None` for an anonymous peer (one that
     /// presented no evidence), which services must treat as unverified.
     pub verified: Option<Arc<Verified>>,
@@ -164,6 +166,7 @@ pub fn split(
                     if first[0] != TLS_HANDSHAKE {
                         return Ok(Some(Route::Plain(stream)));
                     }
+                    let local = stream.local_addr().ok();
                     let (tls, verified) = veil_atls::accept(stream, issuer, clients)
                         .await
                         .map_err(|e| e.to_string())?;
@@ -171,6 +174,7 @@ pub fn split(
                         tls,
                         peer: PeerInfo {
                             addr: Some(addr),
+                            local,
                             verified: verified.map(Arc::new),
                         },
                     }))))
