@@ -509,6 +509,8 @@ fn provision(
     // name and partition are not theirs to take); it tells them to retry until the
     // control plane answers.
     start_join_service();
+    // Its join service writes the mesh file (the roster without this node).
+    crate::mesh::start(Path::new(paths::CLUSTER_DIR));
     if node.kube_status() != KubeStatus::Up {
         let settings = read_settings()?;
         let start = if record.is_control_plane() {

@@ -1,22 +1,34 @@
-//! The node's place on the WireGuard mesh: what its Join or Rejoin ticket says (its
-//! mesh address, the mesh secret, the roster), checked whole before it is kept on the
-//! state disk ([`paths::MESH`], mode 0600; it holds the mesh secret).
+//! The node on the WireGuard mesh.
 //!
-//! The ticket comes from an attested join service over mutual aTLS, so it is trusted
-//! for what it says; the checks catch a service bug before it reaches `wg0`: every key,
-//! name and address once, addresses in the subnet, and this node's own entry with its
-//! own key and the address the ticket gives it.
+//! A ticket's mesh part (its mesh address, the mesh secret, the roster) is checked
+//! whole, then kept on the state disk ([`paths::MESH`], mode 0600: it holds the mesh
+//! secret). The ticket comes from an attested join service over mutual aTLS, so it is
+//! trusted for what it says; the checks catch a service bug before it reaches `wg0`:
+//! every key, name and address once, addresses in the subnet, and this node's own
+//! entry with its own key and the address the ticket gives it.
+//!
+//! The follower ([`start`]) keeps `wg0` as that file says: at boot once the state disk
+//! is open, and whenever the file changes (a worker's Rejoin; on the control-plane
+//! node, its join service after each admission).
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, anyhow, bail};
-use serde::Serialize;
 use veil_mesh::address::MeshPlan;
 use veil_mesh::peers::{Peer, PeerTable, RosterView, WgKey};
+use veil_mesh::psk::MeshSecret;
+use veil_mesh::state::MeshState;
+use veil_mesh::wg::WgInterface;
 use veil_protocol::paths::{self, ClusterSettings};
 use veil_protocol::pb::join::MeshConfig;
 use zeroize::Zeroizing;
+
+/// The mesh's interface on every node.
+pub const INTERFACE: &str = "wg0";
+/// How often the follower looks at the mesh file (a stat; reads it only on change).
+const FOLLOW_EVERY: Duration = Duration::from_secs(2);
 
 /// The cluster's mesh plan: its mesh subnet setting, clear of its pod and Service
 /// networks (checked at Init, before anything is touched).
@@ -30,22 +42,8 @@ pub fn plan(settings: &ClusterSettings) -> Result<MeshPlan> {
 }
 
 /// A ticket's mesh part, parsed.
-pub struct MeshTicket {
-    pub plan: MeshPlan,
-    pub address: Ipv4Addr,
-    secret: Zeroizing<[u8; 32]>,
-    pub roster: RosterView,
-}
-
-impl std::fmt::Debug for MeshTicket {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MeshTicket")
-            .field("subnet", &self.plan.subnet())
-            .field("address", &self.address)
-            .field("roster", &self.roster)
-            .finish_non_exhaustive()
-    }
-}
+#[derive(Debug)]
+pub struct MeshTicket(pub MeshState);
 
 impl MeshTicket {
     /// Parses the ticket's mesh configuration; each malformed field is named.
@@ -97,72 +95,166 @@ impl MeshTicket {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(MeshTicket {
+        Ok(MeshTicket(MeshState {
             plan,
             address,
-            secret: Zeroizing::new(secret),
+            secret: MeshSecret::new(Zeroizing::new(secret)),
             roster: RosterView {
                 version: roster.version,
                 peers,
             },
-        })
+        }))
     }
 
     /// The node's peer table from this ticket, once the roster holds this node with
     /// its own key at its own address, and passes every roster check.
     pub fn peers(&self, own: &WgKey) -> Result<PeerTable> {
-        match self.roster.peers.iter().find(|p| p.public_key == *own) {
+        let state = &self.0;
+        match state.roster.peers.iter().find(|p| p.public_key == *own) {
             None => bail!(
                 "the roster (version {}) does not hold this node's WireGuard key {own}",
-                self.roster.version
+                state.roster.version
             ),
-            Some(p) if p.mesh_ip != self.address => bail!(
+            Some(p) if p.mesh_ip != state.address => bail!(
                 "the roster gives this node's key the address {}, the ticket {}",
                 p.mesh_ip,
-                self.address
+                state.address
             ),
             Some(_) => {}
         }
-        let mut table = PeerTable::new(*own, self.plan);
-        table.apply(self.roster.clone())?;
+        let mut table = PeerTable::new(*own, state.plan);
+        table.apply(state.roster.clone())?;
         Ok(table)
     }
-
-    pub fn secret(&self) -> &Zeroizing<[u8; 32]> {
-        &self.secret
-    }
 }
 
-/// What the state disk keeps of the mesh.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Kept<'a> {
-    subnet: String,
-    address: Ipv4Addr,
-    /// Base64; the file is on the encrypted state disk, mode 0600.
-    mesh_secret: &'a str,
-    roster: &'a RosterView,
-}
-
-/// Checks `ticket` against this node's key (`dir`/[`paths::WIREGUARD_KEY`]) and keeps
-/// it in `dir`/[`paths::MESH`], replacing what was there.
-pub fn keep(dir: &Path, ticket: &MeshTicket) -> Result<PeerTable> {
-    use base64::Engine;
+/// The node's WireGuard private key from `dir`.
+fn private_key(dir: &Path) -> Result<veil_mesh::key::PrivateKey> {
     let path = dir.join(paths::WIREGUARD_KEY);
     let text = Zeroizing::new(
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?,
     );
-    let own = veil_mesh::key::PrivateKey::parse(&path.display().to_string(), &text)?.public();
-    let table = ticket.peers(&own).context("the ticket's mesh roster")?;
-    let secret =
-        Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(ticket.secret.as_ref()));
-    let kept = Kept {
-        subnet: ticket.plan.subnet().to_string(),
-        address: ticket.address,
-        mesh_secret: &secret,
-        roster: &ticket.roster,
-    };
-    let json = Zeroizing::new(serde_json::to_vec(&kept)?);
-    crate::state::replace_synced(&dir.join(paths::MESH), &json)?;
-    Ok(table)
+    Ok(veil_mesh::key::PrivateKey::parse(
+        &path.display().to_string(),
+        &text,
+    )?)
+}
+
+/// Checks `ticket` against this node's key (`dir`/[`paths::WIREGUARD_KEY`]) and keeps
+/// it in `dir`/[`paths::MESH`], replacing what was there.
+pub fn keep(dir: &Path, ticket: &MeshTicket) -> Result<()> {
+    let own = private_key(dir)?.public();
+    ticket.peers(&own).context("the ticket's mesh roster")?;
+    crate::state::replace_synced(&dir.join(paths::MESH), &ticket.0.to_json())
+}
+
+/// Starts the follower once per boot (a thread; it lives as long as the node).
+pub fn start(dir: &Path) {
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    let dir = dir.to_owned();
+    STARTED.call_once(move || {
+        let spawned = std::thread::Builder::new()
+            .name("veil-mesh".into())
+            .spawn(move || follow(&dir));
+        if let Err(e) = spawned {
+            println!("veil-mesh-failed starting the follower: {e}");
+        }
+    });
+}
+
+/// What the follower has put on `wg0`.
+struct Applied {
+    wg: WgInterface,
+    table: PeerTable,
+}
+
+fn follow(dir: &Path) {
+    let path = dir.join(paths::MESH);
+    let mut seen: Option<(SystemTime, u64)> = None;
+    let mut applied: Option<Applied> = None;
+    loop {
+        let stamp = std::fs::metadata(&path)
+            .ok()
+            .and_then(|m| Some((m.modified().ok()?, m.len())));
+        if stamp.is_some() && stamp != seen {
+            match sync(dir, &path, &mut applied) {
+                Ok(()) => seen = stamp,
+                // Tried again at the next look: a device that failed may come right.
+                Err(e) => println!("veil-mesh-failed {e:#}"),
+            }
+        }
+        std::thread::sleep(FOLLOW_EVERY);
+    }
+}
+
+/// Brings `wg0` to what `path` says: the interface, key and every peer the first
+/// time, the difference afterwards.
+fn sync(dir: &Path, path: &Path, applied: &mut Option<Applied>) -> Result<()> {
+    let state = MeshState::read(path)?;
+    let key = private_key(dir)?;
+    match applied {
+        None => {
+            let mut table = PeerTable::new(key.public(), state.plan);
+            table.apply(state.roster.clone())?;
+            let mtu =
+                veil_mesh::mesh_mtu(underlay_mtu(table.peers().next().map(|p| p.endpoint.ip())));
+            let address = ipnet::Ipv4Net::new(state.address, state.plan.subnet().prefix_len())
+                .context("the mesh address's prefix")?;
+            let wg = WgInterface::create_kernel(INTERFACE, address, mtu)?;
+            wg.configure(&key.to_bytes(), &table, &state.secret)?;
+            println!(
+                "veil-mesh up interface={INTERFACE} address={address} mtu={mtu} version={} peers={}",
+                table.version(),
+                peer_names(&table)
+            );
+            *applied = Some(Applied { wg, table });
+        }
+        Some(now) => {
+            if state.roster.version == now.table.version() {
+                return Ok(());
+            }
+            let changes = now.table.apply(state.roster.clone())?;
+            now.wg.apply(&key.public(), &changes, &state.secret)?;
+            println!(
+                "veil-mesh peers version={} added={} changed={} removed={} peers={}",
+                now.table.version(),
+                changes.added.len(),
+                changes.changed.len(),
+                changes.removed.len(),
+                peer_names(&now.table)
+            );
+        }
+    }
+    Ok(())
+}
+
+fn peer_names(table: &PeerTable) -> String {
+    let names: Vec<String> = table
+        .peers()
+        .map(|p| format!("{}@{}", p.name, p.mesh_ip))
+        .collect();
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(",")
+    }
+}
+
+/// The MTU of the interface that reaches `toward` (a peer's endpoint; none yet: the
+/// default route's), 1500 if it cannot be told.
+fn underlay_mtu(toward: Option<IpAddr>) -> u32 {
+    let dest = toward.map_or("192.0.2.1".to_owned(), |ip| ip.to_string());
+    let out = std::process::Command::new("ip")
+        .args(["-o", "route", "get", &dest])
+        .output();
+    let dev = out.ok().and_then(|o| {
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        text.split_whitespace()
+            .skip_while(|w| *w != "dev")
+            .nth(1)
+            .map(str::to_owned)
+    });
+    dev.and_then(|d| std::fs::read_to_string(Path::new("/sys/class/net").join(d).join("mtu")).ok())
+        .and_then(|m| m.trim().parse().ok())
+        .unwrap_or(1500)
 }

@@ -159,6 +159,7 @@ fn main() -> Result<(), BoxError> {
             vec![],
             mesh,
         )?),
+        own_mesh: None,
     };
     let kubernetes = std::sync::Arc::new(support_kubernetes::TestControlPlane::default());
     let (service_trust, serving_tpm) = (trust.clone(), service_tpm.clone());

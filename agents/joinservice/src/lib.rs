@@ -73,6 +73,17 @@ pub struct Cluster {
     pub mesh: veil_mesh::address::MeshPlan,
     /// The members admitted so far.
     pub roster: Arc<roster::Roster>,
+    /// This node on the mesh, where Init gave it a WireGuard key.
+    pub own_mesh: Option<OwnMesh>,
+}
+
+/// The control-plane node on the mesh: the service keeps its mesh file (`path`,
+/// [`paths::MESH`]) in step with the roster, and the node's mesh follower applies it.
+#[derive(Debug, Clone)]
+pub struct OwnMesh {
+    pub path: PathBuf,
+    pub key: veil_mesh::peers::WgKey,
+    pub address: std::net::Ipv4Addr,
 }
 
 impl Cluster {
@@ -129,13 +140,20 @@ impl Cluster {
         let roster = roster::Roster::load(dir, reserved, mesh)?.reserve_partition(&own_partition);
         // This node is on the mesh too, with the key Init made for it.
         let path = dir.join(paths::WIREGUARD_KEY);
+        let mut own_mesh = None;
         if let (Some(own), Some(text)) = (&own, read_optional(&path)?) {
             let key = veil_mesh::key::PrivateKey::parse(&path.display().to_string(), &text)
                 .map_err(|e| JoinServiceError::Reference {
                     path: path.clone(),
                     reason: e.to_string(),
-                })?;
-            roster.own(&own.name, &own_partition, &key.public())?;
+                })?
+                .public();
+            let member = roster.own(&own.name, &own_partition, &key)?;
+            own_mesh = member.mesh_ip.map(|address| OwnMesh {
+                path: dir.join(paths::MESH),
+                key,
+                address,
+            });
         }
         Ok(Cluster {
             master,
@@ -144,6 +162,7 @@ impl Cluster {
             settings,
             mesh,
             roster: Arc::new(roster),
+            own_mesh,
         })
     }
 }
@@ -206,11 +225,11 @@ pub async fn serve(
             .max_decoding_message_size(MAX_MESSAGE),
         )
         .serve_with_incoming(plain);
+    let join = service::JoinService::new(cluster, limiter, kubernetes);
+    // This node's mesh file, for the roster as it is now (a restart, a Recover).
+    join.publish_own_mesh();
     let atls = Server::builder()
-        .add_service(
-            JoinServer::new(service::JoinService::new(cluster, limiter, kubernetes))
-                .max_decoding_message_size(MAX_MESSAGE),
-        )
+        .add_service(JoinServer::new(join).max_decoding_message_size(MAX_MESSAGE))
         .serve_with_incoming(atls);
     tokio::try_join!(plain, atls)?;
     Ok(())

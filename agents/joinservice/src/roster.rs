@@ -24,7 +24,7 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use veil_mesh::address::{Allocator, MeshPlan};
-use veil_mesh::peers::WgKey;
+use veil_mesh::peers::{Peer, RosterView, WgKey};
 use veil_protocol::paths;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,6 +64,36 @@ struct Stored {
 pub struct Snapshot {
     pub version: u64,
     pub members: Vec<Member>,
+}
+
+impl Member {
+    /// The member as a mesh peer, reached at its recorded endpoint or else (this
+    /// node) at `own_endpoint`. None without a mesh address, an endpoint or a
+    /// well-formed key (the roster never holds one: `admit` parsed it).
+    pub fn peer(&self, own_endpoint: Option<SocketAddr>) -> Option<Peer> {
+        Some(Peer {
+            name: self.name.clone(),
+            public_key: WgKey::parse(&self.wireguard_public_key).ok()?,
+            endpoint: self.endpoint.or(own_endpoint)?,
+            mesh_ip: self.mesh_ip?,
+            pod_cidr: None,
+        })
+    }
+}
+
+impl Snapshot {
+    /// The roster as a mesh view: every member but `except` (see [`Member::peer`]).
+    pub fn view(&self, own_endpoint: Option<SocketAddr>, except: Option<&WgKey>) -> RosterView {
+        RosterView {
+            version: self.version,
+            peers: self
+                .members
+                .iter()
+                .filter_map(|m| m.peer(own_endpoint))
+                .filter(|p| Some(&p.public_key) != except)
+                .collect(),
+        }
+    }
 }
 
 #[derive(Debug, Error)]
@@ -334,25 +364,35 @@ impl Roster {
     }
 
     fn write(&self, stored: &Stored) -> Result<(), RosterError> {
-        use std::io::Write;
         let err = |source| RosterError::Write {
             path: self.path.clone(),
             source,
         };
         let text =
             serde_json::to_string_pretty(stored).map_err(|e| err(std::io::Error::other(e)))?;
-        let tmp = self.path.with_extension("json.tmp");
-        let mut file = std::fs::File::create(&tmp).map_err(err)?;
-        file.write_all(text.as_bytes()).map_err(err)?;
-        file.sync_all().map_err(err)?;
-        std::fs::rename(&tmp, &self.path).map_err(err)?;
-        if let Some(dir) = self.path.parent() {
-            std::fs::File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(err)?;
-        }
-        Ok(())
+        replace_file(&self.path, text.as_bytes()).map_err(err)
     }
+}
+
+/// Replaces `path` whole with `contents`, synced, mode 0600 (a crash leaves the old
+/// file or the new one).
+pub fn replace_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir).and_then(|d| d.sync_all())?;
+    }
+    Ok(())
 }
 
 /// Why a member could not be placed.

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 use veil_keys::MasterSecret;
-use veil_mesh::WIREGUARD_PORT;
 use veil_mesh::address::MeshPlan;
+use veil_mesh::wg::LISTEN_PORT;
 use veil_protocol::pb::attestation::TpmIdentity;
 use veil_protocol::pb::join::join_activation_server::JoinActivation;
 use veil_protocol::pb::join::join_server::Join;
@@ -85,6 +85,7 @@ impl JoinActivation for JoinActivationService {
 pub struct JoinService {
     master: MasterSecret,
     mesh: MeshPlan,
+    own_mesh: Option<crate::OwnMesh>,
     state_disk_integrity: bool,
     limiter: Arc<PeerLimiter>,
     roster: Arc<Roster>,
@@ -100,6 +101,7 @@ impl JoinService {
         JoinService {
             master: cluster.master,
             mesh: cluster.mesh,
+            own_mesh: cluster.own_mesh,
             state_disk_integrity: cluster.settings.state_disk_integrity,
             limiter,
             roster: cluster.roster,
@@ -136,38 +138,58 @@ impl JoinService {
     /// A member's place on the mesh and every member's entry. The control-plane node
     /// this service runs on has no recorded endpoint: its WireGuard is where the
     /// joiner reached this service (`local`).
+    /// Writes this node's mesh file for the roster as it is (every member but this
+    /// node); a failure is logged: the member is on record, and the next change
+    /// writes the file again.
+    pub fn publish_own_mesh(&self) {
+        let Some(own) = &self.own_mesh else {
+            return;
+        };
+        let state = veil_mesh::state::MeshState {
+            plan: self.mesh,
+            address: own.address,
+            secret: veil_mesh::psk::MeshSecret::new(self.master.mesh_secret()),
+            roster: self.roster.snapshot().view(None, Some(&own.key)),
+        };
+        match crate::roster::replace_file(&own.path, &state.to_json()) {
+            Ok(()) => tracing::info!(
+                version = state.roster.version,
+                peers = state.roster.peers.len(),
+                "this node's mesh file follows the roster"
+            ),
+            Err(e) => tracing::error!(
+                "writing this node's mesh file {}: {e}; its wg0 lacks the roster's changes",
+                own.path.display()
+            ),
+        }
+    }
+
     fn mesh_config(
         &self,
         address: Option<std::net::Ipv4Addr>,
         local: Option<SocketAddr>,
     ) -> MeshConfig {
-        let snapshot = self.roster.snapshot();
-        let peers = snapshot
-            .members
-            .into_iter()
-            .filter_map(|m| {
-                let endpoint = m
-                    .endpoint
-                    .or_else(|| local.map(|l| SocketAddr::new(l.ip(), WIREGUARD_PORT)))?;
-                use base64::Engine;
-                Some(MeshPeer {
-                    public_key: base64::engine::general_purpose::STANDARD
-                        .decode(&m.wireguard_public_key)
-                        .unwrap_or_default(),
-                    endpoint: endpoint.to_string(),
-                    mesh_ip: m.mesh_ip?.to_string(),
-                    pod_cidr: String::new(),
-                    name: m.name,
-                })
-            })
-            .collect();
+        let view = self
+            .roster
+            .snapshot()
+            .view(local.map(|l| SocketAddr::new(l.ip(), LISTEN_PORT)), None);
         MeshConfig {
             subnet: self.mesh.subnet().to_string(),
             address: address.map(|a| a.to_string()).unwrap_or_default(),
             mesh_secret: self.master.mesh_secret().to_vec(),
             roster: Some(MeshRoster {
-                version: snapshot.version,
-                peers,
+                version: view.version,
+                peers: view
+                    .peers
+                    .into_iter()
+                    .map(|p| MeshPeer {
+                        public_key: p.public_key.as_bytes().to_vec(),
+                        endpoint: p.endpoint.to_string(),
+                        mesh_ip: p.mesh_ip.to_string(),
+                        pod_cidr: p.pod_cidr.map(|c| c.to_string()).unwrap_or_default(),
+                        name: p.name,
+                    })
+                    .collect(),
             }),
         }
     }
@@ -238,7 +260,7 @@ impl Join for JoinService {
                 wireguard_public_key: wireguard_key.to_string(),
                 tpm,
                 mesh_ip: None,
-                endpoint: Some(SocketAddr::new(peer_ip, WIREGUARD_PORT)),
+                endpoint: Some(SocketAddr::new(peer_ip, LISTEN_PORT)),
             })
             .map_err(|e| match e {
                 crate::roster::RosterError::NameTaken { .. }
@@ -248,6 +270,7 @@ impl Join for JoinService {
                 }
                 e => Status::internal(e.to_string()),
             })?;
+        self.publish_own_mesh();
         let kubernetes = self.kubernetes.join(name.as_str()).await?;
         tracing::info!(
             ?peer,
@@ -282,8 +305,9 @@ impl Join for JoinService {
         let disk_key = self.disk_key(&uuid)?;
         if let Some(ip) = peer {
             self.roster
-                .moved(&uuid, SocketAddr::new(ip, WIREGUARD_PORT))
+                .moved(&uuid, SocketAddr::new(ip, LISTEN_PORT))
                 .map_err(|e| Status::internal(e.to_string()))?;
+            self.publish_own_mesh();
         }
         // A member that never became a Kubernetes node (its kubeadm join failed) gets
         // a new token; the others need none. While the control plane is down (a full

@@ -130,9 +130,14 @@ impl Service {
             veil_joinservice::roster::Roster::load(roster_dir.path(), vec!["node0".into()], mesh)
                 .expect("roster")
                 .reserve_partition(CP_UUID);
-        roster
+        let own = roster
             .own("node0", CP_UUID, &control_plane_key().public())
             .expect("the control-plane node's entry");
+        let own_mesh = veil_joinservice::OwnMesh {
+            path: roster_dir.path().join(veil_protocol::paths::MESH),
+            key: control_plane_key().public(),
+            address: own.mesh_ip.expect("its mesh address"),
+        };
         let cluster = Cluster {
             master: MasterSecret::from_parts(master.secret(), master.salt()).expect("copy"),
             reference: reference(setup.reference),
@@ -140,6 +145,7 @@ impl Service {
             settings,
             mesh,
             roster: Arc::new(roster),
+            own_mesh: Some(own_mesh),
         };
         let kubernetes = setup.kubernetes.clone();
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -670,16 +676,17 @@ fn the_ticket_puts_the_node_on_the_mesh_with_the_control_plane_as_its_peer() {
     let (master, service, joiner) = (&f.master, &f.service, &f.joiner);
     let t = ticket(service, joiner, Admission::Join).expect("join");
     let mesh = &t.mesh;
+    let state = &mesh.0;
     assert_eq!(
-        mesh.plan.subnet().to_string(),
+        state.plan.subnet().to_string(),
         veil_mesh::address::DEFAULT_MESH_SUBNET
     );
     assert_eq!(
-        mesh.address.to_string(),
+        state.address.to_string(),
         "10.90.0.2",
         "the control plane has .1"
     );
-    assert_eq!(**mesh.secret(), *master.mesh_secret());
+    assert_eq!(state.secret.as_bytes(), &*master.mesh_secret());
 
     let table = mesh.peers(&joiner_key()).expect("its own entry, checked");
     let peers: Vec<_> = table.peers().collect();
@@ -690,7 +697,7 @@ fn the_ticket_puts_the_node_on_the_mesh_with_the_control_plane_as_its_peer() {
     assert_eq!(cp.mesh_ip.to_string(), "10.90.0.1");
     // Where the joiner reached the join service, on WireGuard's port.
     assert_eq!(cp.endpoint.to_string(), "127.0.0.1:51820");
-    let own = mesh
+    let own = state
         .roster
         .peers
         .iter()
@@ -710,10 +717,20 @@ fn the_ticket_puts_the_node_on_the_mesh_with_the_control_plane_as_its_peer() {
         "{e:#}"
     );
 
+    // The service's own node follows the roster: its mesh file now has the joiner.
+    let path = service._roster.path().join(veil_protocol::paths::MESH);
+    let own = veil_mesh::state::MeshState::read(&path).expect("the control plane's mesh file");
+    assert_eq!(own.address.to_string(), "10.90.0.1");
+    assert_eq!(own.roster.version, state.roster.version);
+    let names: Vec<_> = own.roster.peers.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["node1"], "every member but itself");
+    assert_eq!(own.roster.peers[0].public_key, joiner_key());
+    assert_eq!(own.secret.as_bytes(), &*master.mesh_secret());
+
     // A reboot keeps the address; the roster it gets is no older.
     let again = ticket(service, joiner, Admission::Rejoin).expect("rejoin");
-    assert_eq!(again.mesh.address, mesh.address);
-    assert!(again.mesh.roster.version >= mesh.roster.version);
+    assert_eq!(again.mesh.0.address, state.address);
+    assert!(again.mesh.0.roster.version >= state.roster.version);
     again.mesh.peers(&joiner_key()).expect("the same place");
 }
 

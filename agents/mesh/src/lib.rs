@@ -12,12 +12,14 @@
 //!   changes anything (versions only move forward; keys, addresses and pod ranges are
 //!   each one node's);
 //! - [`wg`]: that table on a WireGuard interface (`wg0`);
-//! - [`key`]: the node's own private key.
+//! - [`key`]: the node's own private key;
+//! - [`state`]: what the node keeps of the mesh on its state disk.
 
 pub mod address;
 pub mod key;
 pub mod peers;
 pub mod psk;
+pub mod state;
 pub mod wg;
 
 use thiserror::Error;
@@ -48,12 +50,11 @@ pub enum MeshError {
     StaleRoster { got: u64, have: u64 },
     #[error("roster version {version}: {reason}; nothing was changed")]
     BadRoster { version: u64, reason: String },
+    #[error("the node's mesh state {path}: {reason}")]
+    BadState { path: String, reason: String },
     #[error("WireGuard interface '{interface}': {reason}")]
     Device { interface: String, reason: String },
 }
-
-/// The UDP port WireGuard listens on, on every node.
-pub const WIREGUARD_PORT: u16 = 51820;
 
 /// What WireGuard adds to each packet over an IPv6 underlay (40 IP + 8 UDP + 32
 /// WireGuard), the larger of the two underlays: `wg0`'s MTU is the underlay's minus

@@ -35,6 +35,10 @@ impl MeshSecret {
         MeshSecret(bytes)
     }
 
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
     /// The preshared key of the pair `a`, `b`: the same whichever end asks.
     pub fn pair_psk(&self, a: &WgKey, b: &WgKey) -> Result<Zeroizing<[u8; 32]>, MeshError> {
         let (low, high) = match a.as_bytes().cmp(b.as_bytes()) {

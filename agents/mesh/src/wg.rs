@@ -1,6 +1,7 @@
 //! The peer table on a WireGuard interface, through `wireguard-control`: netlink to
 //! the kernel's WireGuard on a node, the UAPI socket of `wireguard-go` in host tests.
-//! Addresses and routes are the caller's (wireguard-control sets neither).
+//! wireguard-control sets no address, MTU or link state: [`WgInterface::create_kernel`]
+//! does those with iproute2's `ip`, which every node has.
 //!
 //! Every peer gets its pair's preshared key ([`crate::psk`]), its endpoint, a
 //! keepalive (so a peer behind the cloud's NAT stays reachable), and exactly the
@@ -29,6 +30,39 @@ impl WgInterface {
     /// The kernel's WireGuard interface `name`.
     pub fn kernel(name: &str) -> Result<WgInterface, MeshError> {
         Self::new(name, Backend::Kernel)
+    }
+
+    /// Makes the kernel WireGuard interface `name` if it is missing (the module loads
+    /// on demand), gives it `address` (the node's mesh address, with the mesh
+    /// subnet's prefix: the route to every peer's mesh address) and `mtu`, and sets
+    /// it up.
+    pub fn create_kernel(
+        name: &str,
+        address: ipnet::Ipv4Net,
+        mtu: u32,
+    ) -> Result<WgInterface, MeshError> {
+        let wg = Self::kernel(name)?;
+        let exists = std::path::Path::new("/sys/class/net").join(name).exists();
+        if !exists {
+            wg.ip(&["link", "add", name, "type", "wireguard"])?;
+        }
+        wg.ip(&["address", "replace", &address.to_string(), "dev", name])?;
+        wg.ip(&["link", "set", name, "mtu", &mtu.to_string(), "up"])?;
+        Ok(wg)
+    }
+
+    fn ip(&self, args: &[&str]) -> Result<(), MeshError> {
+        let out = std::process::Command::new("ip")
+            .args(args)
+            .output()
+            .map_err(|e| self.failed(&format!("running ip {}", args.join(" ")), e))?;
+        if !out.status.success() {
+            return Err(self.failed(
+                &format!("ip {}", args.join(" ")),
+                String::from_utf8_lossy(&out.stderr).trim(),
+            ));
+        }
+        Ok(())
     }
 
     /// A `wireguard-go` interface, configured through its UAPI socket.
