@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use crate::snp::{SnpCertChain, SnpEvidence, SnpVerifiedInfo, SnpVerifier, SnpVerifyError};
-use crate::tpm::quote::{Quote, pcr_digest};
+use crate::tpm::quote::{PcrValuesError, Quote};
 
 /// `HCLA`, little-endian, at the report's start.
 const HCL_SIGNATURE: u32 = u32::from_le_bytes(*b"HCLA");
@@ -301,26 +301,9 @@ pub fn verify_rsa_quote(
             got: hex::encode(&quote.extra_data),
         });
     }
-    let selected = quote
-        .sha256_pcrs()
-        .map_err(|e| AzureError::Quote(e.to_string()))?;
-    let mut values = Vec::with_capacity(selected.len());
-    for i in &selected {
-        values.push(pcrs.get(i).ok_or_else(|| {
-            AzureError::Quote(format!("PCR {i} is quoted but its value is missing"))
-        })?);
-    }
-    if let Some(extra) = pcrs.keys().find(|i| !selected.contains(i)) {
-        return Err(AzureError::Quote(format!(
-            "PCR {extra} is given but not covered by the quote"
-        )));
-    }
-    let computed = pcr_digest(values);
-    if computed[..] != quote.pcr_digest[..] {
-        return Err(AzureError::PcrDigest {
-            quoted: hex::encode(&quote.pcr_digest),
-            computed: hex::encode(computed),
-        });
-    }
+    quote.check_pcr_values(pcrs).map_err(|e| match e {
+        PcrValuesError::Digest { quoted, computed } => AzureError::PcrDigest { quoted, computed },
+        e => AzureError::Quote(e.to_string()),
+    })?;
     Ok(quote)
 }

@@ -132,6 +132,46 @@ impl Quote {
     }
 }
 
+/// Why the PCR values sent with a quote are not the ones it covers.
+#[derive(Debug, thiserror::Error)]
+pub enum PcrValuesError {
+    #[error(transparent)]
+    Selection(#[from] ParseError),
+    #[error("PCR {0} is given but not covered by the quote")]
+    NotQuoted(u32),
+    #[error("PCR {0} is quoted but its value is missing")]
+    Missing(u32),
+    #[error("the quoted PCR digest {quoted} is not the digest of the values sent, {computed}")]
+    Digest { quoted: String, computed: String },
+}
+
+impl Quote {
+    /// Checks that `given` are exactly the quoted SHA-256 PCRs, with the quoted digest:
+    /// a verifier believes PCR values only through this. (The values are public, so
+    /// the comparison need not be constant-time.)
+    pub fn check_pcr_values(
+        &self,
+        given: &std::collections::BTreeMap<u32, [u8; 32]>,
+    ) -> Result<(), PcrValuesError> {
+        let selected = self.sha256_pcrs()?;
+        if let Some(extra) = given.keys().find(|i| !selected.contains(i)) {
+            return Err(PcrValuesError::NotQuoted(*extra));
+        }
+        let values = selected
+            .iter()
+            .map(|i| given.get(i).ok_or(PcrValuesError::Missing(*i)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let computed = pcr_digest(values);
+        if computed[..] != self.pcr_digest[..] {
+            return Err(PcrValuesError::Digest {
+                quoted: hex::encode(&self.pcr_digest),
+                computed: hex::encode(computed),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// SHA-256 over the PCR values concatenated in selection order (Part 3 §18.4.1).
 pub fn pcr_digest<'a>(values: impl IntoIterator<Item = &'a [u8; 32]>) -> [u8; 32] {
     let mut h = Sha256::new();

@@ -18,7 +18,7 @@ use super::credential::{CREDENTIAL_LEN, CredentialChallenge, CredentialError, ek
 use super::ekcert::{EkCertError, EkTrust, same_rsa_key};
 use super::evidence::{AkIdentity, TpmEvidence};
 use super::public::{ECC_NIST_P256, PublicKey, TpmPublic, attr};
-use super::quote::{Quote, pcr_digest};
+use super::quote::{PcrValuesError, Quote};
 use super::signature::{EcdsaTpmSignature, ak_verifying_key, verify_ecdsa};
 use super::wire::{ParseError, alg};
 use crate::evidence::{Evidence, EvidencePlatform, TpmVerifiedInfo, Verified, Verifier};
@@ -268,32 +268,14 @@ impl TpmVerifier {
             });
         }
 
-        let selected = quote
-            .sha256_pcrs()
-            .map_err(|e| TpmVerifyError::parse("quote", e))?;
-        if let Some(extra) = ev.pcrs.keys().find(|i| !selected.contains(i)) {
-            return Err(TpmVerifyError::malformed(
-                "evidence PCR values",
-                format!("PCR {extra} is given but not covered by the quote"),
-            ));
-        }
-        let mut values = Vec::with_capacity(selected.len());
-        for i in &selected {
-            let v = ev.pcrs.get(i).ok_or_else(|| {
-                TpmVerifyError::malformed(
-                    "evidence PCR values",
-                    format!("PCR {i} is quoted but its value is missing"),
-                )
-            })?;
-            values.push(&v.0);
-        }
-        let computed = pcr_digest(values);
-        if !ct_eq(&computed, &quote.pcr_digest) {
-            return Err(TpmVerifyError::PcrDigestMismatch {
-                quoted: hex::encode(&quote.pcr_digest),
-                computed: hex::encode(computed),
-            });
-        }
+        let given = ev.pcrs.iter().map(|(i, v)| (*i, v.0)).collect();
+        quote.check_pcr_values(&given).map_err(|e| match e {
+            PcrValuesError::Selection(e) => TpmVerifyError::parse("quote", e),
+            PcrValuesError::Digest { quoted, computed } => {
+                TpmVerifyError::PcrDigestMismatch { quoted, computed }
+            }
+            e => TpmVerifyError::malformed("evidence PCR values", e.to_string()),
+        })?;
 
         Ok(Verified {
             platform: EvidencePlatform::Tpm,
