@@ -168,8 +168,14 @@ pub async fn run(node: Node, config: JoinConfig) {
     );
     for attempt in 1u64.. {
         match try_once(&node, &config).await {
-            Ok(Some(how)) => {
+            Ok(Some((how, cluster))) => {
                 println!("veil-join ok by={} attempt={attempt}", how.name());
+                // A member now: it follows the roster for the rest of this boot.
+                let member = JoinConfig {
+                    cluster_id: Some(cluster),
+                    ..config
+                };
+                crate::mesh::follow_roster(node.tpm(), &member).await;
                 return;
             }
             Ok(None) => {
@@ -206,7 +212,7 @@ fn refused(call: &str, s: &Status) -> anyhow::Error {
 }
 
 /// One attempt; `None` if the node had joined already.
-async fn try_once(node: &Node, config: &JoinConfig) -> Result<Option<Admission>> {
+async fn try_once(node: &Node, config: &JoinConfig) -> Result<Option<(Admission, ClusterId)>> {
     let n = node.clone();
     let located = tokio::task::spawn_blocking(move || {
         let _one = n.lock()?;
@@ -273,7 +279,7 @@ async fn try_once(node: &Node, config: &JoinConfig) -> Result<Option<Admission>>
             crate::kube::write_record(&record)
                 .map_err(|e| Status::internal(format!("keeping the node record: {e:#}")))
         };
-        n.admit(
+        let joined = n.admit(
             how,
             &part,
             &ticket.disk_key,
@@ -297,22 +303,15 @@ async fn try_once(node: &Node, config: &JoinConfig) -> Result<Option<Admission>>
             // node that never finished kubeadm join).
             println!("veil-kube-failed {}", e.message());
         }
-        Ok(Some(how))
+        Ok(Some((how, joined.cluster_id)))
     })
     .await?
     .map_err(status)
 }
 
-/// Activation both ways, the mutual aTLS handshake, the service's check, the call
-/// (`how` is Join or Rejoin).
-pub async fn fetch_ticket(
-    tpm: &SharedTpm,
-    config: &JoinConfig,
-    how: Admission,
-    partuuid: &str,
-    wireguard: &x25519_dalek::StaticSecret,
-    name: &veil_kube::NodeName,
-) -> Result<Ticket> {
+/// Activation both ways, then the mutual aTLS handshake and the service's check: a
+/// channel for Join, Rejoin or (a member's) Watch.
+pub async fn connect(tpm: &SharedTpm, config: &JoinConfig) -> Result<tonic::transport::Channel> {
     let ep = config.endpoint.as_str();
     let plain = veil_protocol::client::plain(ep).await?;
 
@@ -362,7 +361,20 @@ pub async fn fetch_ticket(
         .await
         .with_context(|| format!("attesting to the join service at {ep}"))?;
     check_service(tpm, &service, config.cluster_id.as_ref()).await?;
+    Ok(channel)
+}
 
+/// Activation both ways, the mutual aTLS handshake, the service's check, the call
+/// (`how` is Join or Rejoin).
+pub async fn fetch_ticket(
+    tpm: &SharedTpm,
+    config: &JoinConfig,
+    how: Admission,
+    partuuid: &str,
+    wireguard: &x25519_dalek::StaticSecret,
+    name: &veil_kube::NodeName,
+) -> Result<Ticket> {
+    let channel = connect(tpm, config).await?;
     let mut join = JoinClient::new(channel).max_decoding_message_size(MAX_MESSAGE);
     match how {
         Admission::Join => {

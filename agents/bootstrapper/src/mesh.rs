@@ -22,7 +22,7 @@ use veil_mesh::psk::MeshSecret;
 use veil_mesh::state::MeshState;
 use veil_mesh::wg::WgInterface;
 use veil_protocol::paths::{self, ClusterSettings};
-use veil_protocol::pb::join::MeshConfig;
+use veil_protocol::pb::join::{MeshConfig, MeshRoster};
 use zeroize::Zeroizing;
 
 /// The mesh's interface on every node.
@@ -65,44 +65,12 @@ impl MeshTicket {
             .as_slice()
             .try_into()
             .map_err(|_| anyhow!("the mesh secret has {} bytes, not 32", secret.len()))?;
-        let roster = config.roster.context("no roster")?;
-        let peers = roster
-            .peers
-            .into_iter()
-            .map(|p| {
-                let what = |field: &str| format!("roster entry '{}': its {field}", p.name);
-                let key: [u8; 32] = p.public_key.as_slice().try_into().map_err(|_| {
-                    anyhow!("{}: {} bytes, not 32", what("key"), p.public_key.len())
-                })?;
-                Ok(Peer {
-                    public_key: WgKey::from_bytes(key),
-                    endpoint: p
-                        .endpoint
-                        .parse::<SocketAddr>()
-                        .with_context(|| format!("{} '{}'", what("endpoint"), p.endpoint))?,
-                    mesh_ip: p
-                        .mesh_ip
-                        .parse()
-                        .with_context(|| format!("{} '{}'", what("mesh address"), p.mesh_ip))?,
-                    pod_cidr: match p.pod_cidr.as_str() {
-                        "" => None,
-                        c => Some(
-                            c.parse()
-                                .with_context(|| format!("{} '{c}'", what("pod range")))?,
-                        ),
-                    },
-                    name: p.name,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let roster = roster_view(config.roster.context("no roster")?)?;
         Ok(MeshTicket(MeshState {
             plan,
             address,
             secret: MeshSecret::new(Zeroizing::new(secret)),
-            roster: RosterView {
-                version: roster.version,
-                peers,
-            },
+            roster,
         }))
     }
 
@@ -126,6 +94,110 @@ impl MeshTicket {
         table.apply(state.roster.clone())?;
         Ok(table)
     }
+}
+
+/// A roster off the wire; each malformed entry is named.
+pub fn roster_view(roster: MeshRoster) -> Result<RosterView> {
+    let peers = roster
+        .peers
+        .into_iter()
+        .map(|p| {
+            let what = |field: &str| format!("roster entry '{}': its {field}", p.name);
+            let key: [u8; 32] =
+                p.public_key.as_slice().try_into().map_err(|_| {
+                    anyhow!("{}: {} bytes, not 32", what("key"), p.public_key.len())
+                })?;
+            Ok(Peer {
+                public_key: WgKey::from_bytes(key),
+                endpoint: p
+                    .endpoint
+                    .parse::<SocketAddr>()
+                    .with_context(|| format!("{} '{}'", what("endpoint"), p.endpoint))?,
+                mesh_ip: p
+                    .mesh_ip
+                    .parse()
+                    .with_context(|| format!("{} '{}'", what("mesh address"), p.mesh_ip))?,
+                pod_cidr: match p.pod_cidr.as_str() {
+                    "" => None,
+                    c => Some(
+                        c.parse()
+                            .with_context(|| format!("{} '{c}'", what("pod range")))?,
+                    ),
+                },
+                name: p.name,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(RosterView {
+        version: roster.version,
+        peers,
+    })
+}
+
+/// How long a member waits before it watches the roster again after losing it.
+const WATCH_AGAIN_AFTER: Duration = Duration::from_secs(5);
+
+/// A member follows the join service's roster for the rest of the boot: a watch over
+/// mutual aTLS (the service requires PCR 15 to hold this cluster's id, this node
+/// requires the service to run its image in the same cluster); each newer roster is
+/// checked whole and kept in the mesh file, which the follower applies to `wg0`.
+/// A lost watch is opened again.
+pub async fn follow_roster(tpm: &crate::attestation::SharedTpm, config: &crate::join::JoinConfig) {
+    let dir = Path::new(paths::CLUSTER_DIR);
+    loop {
+        if let Err(e) = watch_once(tpm, config, dir).await {
+            println!("veil-mesh-watch-lost {e:#}");
+        }
+        tokio::time::sleep(WATCH_AGAIN_AFTER).await;
+    }
+}
+
+async fn watch_once(
+    tpm: &crate::attestation::SharedTpm,
+    config: &crate::join::JoinConfig,
+    dir: &Path,
+) -> Result<()> {
+    let have = MeshState::read(&dir.join(paths::MESH))?.roster.version;
+    let mut stream = watch(tpm, config, have).await?;
+    println!("veil-mesh-watch open have={have}");
+    while let Some(roster) = stream.message().await.context("the roster watch")? {
+        let kept = keep_roster(dir, roster)?;
+        println!("veil-mesh-watch version={kept}");
+    }
+    bail!("the join service ended the roster watch")
+}
+
+/// Opens a member's roster watch at `config`'s join service.
+pub async fn watch(
+    tpm: &crate::attestation::SharedTpm,
+    config: &crate::join::JoinConfig,
+    have_version: u64,
+) -> Result<tonic::Streaming<MeshRoster>> {
+    let channel = crate::join::connect(tpm, config).await?;
+    let mut client = veil_protocol::pb::join::mesh_client::MeshClient::new(channel)
+        .max_decoding_message_size(veil_protocol::MAX_MESSAGE);
+    Ok(client
+        .watch(veil_protocol::pb::join::WatchRequest { have_version })
+        .await
+        .map_err(|s| anyhow!("the join service refused the roster watch: {}", s.message()))?
+        .into_inner())
+}
+
+/// Checks `roster` whole against the node's mesh file in `dir` (newer, this node in
+/// it with its own key and address) and keeps it there; returns its version.
+pub fn keep_roster(dir: &Path, roster: MeshRoster) -> Result<u64> {
+    let now = MeshState::read(&dir.join(paths::MESH))?;
+    let roster = roster_view(roster)?;
+    if roster.version <= now.roster.version {
+        return Err(veil_mesh::MeshError::StaleRoster {
+            got: roster.version,
+            have: now.roster.version,
+        }
+        .into());
+    }
+    let next = MeshTicket(MeshState { roster, ..now });
+    keep(dir, &next)?;
+    Ok(next.0.roster.version)
 }
 
 /// The node's WireGuard private key from `dir`.

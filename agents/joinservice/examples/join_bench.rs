@@ -229,7 +229,11 @@ fn main() -> Result<(), BoxError> {
     let (id, credential) = admission.challenge(&identity)?;
     let secret = joiner.0.lock().map_err(|_| "lock")?.activate(&credential)?;
     admission.prove(&id, &secret)?;
-    let validator = Arc::new(JoinerValidator::new(admission, &reference));
+    let validator = Arc::new(JoinerValidator::new(
+        admission,
+        &reference,
+        &master.cluster_id(),
+    ));
     let user_data = [0x5a; 32];
     let evidence = joiner.issue(&user_data)?;
     validator.validate(&evidence, &user_data)?;

@@ -172,11 +172,38 @@ impl Admission {
 pub struct JoinerValidator {
     admission: Arc<Admission>,
     expected: BTreeMap<u32, ([u8; 32], bool)>,
+    /// PCR 15 of a member admitted in this boot (it may watch the roster).
+    member_pcr: [u8; 32],
+}
+
+/// What PCR 15 says a verified peer is; each call requires its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// PCR 15 zero: in no cluster yet (Join, Rejoin).
+    Joiner,
+    /// PCR 15 holds this cluster's id extended once (Watch).
+    Member,
+}
+
+impl Standing {
+    /// The standing `verified`'s PCR 15 shows, if it is either.
+    pub fn of(verified: &Verified, member_pcr: &[u8; 32]) -> Option<Standing> {
+        match verified.pcrs.get(&CLUSTER_PCR) {
+            Some(v) if *v == [0; 32] => Some(Standing::Joiner),
+            Some(v) if v == member_pcr => Some(Standing::Member),
+            _ => None,
+        }
+    }
 }
 
 impl JoinerValidator {
-    pub fn new(admission: Arc<Admission>, reference: &ReferenceMeasurements) -> JoinerValidator {
+    pub fn new(
+        admission: Arc<Admission>,
+        reference: &ReferenceMeasurements,
+        cluster: &veil_keys::ClusterId,
+    ) -> JoinerValidator {
         JoinerValidator {
+            member_pcr: cluster.member_pcr(),
             admission,
             expected: reference
                 .pcrs
@@ -205,13 +232,16 @@ impl JoinerValidator {
                 wrong.join("; ")
             ));
         }
-        match verified.pcrs.get(&CLUSTER_PCR) {
-            Some(v) if *v == [0; 32] => Ok(verified),
-            Some(v) => Err(format!(
-                "the joiner already belongs to a cluster in this boot (PCR {CLUSTER_PCR} is {})",
+        match (
+            Standing::of(&verified, &self.member_pcr),
+            verified.pcrs.get(&CLUSTER_PCR),
+        ) {
+            (Some(_), _) => Ok(verified),
+            (None, Some(v)) => Err(format!(
+                "the joiner already belongs to another cluster in this boot (PCR {CLUSTER_PCR} is {})",
                 hex::encode(v)
             )),
-            None => Err(format!("the joiner did not quote PCR {CLUSTER_PCR}")),
+            (None, None) => Err(format!("the joiner did not quote PCR {CLUSTER_PCR}")),
         }
     }
 }

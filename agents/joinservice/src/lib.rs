@@ -38,8 +38,9 @@ use veil_protocol::paths::{self, ClusterSettings};
 use veil_protocol::pb::attestation::activation_server::ActivationServer;
 use veil_protocol::pb::join::join_activation_server::JoinActivationServer;
 use veil_protocol::pb::join::join_server::JoinServer;
+use veil_protocol::pb::join::mesh_server::MeshServer;
 
-pub use admission::{Admission, JoinerValidator};
+pub use admission::{Admission, JoinerValidator, Standing};
 pub use limit::Limits;
 
 #[derive(Debug, Error)]
@@ -205,7 +206,11 @@ pub async fn serve(
         "the cluster's platform policy",
     )?;
     let admission = Arc::new(Admission::new(verifier, limits.clone()));
-    let validator = Arc::new(JoinerValidator::new(admission.clone(), &cluster.reference));
+    let validator = Arc::new(JoinerValidator::new(
+        admission.clone(),
+        &cluster.reference,
+        &cluster.master.cluster_id(),
+    ));
     let (plain, atls) = veil_protocol::server::split(
         listener,
         tpm.clone(),
@@ -225,11 +230,14 @@ pub async fn serve(
             .max_decoding_message_size(MAX_MESSAGE),
         )
         .serve_with_incoming(plain);
-    let join = service::JoinService::new(cluster, limiter, kubernetes);
+    let join = Arc::new(service::JoinService::new(cluster, limiter, kubernetes));
     // This node's mesh file, for the roster as it is now (a restart, a Recover).
     join.publish_own_mesh();
     let atls = Server::builder()
-        .add_service(JoinServer::new(join).max_decoding_message_size(MAX_MESSAGE))
+        .add_service(JoinServer::from_arc(join.clone()).max_decoding_message_size(MAX_MESSAGE))
+        .add_service(
+            MeshServer::new(service::MeshService::new(join)).max_decoding_message_size(MAX_MESSAGE),
+        )
         .serve_with_incoming(atls);
     tokio::try_join!(plain, atls)?;
     Ok(())

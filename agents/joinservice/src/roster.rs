@@ -145,6 +145,8 @@ pub struct Roster {
     /// State partitions no joiner may name (the control-plane node's own).
     reserved_partitions: Vec<String>,
     stored: Mutex<Stored>,
+    /// The version after each write, for watches.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl Roster {
@@ -190,6 +192,7 @@ impl Roster {
             path,
             reserved,
             reserved_partitions: Vec::new(),
+            changes: tokio::sync::watch::Sender::new(stored.version),
             stored: Mutex::new(stored),
         })
     }
@@ -363,6 +366,11 @@ impl Roster {
         Ok(())
     }
 
+    /// Wakes every watch when the roster changes (after it is on disk).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
     fn write(&self, stored: &Stored) -> Result<(), RosterError> {
         let err = |source| RosterError::Write {
             path: self.path.clone(),
@@ -370,7 +378,9 @@ impl Roster {
         };
         let text =
             serde_json::to_string_pretty(stored).map_err(|e| err(std::io::Error::other(e)))?;
-        replace_file(&self.path, text.as_bytes()).map_err(err)
+        replace_file(&self.path, text.as_bytes()).map_err(err)?;
+        self.changes.send_replace(stored.version);
+        Ok(())
     }
 }
 

@@ -11,14 +11,15 @@ use veil_mesh::wg::LISTEN_PORT;
 use veil_protocol::pb::attestation::TpmIdentity;
 use veil_protocol::pb::join::join_activation_server::JoinActivation;
 use veil_protocol::pb::join::join_server::Join;
+use veil_protocol::pb::join::mesh_server::Mesh;
 use veil_protocol::pb::join::{
     ChallengeResponse, JoinRequest, JoinTicket, MeshConfig, MeshPeer, MeshRoster, ProveRequest,
-    ProveResponse, RejoinRequest, RejoinTicket, Role,
+    ProveResponse, RejoinRequest, RejoinTicket, Role, WatchRequest,
 };
 use veil_protocol::server::PeerInfo;
 
 use crate::Cluster;
-use crate::admission::{Admission, AdmissionError};
+use crate::admission::{Admission, AdmissionError, Standing};
 use crate::kubernetes::Kubernetes;
 use crate::limit::PeerLimiter;
 use crate::roster::{Member, Roster};
@@ -82,8 +83,15 @@ impl JoinActivation for JoinActivationService {
     }
 }
 
+/// Roster watches at once: one per member, with room for reconnects.
+const MAX_WATCHES: usize = 1024;
+
 pub struct JoinService {
     master: MasterSecret,
+    /// PCR 15 of a member admitted in this boot.
+    member_pcr: [u8; 32],
+    /// Roster watches open now (each holds a stream until its member goes).
+    watches: Arc<tokio::sync::Semaphore>,
     mesh: MeshPlan,
     own_mesh: Option<crate::OwnMesh>,
     state_disk_integrity: bool,
@@ -99,6 +107,8 @@ impl JoinService {
         kubernetes: Arc<dyn Kubernetes>,
     ) -> Self {
         JoinService {
+            member_pcr: cluster.master.cluster_id().member_pcr(),
+            watches: Arc::new(tokio::sync::Semaphore::new(MAX_WATCHES)),
             master: cluster.master,
             mesh: cluster.mesh,
             own_mesh: cluster.own_mesh,
@@ -110,22 +120,38 @@ impl JoinService {
     }
 
     /// The verified peer's address, the local address it reached, and its TPM (hex
-    /// SHA-256 of its EK); a call without verified evidence never gets here (the
-    /// handshake requires it), but a key is never released on an assumption.
+    /// SHA-256 of its EK), once its PCR 15 shows the standing `call` needs; a call
+    /// without verified evidence never gets here (the handshake requires it), but a
+    /// key is never released on an assumption.
     fn attested<T>(
         &self,
         request: &Request<T>,
         call: &str,
+        needs: Standing,
     ) -> Result<(Option<IpAddr>, Option<SocketAddr>, String), Status> {
         let peer = request.extensions().get::<PeerInfo>();
-        let Some(tpm) = peer
-            .and_then(|p| p.verified.as_ref())
-            .and_then(|v| v.tpm.as_ref())
-        else {
+        let verified = peer.and_then(|p| p.verified.as_ref());
+        let Some(tpm) = verified.and_then(|v| v.tpm.as_ref()) else {
             return Err(Status::unauthenticated(format!(
                 "{call} needs a joiner verified by its TPM"
             )));
         };
+        let standing = verified.and_then(|v| Standing::of(v, &self.member_pcr));
+        match (needs, standing) {
+            (need, Some(has)) if need == has => {}
+            (Standing::Joiner, _) => {
+                return Err(Status::failed_precondition(format!(
+                    "{call} is for a node that has not joined a cluster in this boot (PCR 15 \
+                     zero); this one has"
+                )));
+            }
+            (Standing::Member, _) => {
+                return Err(Status::permission_denied(format!(
+                    "{call} is for members admitted in this boot (PCR 15 holds this cluster's \
+                     id); this node is not one"
+                )));
+            }
+        }
         let addr = peer.and_then(|p| p.addr).map(|a| a.ip());
         self.limiter.admit(addr, call)?;
         Ok((
@@ -169,28 +195,34 @@ impl JoinService {
         address: Option<std::net::Ipv4Addr>,
         local: Option<SocketAddr>,
     ) -> MeshConfig {
-        let view = self
-            .roster
-            .snapshot()
-            .view(local.map(|l| SocketAddr::new(l.ip(), LISTEN_PORT)), None);
         MeshConfig {
             subnet: self.mesh.subnet().to_string(),
             address: address.map(|a| a.to_string()).unwrap_or_default(),
             mesh_secret: self.master.mesh_secret().to_vec(),
-            roster: Some(MeshRoster {
-                version: view.version,
-                peers: view
-                    .peers
-                    .into_iter()
-                    .map(|p| MeshPeer {
-                        public_key: p.public_key.as_bytes().to_vec(),
-                        endpoint: p.endpoint.to_string(),
-                        mesh_ip: p.mesh_ip.to_string(),
-                        pod_cidr: p.pod_cidr.map(|c| c.to_string()).unwrap_or_default(),
-                        name: p.name,
-                    })
-                    .collect(),
-            }),
+            roster: Some(self.mesh_roster(local)),
+        }
+    }
+
+    /// Every member's entry as it goes on the wire (this node's endpoint: where the
+    /// caller reached it, `local`).
+    fn mesh_roster(&self, local: Option<SocketAddr>) -> MeshRoster {
+        let view = self
+            .roster
+            .snapshot()
+            .view(local.map(|l| SocketAddr::new(l.ip(), LISTEN_PORT)), None);
+        MeshRoster {
+            version: view.version,
+            peers: view
+                .peers
+                .into_iter()
+                .map(|p| MeshPeer {
+                    public_key: p.public_key.as_bytes().to_vec(),
+                    endpoint: p.endpoint.to_string(),
+                    mesh_ip: p.mesh_ip.to_string(),
+                    pod_cidr: p.pod_cidr.map(|c| c.to_string()).unwrap_or_default(),
+                    name: p.name,
+                })
+                .collect(),
         }
     }
 
@@ -206,7 +238,7 @@ impl JoinService {
 #[tonic::async_trait]
 impl Join for JoinService {
     async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinTicket>, Status> {
-        let (peer, local, tpm) = self.attested(&request, "Join")?;
+        let (peer, local, tpm) = self.attested(&request, "Join", Standing::Joiner)?;
         let r = request.into_inner();
         use base64::Engine;
         let wireguard_key = veil_mesh::peers::WgKey::parse(
@@ -295,7 +327,7 @@ impl Join for JoinService {
         &self,
         request: Request<RejoinRequest>,
     ) -> Result<Response<RejoinTicket>, Status> {
-        let (peer, local, tpm) = self.attested(&request, "Rejoin")?;
+        let (peer, local, tpm) = self.attested(&request, "Rejoin", Standing::Joiner)?;
         let uuid = request.into_inner().state_partition_uuid;
         // Only the member that joined with this disk, on its own TPM.
         let member = self.roster.rejoiner(&uuid, &tpm).map_err(|e| match e {
@@ -323,5 +355,59 @@ impl Join for JoinService {
             state_disk_integrity: self.state_disk_integrity,
             mesh: Some(self.mesh_config(member.mesh_ip, local)),
         }))
+    }
+}
+
+/// The roster for members (`Mesh.Watch`), beside Join on the aTLS port.
+pub struct MeshService {
+    join: Arc<JoinService>,
+}
+
+impl MeshService {
+    pub fn new(join: Arc<JoinService>) -> Self {
+        MeshService { join }
+    }
+}
+
+type RosterStream =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<MeshRoster, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Mesh for MeshService {
+    type WatchStream = RosterStream;
+
+    async fn watch(
+        &self,
+        request: Request<WatchRequest>,
+    ) -> Result<Response<RosterStream>, Status> {
+        let join = self.join.clone();
+        let (peer, local, _tpm) = join.attested(&request, "Watch", Standing::Member)?;
+        let permit = join.watches.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!("{MAX_WATCHES} roster watches are open already"))
+        })?;
+        let mut have = request.into_inner().have_version;
+        let mut changes = join.roster.subscribe();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tracing::info!(?peer, have, "a member watches the roster");
+        tokio::spawn(async move {
+            let _permit = permit;
+            loop {
+                let roster = join.mesh_roster(local);
+                if roster.version > have {
+                    have = roster.version;
+                    if tx.send(Ok(roster)).await.is_err() {
+                        return;
+                    }
+                }
+                // Ends when the member goes (its stream is dropped) or the service stops.
+                tokio::select! {
+                    changed = changes.changed() => if changed.is_err() { return },
+                    () = tx.closed() => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 }

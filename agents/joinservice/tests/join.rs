@@ -653,7 +653,11 @@ fn a_cluster_that_requires_hardware_refuses_a_bare_tpm_quote_and_says_why() {
         .activate(&credential)
         .expect("activate");
     admission.prove(&id, &secret).expect("prove");
-    let validator = veil_joinservice::JoinerValidator::new(admission, &reference(&[4, 9, 11]));
+    let validator = veil_joinservice::JoinerValidator::new(
+        admission,
+        &reference(&[4, 9, 11]),
+        &f.master.cluster_id(),
+    );
     let user_data = [0x33; 32];
     let evidence = f.joiner.issue(&user_data).expect("evidence");
     let err = validator
@@ -754,6 +758,109 @@ fn a_joiner_with_another_members_wireguard_key_is_refused() {
     assert!(
         format!("{e:#}").contains("belongs to member 'node1'"),
         "{e:#}"
+    );
+}
+
+#[test]
+fn a_member_may_not_join_again_and_a_node_that_has_not_joined_may_not_watch() {
+    let f = fixture(Setup::default());
+    let (master, service, joiner) = (&f.master, &f.service, &f.joiner);
+    let e = client_runtime()
+        .block_on(veil_bootstrapper::mesh::watch(
+            joiner,
+            &config(service, LocalCa::shared()),
+            0,
+        ))
+        .expect_err("not a member");
+    assert!(format!("{e:#}").contains("Watch is for members"), "{e:#}");
+
+    ticket(service, joiner, Admission::Join).expect("join");
+    extend(joiner, 15, &master.cluster_id().0);
+    let e = ticket(service, joiner, Admission::Join).expect_err("a member");
+    assert!(
+        format!("{e:#}").contains("Join is for a node that has not joined a cluster in this boot"),
+        "{e:#}"
+    );
+}
+
+#[test]
+fn a_member_watching_the_roster_sees_the_next_node_join_and_keeps_only_newer_rosters() {
+    let f = fixture(Setup::default());
+    let (master, service, joiner) = (&f.master, &f.service, &f.joiner);
+    let t = ticket(service, joiner, Admission::Join).expect("node1 joins");
+    extend(joiner, 15, &master.cluster_id().0);
+    // node1's state disk as its ticket left it.
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join(veil_protocol::paths::WIREGUARD_KEY),
+        veil_mesh::key::PrivateKey::from_bytes([7u8; 32])
+            .to_base64()
+            .as_bytes(),
+    )
+    .expect("key");
+    veil_bootstrapper::mesh::keep(dir.path(), &t.mesh).expect("keep the ticket's mesh");
+    let joined_at = t.mesh.0.roster.version;
+
+    let other_tpm = Swtpm::start(LocalCa::shared());
+    let other = open(&other_tpm);
+    let rosters = client_runtime().block_on(async {
+        let mut stream =
+            veil_bootstrapper::mesh::watch(joiner, &config(service, LocalCa::shared()), 0)
+                .await
+                .expect("watch");
+        let now = stream.message().await.expect("first").expect("a roster");
+        // node2 joins while node1 watches.
+        let wireguard = x25519_dalek::StaticSecret::from([8u8; 32]);
+        fetch_ticket(
+            &other,
+            &config(service, LocalCa::shared()),
+            Admission::Join,
+            "22222222-4e5f-4061-8293-a4b5c6d7e8f9",
+            &wireguard,
+            &veil_kube::NodeName::new("node2").expect("name"),
+        )
+        .await
+        .expect("node2 joins");
+        let next = tokio::time::timeout(std::time::Duration::from_secs(30), stream.message())
+            .await
+            .expect("a change within seconds")
+            .expect("stream")
+            .expect("a roster");
+        (now, next)
+    });
+    let (now, next) = rosters;
+    assert_eq!(now.version, joined_at, "the roster as it was, at once");
+    assert!(next.version > now.version);
+    let names: Vec<_> = next.peers.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["node0", "node1", "node2"]);
+
+    let kept = veil_bootstrapper::mesh::keep_roster(dir.path(), next.clone()).expect("newer");
+    assert_eq!(kept, next.version);
+    let path = dir.path().join(veil_protocol::paths::MESH);
+    let before = std::fs::read(&path).expect("mesh file");
+    for (stale, why) in [(next.clone(), "the same version"), (now, "an older one")] {
+        let e = veil_bootstrapper::mesh::keep_roster(dir.path(), stale).expect_err(why);
+        assert!(format!("{e:#}").contains("is not newer"), "{why}: {e:#}");
+    }
+    // A roster that leaves this node out, or gives its key another address, is refused.
+    let mut without = next.clone();
+    without.version += 1;
+    without.peers.retain(|p| p.name != "node1");
+    let e = veil_bootstrapper::mesh::keep_roster(dir.path(), without).expect_err("left out");
+    assert!(
+        format!("{e:#}").contains("does not hold this node's WireGuard key"),
+        "{e:#}"
+    );
+    let mut twice = next;
+    twice.version += 1;
+    let node2_ip = twice.peers[2].mesh_ip.clone();
+    twice.peers[0].mesh_ip = node2_ip;
+    let e = veil_bootstrapper::mesh::keep_roster(dir.path(), twice).expect_err("one address twice");
+    assert!(format!("{e:#}").contains("given twice"), "{e:#}");
+    assert_eq!(
+        std::fs::read(&path).expect("mesh file"),
+        before,
+        "nothing changed"
     );
 }
 

@@ -101,6 +101,16 @@ impl fmt::Display for ClusterId {
 }
 
 impl ClusterId {
+    /// PCR 15 (SHA-256 bank) after extending a zero PCR with this id once: what a
+    /// node admitted to this cluster in this boot holds.
+    pub fn member_pcr(&self) -> [u8; 32] {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update([0u8; 32]);
+        h.update(self.0);
+        h.finalize().into()
+    }
+
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
     }
