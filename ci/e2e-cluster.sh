@@ -165,7 +165,52 @@ spec:
 EOF
 }
 
+# The mesh, node to node: a page served on the control-plane node's mesh address only,
+# fetched by the worker; both pods use their node's network, so the request leaves
+# the worker by wg0 and crosses the segment inside WireGuard.
+mesh_workloads() { # mesh_workloads IMAGE SERVER_NODE SERVER_MESH_IP CLIENT_NODE MARKER
+    cat <<EOF
+apiVersion: v1
+kind: Pod
+metadata: {name: mesh-server}
+spec:
+  nodeName: $2
+  hostNetwork: true
+  tolerations: [{operator: Exists}]
+  containers:
+  - name: httpd
+    image: $1
+    imagePullPolicy: IfNotPresent
+    command: [/bin/sh, -c, 'mkdir -p /www && echo "$5 over the mesh" >/www/index.html && exec httpd -f -v -p $3:18080 -h /www']
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: mesh-client}
+spec:
+  nodeName: $4
+  hostNetwork: true
+  containers:
+  - name: wget
+    image: $1
+    imagePullPolicy: IfNotPresent
+    command: [/bin/sh, -c, 'while true; do wget -q -T 5 -O - http://$3:18080/ 2>&1 | tail -n 1; sleep 5; done']
+EOF
+}
+
+# wireguard_both_ways PCAP A B: the segment capture holds WireGuard transport data
+# (message type 4: sent only once a handshake completed, so both ends agree on keys
+# and preshared key) from A to B and from B to A.
+wireguard_both_ways() {
+    local pcap=$1 a=$2 b=$3
+    for dir in "src $a and dst $b" "src $b and dst $a"; do
+        tcpdump -r "$pcap" -n "udp and $dir and port 51820 and udp[8] = 4" 2>/dev/null | grep -q . || return 1
+    done
+}
+
 cluster_checks() {
+    # Every node's segment NIC is captured (build/nodes/NAME/segment.pcap), as the
+    # cloud's network would see it: the mesh checks read it.
+    export VEIL_SEGMENT_DUMP=1
     local port secret=$work/master-secret.json cluster partuuid console=$B/nodes/boot/console.log
     local join b_console=$B/nodes/joiner/console.log b_partuuid c_console=$B/nodes/tampered/console.log
     local api marker image token_id
@@ -258,6 +303,10 @@ cluster_checks() {
         else
             bad "the join service deletes the joiner's bootstrap token once it registered"
         fi
+        expect "the worker's wg0 is up at its mesh address with the control-plane node as its peer" \
+            wait_console "$b_console" 'veil-mesh up interface=wg0 address=10\.90\.0\.2/16 .*peers=boot@10\.90\.0\.1[[:space:]]*$' 120
+        expect "the control-plane node (10.90.0.1) put the worker on its wg0 once it was admitted" \
+            bash -c "wait_console '$console' 'veil-mesh up interface=wg0 address=10\.90\.0\.1/16 ' 60 && wait_console '$console' 'veil-mesh peers .*peers=joiner@10\.90\.0\.2[[:space:]]*$' 120"
         for n in boot joiner; do
             expect "no system image was pulled: $n's images are exactly the baked set" \
                 bash -c "diff <(system_images $n) <(sort '$kbin/images.txt')"
@@ -280,6 +329,18 @@ cluster_checks() {
             bash -c "pod_log_has client '$marker from echo' 300"
         expect "kubectl exec into a pod on the worker" \
             bash -c "k exec client -- sh -c 'printf \"GET / HTTP/1.0\\r\\n\\r\\n\" | nc -w 5 echo 8080' | grep -q '$marker'"
+        local mesh_marker="veil-mesh-$RANDOM$RANDOM" a_seg b_seg
+        a_seg=$(cat "$B/nodes/boot/segment-ip") b_seg=$(cat "$B/nodes/joiner/segment-ip")
+        mesh_workloads "$image" boot 10.90.0.1 joiner "$mesh_marker" | k apply -f - >/dev/null
+        expect "node to node over the mesh: the worker fetches a page served on the control-plane node's mesh address" \
+            bash -c "pod_log_has mesh-client '$mesh_marker over the mesh' 300"
+        for n in boot joiner; do
+            expect "...and the marker never crossed the segment in the clear ($n's capture)" \
+                bash -c "[ -s '$B/nodes/$n/segment.pcap' ] && ! grep -a -q '$mesh_marker' '$B/nodes/$n/segment.pcap'"
+        done
+        expect "...while WireGuard sessions ran both ways between the two nodes on the segment" \
+            wireguard_both_ways "$B/nodes/joiner/segment.pcap" "$a_seg" "$b_seg"
+        k delete pod mesh-server mesh-client --wait=false >/dev/null 2>&1 || true
     else
         bad "the test image is pushed to the host's registry"
     fi
@@ -295,6 +356,8 @@ cluster_checks() {
         expect "...and is Ready again under its name" \
             bash -c "wait_console '$b_console' 'veil-kube-ready' 600 && node_ready joiner 900"
         expect "...without running kubeadm join again" bash -c "! grep -a -q 'kubeadm join' '$b_console'"
+        expect "...and is back on the mesh with the same address and peer" \
+            wait_console "$b_console" 'veil-mesh up interface=wg0 address=10\.90\.0\.2/16 .*peers=boot@10\.90\.0\.1[[:space:]]*$' 120
         expect "its pod kept its state across the reboot (second start, same emptyDir)" \
             bash -c "pod_log_has client 'start 2' 600"
     else
@@ -397,6 +460,8 @@ os.write(fd, json.dumps({'veilMasterSecret': 1, 'secret': base64.b64encode(os.ur
         expect "the join service logged the rejoin" grep -a -q 'admitted a rebooted node' "$console"
         expect "after the full restart both nodes are Ready again" \
             bash -c "node_ready boot 900 && node_ready joiner 900"
+        expect "after the full restart the mesh is back: same addresses, each the other's peer" \
+            bash -c "wait_console '$console' 'veil-mesh (up|peers) .*peers=joiner@10\.90\.0\.2[[:space:]]*$' 120 && wait_console '$b_console' 'veil-mesh up interface=wg0 address=10\.90\.0\.2/16 .*peers=boot@10\.90\.0\.1[[:space:]]*$' 120"
     else
         bad "the joined node reboots"
     fi
