@@ -207,6 +207,12 @@ fn refused(call: &str, s: &Status) -> anyhow::Error {
     }
     if text.contains("AccessDenied") {
         text.push_str(" (the service refused our evidence; its log says why)");
+    } else if text.contains("connection closed") || text.contains("connection reset") {
+        // The same refusal when the service's alert loses the race with its close.
+        text.push_str(
+            " (the service closed the connection on the first call: it refused our \
+             evidence or failed; its log says why)",
+        );
     }
     anyhow!("the join service refused {call}: {text}")
 }
