@@ -28,6 +28,8 @@ pub trait Kubernetes: Send + Sync + 'static {
     async fn join(&self, node: &str) -> Result<KubernetesJoin, Status>;
     /// Whether a Node named `node` is registered.
     async fn registered(&self, node: &str) -> Result<bool, Status>;
+    /// Deletes the Node named `node` (a removed member); false if there was none.
+    async fn delete_node(&self, node: &str) -> Result<bool, Status>;
 }
 
 /// The control plane on this node.
@@ -115,6 +117,13 @@ impl Kubernetes for ControlPlane {
     async fn registered(&self, node: &str) -> Result<bool, Status> {
         let client = self.client().await?;
         veil_kube::api::node_exists(&client, node)
+            .await
+            .map_err(|e| Status::internal(e.to_string()))
+    }
+
+    async fn delete_node(&self, node: &str) -> Result<bool, Status> {
+        let client = self.client().await?;
+        veil_kube::api::delete_node(&client, node)
             .await
             .map_err(|e| Status::internal(e.to_string()))
     }

@@ -214,7 +214,9 @@ pub async fn serve(
     let (plain, atls) = veil_protocol::server::split(
         listener,
         tpm.clone(),
-        ClientAuth::Required(validator),
+        // Optional: `veil remove` has nothing to attest; every call but Remove
+        // requires a verified TPM (JoinService::attested), Remove the admin credential.
+        ClientAuth::Optional(validator),
         limits.connections.clone(),
     );
     let limiter = Arc::new(limit::PeerLimiter::new(&limits));

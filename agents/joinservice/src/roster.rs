@@ -57,6 +57,10 @@ struct Stored {
     #[serde(default)]
     allocator: Option<Allocator>,
     members: Vec<Member>,
+    /// Members `veil remove` dropped: their partitions, TPMs' claims on them and keys
+    /// are never accepted again.
+    #[serde(default)]
+    removed: Vec<Member>,
 }
 
 /// The roster as nodes get it: every member on the mesh, at a version.
@@ -110,6 +114,14 @@ pub enum RosterError {
         "no member has state partition {partuuid}: a node with a new disk joins with Join, not Rejoin"
     )]
     NotMember { partuuid: String },
+    #[error(
+        "state partition {partuuid} belonged to '{name}', which was removed from the cluster: its disk key is not given again"
+    )]
+    Removed { partuuid: String, name: String },
+    #[error("no member is named '{name}'")]
+    NoSuchMember { name: String },
+    #[error("'{name}' is the control-plane node this join service runs on: it cannot be removed")]
+    OwnNode { name: String },
     #[error("the WireGuard key {key} belongs to member '{owner}': every node makes its own")]
     KeyTaken { key: String, owner: String },
     #[error("the roster {}: {source}", path.display())]
@@ -167,6 +179,7 @@ impl Roster {
                 version: 0,
                 allocator: None,
                 members: Vec::new(),
+                removed: Vec::new(),
             },
             Err(source) => return Err(RosterError::Read { path, source }),
         };
@@ -244,6 +257,7 @@ impl Roster {
                 owner: "the control-plane node".into(),
             });
         }
+        self.check_not_removed(partuuid)?;
         match self
             .stored()
             .members
@@ -258,8 +272,53 @@ impl Roster {
         }
     }
 
+    fn check_not_removed(&self, partuuid: &str) -> Result<(), RosterError> {
+        match self
+            .stored()
+            .removed
+            .iter()
+            .find(|m| m.partuuid.eq_ignore_ascii_case(partuuid))
+        {
+            Some(m) => Err(RosterError::Removed {
+                partuuid: partuuid.into(),
+                name: m.name.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether the TPM `tpm` (hex SHA-256 of its EK) is a current member's.
+    pub fn has_member_tpm(&self, tpm: &str) -> bool {
+        !tpm.is_empty() && self.stored().members.iter().any(|m| m.tpm == tpm)
+    }
+
+    /// Drops the member `name` for good (`veil remove`): it leaves the mesh, and its
+    /// partition and key are refused from now on. The control-plane node this
+    /// service runs on cannot be removed. Returns the member as it was.
+    pub fn remove(&self, name: &str) -> Result<Member, RosterError> {
+        let mut stored = self.stored();
+        let Some(i) = stored.members.iter().position(|m| m.name == name) else {
+            return Err(RosterError::NoSuchMember { name: name.into() });
+        };
+        if self
+            .reserved_partitions
+            .contains(&stored.members[i].partuuid.to_ascii_lowercase())
+            || self.reserved.iter().any(|r| r == name)
+        {
+            return Err(RosterError::OwnNode { name: name.into() });
+        }
+        let mut next = stored.clone_state();
+        let gone = next.members.remove(i);
+        next.removed.push(gone.clone());
+        next.version += 1;
+        self.write(&next)?;
+        *stored = next;
+        Ok(gone)
+    }
+
     /// The member a rebooted node with TPM `tpm` and state partition `partuuid` is.
     pub fn rejoiner(&self, partuuid: &str, tpm: &str) -> Result<Member, RosterError> {
+        self.check_not_removed(partuuid)?;
         let member = self
             .stored()
             .members
@@ -417,6 +476,7 @@ impl Stored {
             version: self.version,
             allocator: self.allocator.clone(),
             members: self.members.clone(),
+            removed: self.removed.clone(),
         }
     }
 
@@ -429,6 +489,16 @@ impl Stored {
             return Err(Placement::KeyTaken {
                 key: member.wireguard_public_key.clone(),
                 owner: owner.name.clone(),
+            });
+        }
+        if let Some(gone) = self
+            .removed
+            .iter()
+            .find(|m| m.wireguard_public_key == member.wireguard_public_key)
+        {
+            return Err(Placement::KeyTaken {
+                key: member.wireguard_public_key.clone(),
+                owner: format!("{}, removed from the cluster", gone.name),
             });
         }
         let kept = self

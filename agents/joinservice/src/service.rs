@@ -14,7 +14,7 @@ use veil_protocol::pb::join::join_server::Join;
 use veil_protocol::pb::join::mesh_server::Mesh;
 use veil_protocol::pb::join::{
     ChallengeResponse, JoinRequest, JoinTicket, MeshConfig, MeshPeer, MeshRoster, ProveRequest,
-    ProveResponse, RejoinRequest, RejoinTicket, Role, WatchRequest,
+    ProveResponse, RejoinRequest, RejoinTicket, RemoveRequest, RemoveResponse, Role, WatchRequest,
 };
 use veil_protocol::server::PeerInfo;
 
@@ -381,7 +381,13 @@ impl Mesh for MeshService {
         request: Request<WatchRequest>,
     ) -> Result<Response<RosterStream>, Status> {
         let join = self.join.clone();
-        let (peer, local, _tpm) = join.attested(&request, "Watch", Standing::Member)?;
+        let (peer, local, tpm) = join.attested(&request, "Watch", Standing::Member)?;
+        // PCR 15 says it was admitted in this boot; the roster must still have it.
+        if !join.roster.has_member_tpm(&tpm) {
+            return Err(Status::permission_denied(
+                "this node's TPM is no member's: it was removed from the cluster",
+            ));
+        }
         let permit = join.watches.clone().try_acquire_owned().map_err(|_| {
             Status::resource_exhausted(format!("{MAX_WATCHES} roster watches are open already"))
         })?;
@@ -409,5 +415,54 @@ impl Mesh for MeshService {
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
+    }
+
+    async fn remove(
+        &self,
+        request: Request<RemoveRequest>,
+    ) -> Result<Response<RemoveResponse>, Status> {
+        let join = &self.join;
+        let peer = request
+            .extensions()
+            .get::<PeerInfo>()
+            .and_then(|p| p.addr)
+            .map(|a| a.ip());
+        join.limiter.admit(peer, "Remove")?;
+        let mut r = request.into_inner();
+        let authorized = join.master.admin_credential_matches(&r.admin_credential);
+        zeroize::Zeroize::zeroize(&mut r.admin_credential);
+        if !authorized {
+            tracing::warn!(?peer, node = %r.node_name, "refused a Remove with the wrong admin credential");
+            return Err(Status::permission_denied(
+                "the admin credential is not this cluster's (derived from another master \
+                 secret?): nothing was removed",
+            ));
+        }
+        let gone = join.roster.remove(&r.node_name).map_err(|e| match e {
+            crate::roster::RosterError::NoSuchMember { .. } => Status::not_found(e.to_string()),
+            crate::roster::RosterError::OwnNode { .. } => {
+                Status::failed_precondition(e.to_string())
+            }
+            e => Status::internal(e.to_string()),
+        })?;
+        join.publish_own_mesh();
+        let deleted = match join.kubernetes.delete_node(&gone.name).await {
+            Ok(deleted) => deleted,
+            Err(e) => {
+                tracing::warn!(node = %gone.name, "deleting the removed member's Node: {}", e.message());
+                false
+            }
+        };
+        let version = join.roster.snapshot().version;
+        tracing::info!(?peer, node = %gone.name, uuid = %gone.partuuid, version, "removed a member from the cluster");
+        println!(
+            "veil-joinservice-removed node={} version={version}",
+            gone.name
+        );
+        Ok(Response::new(RemoveResponse {
+            roster_version: version,
+            mesh_ip: gone.mesh_ip.map(|a| a.to_string()).unwrap_or_default(),
+            kubernetes_node_deleted: deleted,
+        }))
     }
 }

@@ -47,4 +47,13 @@ impl Kubernetes for TestControlPlane {
         }
         Ok(self.registered.lock().expect("lock").contains(node))
     }
+
+    async fn delete_node(&self, node: &str) -> Result<bool, Status> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(Status::unavailable(
+                "the control plane is not up yet (test double)",
+            ));
+        }
+        Ok(self.registered.lock().expect("lock").remove(node))
+    }
 }

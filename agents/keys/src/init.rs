@@ -82,11 +82,8 @@ impl InitSecret {
     /// Whether this secret's hash is `expected`, without an early exit that would
     /// tell a caller how many leading bytes it got right.
     pub fn matches(&self, expected: &[u8; 32]) -> bool {
-        let ours = self.hash();
-        ours.iter()
-            .zip(expected)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+        use subtle::ConstantTimeEq;
+        self.hash().ct_eq(expected).into()
     }
 
     /// Writes the init-secret file, mode 0600; never over an existing file.

@@ -41,6 +41,7 @@ const INFO_CLUSTER_ID: &str = "veil/v1/cluster-id";
 const INFO_DISK: &str = "veil/v1/disk:";
 const INFO_MEASUREMENT: &str = "veil/v1/measurement-secret";
 const INFO_MESH: &str = "veil/v1/mesh-secret";
+const INFO_ADMIN: &str = "veil/v1/admin-credential";
 const MASTER_SECRET_FILE: &str = "master-secret file";
 
 pub use init::{INIT_SECRET_FILE, InitSecret};
@@ -198,6 +199,19 @@ impl MasterSecret {
         self.derive::<32>(INFO_MEASUREMENT.as_bytes())
     }
 
+    /// What the operator shows the join service to change the cluster's membership
+    /// (`veil remove`): derived, so the master secret itself never travels for it.
+    pub fn admin_credential(&self) -> Zeroizing<[u8; 32]> {
+        self.derive::<32>(INFO_ADMIN.as_bytes())
+    }
+
+    /// Whether `given` is this cluster's admin credential (in constant time: it is a
+    /// secret, and the caller may be anyone).
+    pub fn admin_credential_matches(&self, given: &[u8]) -> bool {
+        use subtle::ConstantTimeEq;
+        given.len() == 32 && bool::from(self.admin_credential().as_slice().ct_eq(given))
+    }
+
     /// The secret the WireGuard mesh derives each pair's preshared key from.
     pub fn mesh_secret(&self) -> Zeroizing<[u8; 32]> {
         self.derive::<32>(INFO_MESH.as_bytes())
@@ -257,6 +271,15 @@ mod tests {
         assert_ne!(*m.mesh_secret(), *m.measurement_secret());
         assert_ne!(*m.mesh_secret(), m.cluster_id().0);
         assert_ne!(*m.mesh_secret(), *MasterSecret::generate().mesh_secret());
+        assert_eq!(*m.admin_credential(), *again.admin_credential());
+        assert_ne!(*m.admin_credential(), *m.mesh_secret());
+        assert_ne!(
+            *m.admin_credential(),
+            *MasterSecret::generate().admin_credential()
+        );
+        assert!(m.admin_credential_matches(&*again.admin_credential()));
+        assert!(!m.admin_credential_matches(&*MasterSecret::generate().admin_credential()));
+        assert!(!m.admin_credential_matches(&m.admin_credential()[..31]));
     }
 
     #[test]

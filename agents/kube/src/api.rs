@@ -106,6 +106,18 @@ pub async fn node_exists(client: &kube::Client, name: &str) -> Result<bool, Kube
         .map_err(|e| api_error(&format!("looking up node {name}"), e))
 }
 
+/// Deletes the Node named `name`; false if there was none.
+pub async fn delete_node(client: &kube::Client, name: &str) -> Result<bool, KubeError> {
+    match Api::<Node>::all(client.clone())
+        .delete(name, &DeleteParams::default())
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
+        Err(e) => Err(api_error(&format!("deleting node {name}"), e)),
+    }
+}
+
 /// The ClusterRole that lets every node read the Node objects (see
 /// [`ensure_node_routes_access`]).
 pub const NODE_ROUTES_ROLE: &str = "veil:node-routes";
