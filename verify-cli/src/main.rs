@@ -8,6 +8,7 @@ mod bootstrap;
 mod eventlog;
 mod init_secret;
 mod measure;
+mod remove;
 mod verify;
 
 use clap::{Parser, Subcommand};
@@ -36,6 +37,8 @@ enum Command {
     Init(bootstrap::Args),
     /// Give an attested node its cluster's master secret again (full restart).
     Recover(bootstrap::Args),
+    /// Drop a member from the cluster for good, at the control-plane node's join port.
+    Remove(remove::Args),
 }
 
 /// How results are printed.
@@ -63,6 +66,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
         Command::InitSecret(args) => init_secret::run(&args)?,
         Command::Init(args) => bootstrap::run(&args, bootstrap::Mode::Init)?,
         Command::Recover(args) => bootstrap::run(&args, bootstrap::Mode::Recover)?,
+        Command::Remove(args) => remove::run(&args)?,
     }
     Ok(std::process::ExitCode::SUCCESS)
 }

@@ -140,34 +140,13 @@ pub async fn attest_node(
     extra: BTreeMap<u32, ([u8; 32], bool)>,
     enforce: bool,
 ) -> anyhow::Result<Attested> {
-    let reference_text = String::from_utf8(read(&args.measurements, "reference measurements")?)
-        .with_context(|| format!("{} is not UTF-8 text", args.measurements.display()))?;
-    let reference = ReferenceMeasurements::from_json(&reference_text).with_context(|| {
-        format!(
-            "{} is not a reference measurements file (veil measure --output json)",
-            args.measurements.display()
-        )
-    })?;
-    let trust = EkTrust::from_pem_files(&args.tpm_ca, args.tpm_intermediate.as_deref())
-        .context("loading the TPM CA")?;
-    let (verifier, policy_text) = match &args.policy {
-        None => (PlatformVerifier::tpm_only(TpmVerifier::new(trust)), None),
-        Some(path) => {
-            let name = path.display().to_string();
-            let text = String::from_utf8(read(path, "platform policy")?)
-                .with_context(|| format!("{name} is not UTF-8 text"))?;
-            let policy = PlatformPolicy::from_json(&name, &text)?;
-            let verifier = PlatformVerifier::new(TpmVerifier::new(trust), &policy, &name)?;
-            (verifier, Some(text))
-        }
-    };
-
-    let mut expected: BTreeMap<u32, ([u8; 32], bool)> = reference
-        .pcrs
-        .iter()
-        .map(|(&i, p)| (i, (p.expected.0, p.warn_only)))
-        .collect();
-    expected.extend(extra);
+    let Prepared {
+        verifier,
+        expected,
+        reference,
+        reference_text,
+        policy_text,
+    } = prepare(args, extra)?;
     let (channel, verified, info) =
         attest(&args.node, verifier, enforce.then(|| expected.clone())).await?;
     let checks = check_pcrs(&verified.pcrs, &expected);
@@ -202,6 +181,57 @@ pub async fn attest_node(
     })
 }
 
+/// What checking a node against `args` takes: the verifier (TPM CA, platform policy)
+/// and the PCR values expected (the reference's, then `extra`).
+pub struct Prepared {
+    pub verifier: PlatformVerifier,
+    pub expected: BTreeMap<u32, ([u8; 32], bool)>,
+    pub reference: ReferenceMeasurements,
+    pub reference_text: String,
+    pub policy_text: Option<String>,
+}
+
+pub fn prepare(
+    args: &NodeArgs,
+    extra: BTreeMap<u32, ([u8; 32], bool)>,
+) -> anyhow::Result<Prepared> {
+    let reference_text = String::from_utf8(read(&args.measurements, "reference measurements")?)
+        .with_context(|| format!("{} is not UTF-8 text", args.measurements.display()))?;
+    let reference = ReferenceMeasurements::from_json(&reference_text).with_context(|| {
+        format!(
+            "{} is not a reference measurements file (veil measure --output json)",
+            args.measurements.display()
+        )
+    })?;
+    let trust = EkTrust::from_pem_files(&args.tpm_ca, args.tpm_intermediate.as_deref())
+        .context("loading the TPM CA")?;
+    let (verifier, policy_text) = match &args.policy {
+        None => (PlatformVerifier::tpm_only(TpmVerifier::new(trust)), None),
+        Some(path) => {
+            let name = path.display().to_string();
+            let text = String::from_utf8(read(path, "platform policy")?)
+                .with_context(|| format!("{name} is not UTF-8 text"))?;
+            let policy = PlatformPolicy::from_json(&name, &text)?;
+            let verifier = PlatformVerifier::new(TpmVerifier::new(trust), &policy, &name)?;
+            (verifier, Some(text))
+        }
+    };
+
+    let mut expected: BTreeMap<u32, ([u8; 32], bool)> = reference
+        .pcrs
+        .iter()
+        .map(|(&i, p)| (i, (p.expected.0, p.warn_only)))
+        .collect();
+    expected.extend(extra);
+    Ok(Prepared {
+        verifier,
+        expected,
+        reference,
+        reference_text,
+        policy_text,
+    })
+}
+
 /// What hardware evidence proved, as (name, value) lines; empty for TPM evidence.
 fn platform_facts(verified: &Verified) -> Vec<(&'static str, String)> {
     let mut facts = Vec::new();
@@ -224,33 +254,15 @@ fn platform_facts(verified: &Verified) -> Vec<(&'static str, String)> {
     facts
 }
 
-/// Activates the node's AK over plain gRPC, then takes its quote from a one-way aTLS
-/// handshake and asks, over that channel, what the node is. With `enforce`, the
-/// handshake refuses a node whose PCRs differ from those values: then there is no
-/// channel, only what the refused evidence proved.
+/// [`attested_channel`], then asks over that channel what the node is.
 async fn attest(
     node: &str,
-    mut verifier: PlatformVerifier,
+    verifier: PlatformVerifier,
     enforce: Option<BTreeMap<u32, ([u8; 32], bool)>>,
 ) -> anyhow::Result<(Option<tonic::transport::Channel>, Verified, NodeInfo)> {
-    let channel = veil_protocol::client::plain(node).await?;
-    let ak = veil_protocol::activation::activate_peer(channel, node, verifier.tpm()).await?;
-    verifier.tpm_mut().add_trusted_ak(ak);
-
-    let (channel, verified) = match enforce {
-        None => veil_protocol::client::atls(node, None, Arc::new(VerifierValidator(verifier)))
-            .await
-            .with_context(|| format!("attesting {node}"))?,
-        Some(expected) => {
-            let validator = Arc::new(PcrValidator::new(VerifierValidator(verifier), expected));
-            match veil_protocol::client::atls(node, None, validator.clone()).await {
-                Ok(done) => done,
-                Err(e) => match validator.last_refused() {
-                    Some(verified) => return Ok((None, verified, NodeInfo::default())),
-                    None => return Err(anyhow::Error::new(e).context(format!("attesting {node}"))),
-                },
-            }
-        }
+    let (channel, verified) = attested_channel(node, verifier, enforce).await?;
+    let Some(channel) = channel else {
+        return Ok((None, verified, NodeInfo::default()));
     };
     let info = AttestationClient::new(channel.clone())
         .max_decoding_message_size(MAX_MESSAGE)
@@ -264,6 +276,39 @@ async fn attest(
         })?
         .into_inner();
     Ok((Some(channel), verified, info))
+}
+
+/// Activates the node's AK over plain gRPC, then takes its quote in a one-way aTLS
+/// handshake (this side anonymous). With `enforce`, the handshake refuses a node
+/// whose PCRs differ from those values: then there is no channel, only what the
+/// refused evidence proved.
+pub async fn attested_channel(
+    node: &str,
+    mut verifier: PlatformVerifier,
+    enforce: Option<BTreeMap<u32, ([u8; 32], bool)>>,
+) -> anyhow::Result<(Option<tonic::transport::Channel>, Verified)> {
+    let channel = veil_protocol::client::plain(node).await?;
+    let ak = veil_protocol::activation::activate_peer(channel, node, verifier.tpm()).await?;
+    verifier.tpm_mut().add_trusted_ak(ak);
+    match enforce {
+        None => {
+            let (channel, verified) =
+                veil_protocol::client::atls(node, None, Arc::new(VerifierValidator(verifier)))
+                    .await
+                    .with_context(|| format!("attesting {node}"))?;
+            Ok((Some(channel), verified))
+        }
+        Some(expected) => {
+            let validator = Arc::new(PcrValidator::new(VerifierValidator(verifier), expected));
+            match veil_protocol::client::atls(node, None, validator.clone()).await {
+                Ok((channel, verified)) => Ok((Some(channel), verified)),
+                Err(e) => match validator.last_refused() {
+                    Some(verified) => Ok((None, verified)),
+                    None => Err(anyhow::Error::new(e).context(format!("attesting {node}"))),
+                },
+            }
+        }
+    }
 }
 
 /// Names the component behind each differing PCR from the node's event logs. They
