@@ -465,6 +465,38 @@ os.write(fd, json.dumps({'veilMasterSecret': 1, 'secret': base64.b64encode(os.ur
     else
         bad "the joined node reboots"
     fi
+    # veil remove: the operator drops the worker for good, at the control-plane node's
+    # join port (attested first, as init attests). The control-plane node drops it
+    # from its wg0 at once; after a reboot the worker's Rejoin is refused.
+    if [ -n "${b_partuuid:-}" ]; then
+        local join_port
+        join_port=127.0.0.1:$(cat "$B/nodes/boot/join-port")
+        expect_error "veil remove: an unknown name is a clear error" "no member is named 'nobody'" \
+            "$veil" remove nobody --node "$join_port" --measurements "$work/reference.json" \
+            "${tpm_ca[@]}" --master-secret "$secret"
+        expect_error "veil remove: another cluster's master secret removes nothing" \
+            "is not this cluster's control-plane node" \
+            "$veil" remove joiner --node "$join_port" --measurements "$work/reference.json" \
+            "${tpm_ca[@]}" --master-secret "$work/wrong-secret.json"
+        if "$veil" remove joiner --node "$join_port" --measurements "$work/reference.json" \
+            "${tpm_ca[@]}" --master-secret "$secret" >"$work/remove.txt" 2>&1; then
+            ok "veil remove joiner: $(cat "$work/remove.txt")"
+        else
+            bad "veil remove joiner: $(tail -n 3 "$work/remove.txt")"
+        fi
+        expect "...within seconds the control-plane node's wg0 has no peer" \
+            wait_console "$console" 'veil-mesh peers .*removed=1 peers=none' 30
+        expect "...and Kubernetes has no Node 'joiner'" \
+            bash -c "k get node joiner 2>&1 | grep -q NotFound"
+        stop_quietly joiner
+        if boot joiner --reuse-disk --join "$join" "$B/veil.raw" >/dev/null; then
+            expect "...after its reboot the removed node's Rejoin is refused (its disk key is not given again)" \
+                wait_console "$b_console" 'veil-join-failed .*was removed from the cluster' 300
+        else
+            bad "the removed node reboots"
+        fi
+        expect "...while the control-plane node keeps working (Ready)" bash -c "node_ready boot 300"
+    fi
     "$VEIL_ROOT/ci/test-registry" stop
     stop_quietly joiner
     stop_quietly boot
