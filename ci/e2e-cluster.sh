@@ -95,6 +95,9 @@ state_digest() {
     rm -f "$work/$1-disk.raw"
 }
 
+# Every node's segment NIC is captured (build/nodes/NAME/segment.pcap, anew at each
+# boot), as the cloud's network would see it: the mesh checks read it.
+export VEIL_SEGMENT_DUMP=1
 boot() { # boot NAME [boot-node options...] IMAGE
     local name=$1; shift
     "$VEIL_ROOT/ci/boot-node" --name "$name" --keep --timeout 400 --retry-emulator-faults 2 "$@"
@@ -190,10 +193,10 @@ spec:
   nodeName: $4
   hostNetwork: true
   containers:
-  - name: wget
+  - name: nc
     image: $1
     imagePullPolicy: IfNotPresent
-    command: [/bin/sh, -c, 'while true; do wget -q -T 5 -O - http://$3:18080/ 2>&1 | tail -n 1; sleep 5; done']
+    command: [/bin/sh, -c, 'while true; do printf "GET / HTTP/1.0\r\n\r\n" | nc -w 5 $3 18080 | tail -n 1; sleep 5; done']
 EOF
 }
 
@@ -208,9 +211,6 @@ wireguard_both_ways() {
 }
 
 cluster_checks() {
-    # Every node's segment NIC is captured (build/nodes/NAME/segment.pcap), as the
-    # cloud's network would see it: the mesh checks read it.
-    export VEIL_SEGMENT_DUMP=1
     local port secret=$work/master-secret.json cluster partuuid console=$B/nodes/boot/console.log
     local join b_console=$B/nodes/joiner/console.log b_partuuid c_console=$B/nodes/tampered/console.log
     local api marker image token_id
