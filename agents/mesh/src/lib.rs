@@ -12,10 +12,13 @@
 //!   changes anything (versions only move forward; keys, addresses and pod ranges are
 //!   each one node's);
 //! - [`wg`]: that table on a WireGuard interface (`wg0`);
+//! - [`firewall`]: the fail-closed rules: between nodes only WireGuard and aTLS on
+//!   the underlay;
 //! - [`key`]: the node's own private key;
 //! - [`state`]: what the node keeps of the mesh on its state disk.
 
 pub mod address;
+pub mod firewall;
 pub mod key;
 pub mod peers;
 pub mod psk;
