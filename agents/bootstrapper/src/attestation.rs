@@ -95,7 +95,7 @@ pub fn start(
     listener: std::net::TcpListener,
     root_dev: Option<String>,
     join: Option<JoinConfig>,
-    host: (std::path::PathBuf, Option<std::net::Ipv4Addr>),
+    host: (std::path::PathBuf, Option<ipnet::Ipv4Net>),
     launch: veil_protocol::launch::LaunchConfig,
 ) -> Result<()> {
     let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();

@@ -13,7 +13,6 @@
 //! Recover only retries Kubernetes if that failed. A state disk is formatted only by
 //! Init and only when blank; a wrong secret opens nothing and changes nothing.
 
-use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -39,6 +38,9 @@ use crate::state::{self, StatePartition};
 
 /// PCR that holds the cluster id.
 pub const CLUSTER_PCR: u32 = 15;
+/// How long Kubernetes waits for `wg0` (on a control-plane node, its join service
+/// writes the mesh file first).
+const MESH_WAIT: std::time::Duration = std::time::Duration::from_secs(180);
 
 /// What Init, Recover and the join loop share: the TPM, where the state disk lives,
 /// and one lock so that only one of them brings the node into a cluster.
@@ -53,9 +55,9 @@ pub struct Node {
     root: PathBuf,
     /// Whether Kubernetes runs here (a real node, not a test of the service).
     kubernetes: bool,
-    /// The node's address among the nodes, if fixed (the QEMU segment's); else the
-    /// default route's, found when Kubernetes starts.
-    ip: Option<Ipv4Addr>,
+    /// The node segment (QEMU's), if the node knows it: part of the underlay that
+    /// the mesh's rules keep to WireGuard and aTLS.
+    segment: Option<ipnet::Ipv4Net>,
     /// Kubernetes in this boot.
     kube: SharedStatus,
     /// What the node was launched with (measured into PCR 14 before serving).
@@ -98,7 +100,7 @@ impl Node {
             busy: Arc::default(),
             root: PathBuf::from("/"),
             kubernetes: false,
-            ip: None,
+            segment: None,
             kube: Arc::new(Mutex::new(KubeStatus::Down)),
             launch: LaunchConfig::default(),
         }
@@ -114,12 +116,16 @@ impl Node {
         &self.launch
     }
 
-    /// Runs Kubernetes once admitted; `ip` is its address among the nodes if fixed.
-    pub fn with_kubernetes(mut self, root: PathBuf, ip: Option<Ipv4Addr>) -> Self {
+    /// Runs Kubernetes once admitted; `segment` is the node segment, if known.
+    pub fn with_kubernetes(mut self, root: PathBuf, segment: Option<ipnet::Ipv4Net>) -> Self {
         self.root = root;
         self.kubernetes = true;
-        self.ip = ip;
+        self.segment = segment;
         self
+    }
+
+    pub fn segment(&self) -> Option<ipnet::Ipv4Net> {
+        self.segment
     }
 
     pub fn kube_status(&self) -> KubeStatus {
@@ -149,11 +155,11 @@ impl Node {
                 "Kubernetes does not run here (not a node)",
             ));
         }
-        let ip = match self.ip {
-            Some(ip) => ip,
-            None => crate::network::node_ip(None)
-                .map_err(|e| Status::unavailable(format!("finding the node's address: {e:#}")))?,
-        };
+        // Kubernetes between nodes rides the mesh: kubelet's node IP, the API
+        // server's advertise address and etcd's peer address are the mesh address.
+        stage("waiting for wg0 to hold this node's mesh address".into());
+        let ip = crate::mesh::wait_address(Path::new(paths::CLUSTER_DIR), MESH_WAIT)
+            .map_err(|e| Status::unavailable(format!("the node's mesh address: {e:#}")))?;
         self.set_kube_status(KubeStatus::Starting);
         let started = Instant::now();
         let fail = |e: anyhow::Error| {
@@ -168,7 +174,7 @@ impl Node {
         stage("waiting for the node's slice of the pod network".into());
         let (tx, rx) = std::sync::mpsc::channel();
         let handle = tokio::runtime::Handle::current();
-        handle.spawn(crate::kube::pod_network(name, ip, move |r| {
+        handle.spawn(crate::kube::pod_network(name, move |r| {
             let _ = tx.send(r);
         }));
         let cidr = rx
@@ -506,7 +512,7 @@ fn provision(
     // control plane answers.
     start_join_service();
     // Its join service writes the mesh file (the roster without this node).
-    crate::mesh::start(Path::new(paths::CLUSTER_DIR));
+    crate::mesh::start(Path::new(paths::CLUSTER_DIR), node.segment());
     if node.kube_status() != KubeStatus::Up {
         let settings = read_settings()?;
         let start = if record.is_control_plane() {

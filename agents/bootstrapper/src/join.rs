@@ -294,7 +294,7 @@ async fn try_once(node: &Node, config: &JoinConfig) -> Result<Option<(Admission,
             ticket.cluster_id,
             keep,
         )?;
-        crate::mesh::start(Path::new(paths::CLUSTER_DIR));
+        crate::mesh::start(Path::new(paths::CLUSTER_DIR), n.segment());
         let stage = |text: String| println!("veil-kube-stage {text}");
         let mut record = crate::kube::read_record()
             .map_err(|e| Status::internal(format!("{e:#}")))?

@@ -10,8 +10,9 @@
 //!
 //! Then every node keeps its pod network: the CNI bridge for the slice of the pod
 //! network the controller manager gave it, NAT for traffic leaving the pod network,
-//! and routes to every other node's slice. Stages go to the console
-//! (`veil-kube-stage …`) and to whoever waits (`veil init`).
+//! and the rest of the pod network routed into the mesh (`wg0`), where each peer's
+//! allowed IPs hold its slice. Stages go to the console (`veil-kube-stage …`) and to
+//! whoever waits (`veil init`).
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -209,7 +210,6 @@ pub fn bring_up(
                     versions.kubernetes, node.name
                 ));
                 kubeadm::init(Path::new(KUBEADM), &path, forward_kubeadm(stage))?;
-                grant_node_routes(stage)?;
                 record.pod_subnet = network.pods.to_string();
                 record.service_subnet = network.services.to_string();
                 finished(record)?;
@@ -254,7 +254,13 @@ pub fn bring_up(
             network
         }
     };
-    cni::apply_rules(&network)?;
+    cni::apply_rules(&network, crate::mesh::INTERFACE)?;
+    cni::route_pods_through(&network, crate::mesh::INTERFACE)?;
+    stage(format!(
+        "the pod network {} goes through {}: each node's slice to that node, the rest nowhere",
+        network.pods,
+        crate::mesh::INTERFACE
+    ));
     Ok(network)
 }
 
@@ -292,20 +298,6 @@ pub fn report_logs() {
     }
 }
 
-/// Every node may read the Node objects (veil_kube::api::ensure_node_routes_access).
-fn grant_node_routes(stage: Stage) -> Result<()> {
-    let handle = tokio::runtime::Handle::current();
-    handle.block_on(async {
-        let client = veil_kube::api::client(Path::new(veil_kube::ADMIN_KUBECONFIG)).await?;
-        veil_kube::api::ensure_node_routes_access(&client).await
-    })?;
-    stage(format!(
-        "nodes may read each other's Node objects (ClusterRole {}) for pod routes",
-        veil_kube::api::NODE_ROUTES_ROLE
-    ));
-    Ok(())
-}
-
 fn finished(record: &mut NodeRecord) -> Result<()> {
     record.kubernetes_joined = true;
     write_record(record).context("recording that kubeadm finished")
@@ -317,11 +309,11 @@ fn start_kubelet(stage: Stage) -> Result<()> {
     Ok(())
 }
 
-/// Waits until this node has its slice of the pod network, writes its CNI
+/// Waits until this node has its slice of the pod network and writes its CNI
 /// configuration (then containerd reports the network ready and the node turns
-/// Ready), and keeps the routes to the other nodes' slices for as long as it runs.
-/// `ready` is called once the configuration is written.
-pub async fn pod_network(name: NodeName, ip: Ipv4Addr, ready: impl FnOnce(Result<Cidr>) + Send) {
+/// Ready); its pods get `wg0`'s MTU. `ready` is called once the configuration is
+/// written. (Other nodes' slices are the mesh's: their routes are `wg0`'s peers.)
+pub async fn pod_network(name: NodeName, ready: impl FnOnce(Result<Cidr>) + Send) {
     let client = match wait_client(Duration::from_secs(600)).await {
         Ok(c) => c,
         Err(e) => return ready(Err(e)),
@@ -330,21 +322,26 @@ pub async fn pod_network(name: NodeName, ip: Ipv4Addr, ready: impl FnOnce(Result
         Ok(c) => c,
         Err(e) => return ready(Err(e)),
     };
-    if let Err(e) = cni::write_conflist(Path::new(cni::CONF_DIR), &mine) {
+    let mtu = match interface_mtu(crate::mesh::INTERFACE) {
+        Ok(m) => m,
+        Err(e) => return ready(Err(e)),
+    };
+    if let Err(e) = cni::write_conflist(Path::new(cni::CONF_DIR), &mine, mtu) {
         return ready(Err(e.into()));
     }
-    println!("veil-kube-podcidr {name} {mine}");
+    println!("veil-kube-podcidr {name} {mine} mtu={mtu}");
     ready(Ok(mine));
-    tokio::spawn(report_memory());
-    veil_kube::api::watch_pod_routes(client, |nodes| {
-        let wanted = cni::wanted_routes(nodes, &name, ip);
-        match cni::sync_routes(&wanted) {
-            Ok(0) => {}
-            Ok(n) => println!("veil-kube-routes changed={n} total={}", wanted.len()),
-            Err(e) => tracing::error!("keeping the pod routes: {e}"),
-        }
-    })
-    .await;
+    report_memory().await;
+}
+
+/// The MTU of interface `name`.
+fn interface_mtu(name: &str) -> Result<u32> {
+    let path = Path::new("/sys/class/net").join(name).join("mtu");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    text.trim()
+        .parse()
+        .with_context(|| format!("{}: '{}' is not an MTU", path.display(), text.trim()))
 }
 
 /// Processes whose memory the node reports (`veil-rss`, for ci/bench-kube).

@@ -94,13 +94,19 @@ fn main() -> Result<()> {
                         s.address, s.prefix, s.mac
                     );
                 }
+                let segment = segment.and_then(|s| s.net());
+                // Between nodes only WireGuard and aTLS, from the start: until the
+                // node is in a cluster (the mesh follower widens this to its peers).
+                if root_dev.is_some() {
+                    veil_bootstrapper::mesh::apply_firewall(segment, None);
+                }
                 let mut tpm = veil_attest::tpm::TpmAttesterConfig::with_tcti(&args.tcti);
                 // In a confidential VM each quote carries a hardware report over its AK.
                 tpm.hardware = veil_attest::HardwareAttester::for_platform(&platform, &args.root);
                 if let Some(hardware) = &tpm.hardware {
                     tracing::info!(?hardware, "TPM quotes carry a hardware report");
                 }
-                let host = (args.root.clone(), segment.map(|s| s.address));
+                let host = (args.root.clone(), segment);
                 veil_bootstrapper::attestation::start(tpm, listener, root_dev, join, host, launch)?;
             }
             None => tracing::warn!("no TPM: the attestation endpoint is not served"),

@@ -220,14 +220,15 @@ pub fn keep(dir: &Path, ticket: &MeshTicket) -> Result<()> {
     crate::state::replace_synced(&dir.join(paths::MESH), &ticket.0.to_json())
 }
 
-/// Starts the follower once per boot (a thread; it lives as long as the node).
-pub fn start(dir: &Path) {
+/// Starts the follower once per boot (a thread; it lives as long as the node);
+/// `segment` is the node segment, if the node knows it (part of the underlay).
+pub fn start(dir: &Path, segment: Option<ipnet::Ipv4Net>) {
     static STARTED: std::sync::Once = std::sync::Once::new();
     let dir = dir.to_owned();
     STARTED.call_once(move || {
         let spawned = std::thread::Builder::new()
             .name("veil-mesh".into())
-            .spawn(move || follow(&dir));
+            .spawn(move || follow(&dir, segment));
         if let Err(e) = spawned {
             println!("veil-mesh-failed starting the follower: {e}");
         }
@@ -237,10 +238,11 @@ pub fn start(dir: &Path) {
 /// What the follower has put on `wg0`.
 struct Applied {
     wg: WgInterface,
+    plan: MeshPlan,
     table: PeerTable,
 }
 
-fn follow(dir: &Path) {
+fn follow(dir: &Path, segment: Option<ipnet::Ipv4Net>) {
     let path = dir.join(paths::MESH);
     let mut seen: Option<(SystemTime, u64)> = None;
     let mut applied: Option<Applied> = None;
@@ -250,7 +252,12 @@ fn follow(dir: &Path) {
             .and_then(|m| Some((m.modified().ok()?, m.len())));
         if stamp.is_some() && stamp != seen {
             match sync(dir, &path, &mut applied) {
-                Ok(()) => seen = stamp,
+                Ok(()) => {
+                    seen = stamp;
+                    if let Some(a) = &applied {
+                        apply_firewall(segment, Some((a.plan, &a.table)));
+                    }
+                }
                 // Tried again at the next look: a device that failed may come right.
                 Err(e) => println!("veil-mesh-failed {e:#}"),
             }
@@ -275,11 +282,16 @@ fn sync(dir: &Path, path: &Path, applied: &mut Option<Applied>) -> Result<()> {
             let wg = WgInterface::create_kernel(INTERFACE, address, mtu)?;
             wg.configure(&key.to_bytes(), &table, &state.secret)?;
             println!(
-                "veil-mesh up interface={INTERFACE} address={address} mtu={mtu} version={} peers={}",
+                "veil-mesh up interface={INTERFACE} address={address} mtu={mtu} version={} pods={} peers={}",
                 table.version(),
+                pod_ranges(&table),
                 peer_names(&table)
             );
-            *applied = Some(Applied { wg, table });
+            *applied = Some(Applied {
+                wg,
+                plan: state.plan,
+                table,
+            });
         }
         Some(now) => {
             if state.roster.version == now.table.version() {
@@ -288,8 +300,9 @@ fn sync(dir: &Path, path: &Path, applied: &mut Option<Applied>) -> Result<()> {
             let changes = now.table.apply(state.roster.clone())?;
             now.wg.apply(&key.public(), &changes, &state.secret)?;
             println!(
-                "veil-mesh peers version={} added={} changed={} removed={} peers={}",
+                "veil-mesh peers version={} pods={} added={} changed={} removed={} peers={}",
                 now.table.version(),
+                pod_ranges(&now.table),
                 changes.added.len(),
                 changes.changed.len(),
                 changes.removed.len(),
@@ -298,6 +311,74 @@ fn sync(dir: &Path, path: &Path, applied: &mut Option<Applied>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Loads the mesh's fail-closed rules ([`veil_mesh::firewall`]): the underlay is
+/// `segment` and, once the node is on the mesh, every peer's endpoint. A failure is
+/// reported on the console; the follower tries again at the next change.
+pub fn apply_firewall(segment: Option<ipnet::Ipv4Net>, mesh: Option<(MeshPlan, &PeerTable)>) {
+    let mut underlay: Vec<ipnet::Ipv4Net> = segment.into_iter().collect();
+    if let Some((_, table)) = mesh {
+        underlay.extend(table.peers().filter_map(|p| match p.endpoint.ip() {
+            IpAddr::V4(ip) => Some(ipnet::Ipv4Net::from(ip)),
+            IpAddr::V6(_) => None,
+        }));
+    }
+    let firewall = veil_mesh::firewall::Firewall {
+        interface: INTERFACE,
+        mesh_subnet: mesh.map(|(plan, _)| plan.subnet()),
+        underlay,
+        tcp_ports: &[veil_protocol::AGENT_PORT, veil_protocol::JOIN_PORT],
+    };
+    match veil_kube::runtime::nft(&firewall.rules(), "the mesh's rules") {
+        Ok(()) => println!(
+            "veil-mesh-firewall underlay={} mesh={}",
+            firewall
+                .underlay
+                .iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+            firewall
+                .mesh_subnet
+                .map_or("none".into(), |m| m.to_string())
+        ),
+        Err(e) => println!("veil-mesh-failed {e}"),
+    }
+}
+
+/// Waits until the mesh file in `dir` exists and `wg0` holds the address it gives
+/// (the follower applies it within seconds); returns that address.
+pub fn wait_address(dir: &Path, timeout: Duration) -> Result<Ipv4Addr> {
+    let path = dir.join(paths::MESH);
+    let deadline = std::time::Instant::now() + timeout;
+    let state = loop {
+        match MeshState::read(&path) {
+            Ok(state) => break state,
+            Err(e) if std::time::Instant::now() > deadline => {
+                return Err(e).with_context(|| format!("no mesh after {} s", timeout.as_secs()));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(500)),
+        }
+    };
+    let left = deadline.saturating_duration_since(std::time::Instant::now());
+    crate::network::wait_for_address(state.address, left.max(Duration::from_secs(10)))
+        .with_context(|| format!("the mesh address {} on {INTERFACE}", state.address))?;
+    Ok(state.address)
+}
+
+/// Each peer's pod range (`NAME:CIDR,…`), what `wg0` routes to it besides its
+/// mesh address.
+fn pod_ranges(table: &PeerTable) -> String {
+    let ranges: Vec<String> = table
+        .peers()
+        .filter_map(|p| Some(format!("{}:{}", p.name, p.pod_cidr?)))
+        .collect();
+    if ranges.is_empty() {
+        "none".into()
+    } else {
+        ranges.join(",")
+    }
 }
 
 fn peer_names(table: &PeerTable) -> String {

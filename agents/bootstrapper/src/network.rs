@@ -1,12 +1,12 @@
-//! The node's address among the other nodes: kubelet's node IP, the API server's
-//! advertise address and etcd's peer address.
+//! The node on the underlay, the cloud's network between nodes, which carries only
+//! WireGuard and aTLS (Kubernetes rides the mesh: crate::mesh).
 //!
-//! On a cloud that is the address of the NIC that carries the default route (the
-//! VPC's DHCP gave it). A local QEMU node has two NICs: the user-mode one (the
-//! operator's forwarded ports, the way out) and one on a segment shared with the other
-//! nodes, like a VPC, whose address QEMU's fw_cfg gives (`opt/veil/segment`: the NIC's
-//! MAC and its address). Neither source is trusted for anything but reachability:
-//! whatever answers at an address is attested before it gets anything.
+//! On a cloud that is the NIC that carries the default route (the VPC's DHCP gave
+//! it). A local QEMU node has two NICs: the user-mode one (the operator's forwarded
+//! ports, the way out) and one on a segment shared with the other nodes, like a VPC,
+//! whose address QEMU's fw_cfg gives (`opt/veil/segment`: the NIC's MAC and its
+//! address). Neither source is trusted for anything but reachability: whatever
+//! answers at an address is attested before it gets anything.
 
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -14,7 +14,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use veil_kube::Cidr;
 use veil_kube::runtime::run;
 
 pub const FW_CFG_SEGMENT: &str = "sys/firmware/qemu_fw_cfg/by_name/opt/veil/segment/raw";
@@ -69,11 +68,11 @@ impl Segment {
         )
     }
 
-    pub fn cidr(&self) -> Option<Cidr> {
-        let mask = u32::MAX
-            .checked_shl(32 - u32::from(self.prefix))
-            .unwrap_or(0);
-        Cidr::new(Ipv4Addr::from(u32::from(self.address) & mask), self.prefix).ok()
+    /// The segment's network (`10.76.0.0/24`).
+    pub fn net(&self) -> Option<ipnet::Ipv4Net> {
+        ipnet::Ipv4Net::new(self.address, self.prefix)
+            .ok()
+            .map(|n| n.trunc())
     }
 }
 
@@ -91,23 +90,6 @@ pub fn configure_segment(root: &Path) -> Result<Option<Segment>> {
         .with_context(|| format!("writing {}", path.display()))?;
     run(Command::new("networkctl").arg("reload")).context("reloading systemd-networkd")?;
     Ok(Some(segment))
-}
-
-/// The node's address: the segment's, or the default route's source address.
-pub fn node_ip(segment: Option<&Segment>) -> Result<Ipv4Addr> {
-    if let Some(s) = segment {
-        return Ok(s.address);
-    }
-    // Any outside address: `ip route get` only asks the routing table.
-    let out = run(Command::new("ip").args(["-4", "-o", "route", "get", "192.0.2.1"]))
-        .context("finding the default route")?;
-    let src = out
-        .split_whitespace()
-        .skip_while(|w| *w != "src")
-        .nth(1)
-        .with_context(|| format!("no source address in '{}'", out.trim()))?;
-    src.parse()
-        .with_context(|| format!("'{src}' is not an IPv4 address"))
 }
 
 /// Waits until `ip` is on one of the node's interfaces (networkd applies the segment
@@ -140,7 +122,7 @@ mod tests {
         assert_eq!(s.address, Ipv4Addr::new(10, 76, 0, 11));
         assert!(s.network().contains("MACAddress=52:54:00:76:00:0b"));
         assert!(s.network().contains("Address=10.76.0.11/24"));
-        assert_eq!(s.cidr().map(|c| c.to_string()), Some("10.76.0.0/24".into()));
+        assert_eq!(s.net().map(|c| c.to_string()), Some("10.76.0.0/24".into()));
         for (bad, says) in [
             ("52:54:00:76:00:0b", "not 'MAC ADDRESS/PREFIX'"),
             ("52:54:00:76:00 10.76.0.11/24", "not a MAC"),

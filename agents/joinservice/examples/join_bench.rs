@@ -154,6 +154,7 @@ fn main() -> Result<(), BoxError> {
         platform: Default::default(),
         settings,
         mesh,
+        pods: "10.244.0.0/16".parse().expect("pods"),
         roster: std::sync::Arc::new(veil_joinservice::roster::Roster::load(
             roster_dir.path(),
             vec![],

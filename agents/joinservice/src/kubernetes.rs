@@ -1,6 +1,7 @@
 //! What the join service asks of Kubernetes: a bootstrap token for each admitted node
 //! (one each, short-lived, deleted once that node has registered), the CA pin and the
-//! API server's address for its ticket, and whether a name is taken.
+//! API server's address for its ticket, whether a name is taken, and each node's pod
+//! range for the mesh roster.
 //!
 //! [`ControlPlane`] does it against the local API server with the admin kubeconfig
 //! kubeadm wrote on this node's state disk. Tests give the service another
@@ -30,7 +31,14 @@ pub trait Kubernetes: Send + Sync + 'static {
     async fn registered(&self, node: &str) -> Result<bool, Status>;
     /// Deletes the Node named `node` (a removed member); false if there was none.
     async fn delete_node(&self, node: &str) -> Result<bool, Status>;
+    /// Sends every node's pod range (Node name: `spec.podCIDR`) on `ranges` after
+    /// each change, for as long as the service runs.
+    async fn watch_pod_ranges(&self, ranges: PodRangesSender);
 }
+
+/// Each node's pod range by node name, the latest only.
+pub type PodRangesSender =
+    tokio::sync::watch::Sender<std::collections::BTreeMap<String, ipnet::Ipv4Net>>;
 
 /// The control plane on this node.
 pub struct ControlPlane {
@@ -127,7 +135,31 @@ impl Kubernetes for ControlPlane {
             .await
             .map_err(|e| Status::internal(e.to_string()))
     }
+
+    async fn watch_pod_ranges(&self, ranges: PodRangesSender) {
+        loop {
+            // Until kubeadm init has finished, there is no control plane to ask.
+            if let Ok(client) = self.client().await {
+                veil_kube::api::watch_pod_cidrs(client, |cidrs| {
+                    let by_name = cidrs
+                        .iter()
+                        .filter_map(|(name, c)| {
+                            let net = ipnet::Ipv4Net::new(c.addr(), c.prefix()).ok()?;
+                            Some((name.as_str().to_owned(), net))
+                        })
+                        .collect();
+                    ranges.send_replace(by_name);
+                })
+                .await;
+            }
+            tokio::time::sleep(WATCH_AGAIN_AFTER).await;
+        }
+    }
 }
+
+/// How long the pod-range watch waits for the control plane, and before watching
+/// again.
+const WATCH_AGAIN_AFTER: Duration = Duration::from_secs(5);
 
 /// Deletes token `id` once `node` has registered (its kubelet has its own
 /// credentials then), or when it expires: a token serves one join only.

@@ -72,6 +72,8 @@ pub struct Cluster {
     pub settings: ClusterSettings,
     /// The WireGuard mesh's subnet (from the settings).
     pub mesh: veil_mesh::address::MeshPlan,
+    /// The pod network (from the settings).
+    pub pods: ipnet::Ipv4Net,
     /// The members admitted so far.
     pub roster: Arc<roster::Roster>,
     /// This node on the mesh, where Init gave it a WireGuard key.
@@ -138,6 +140,16 @@ impl Cluster {
             path: dir.join(paths::SETTINGS),
             reason,
         })?;
+        let k = &settings.kubernetes;
+        let pods = veil_kube::Network::from_settings(&k.pod_subnet, &k.service_subnet)
+            .map_err(|e| e.to_string())
+            .and_then(|n| {
+                ipnet::Ipv4Net::new(n.pods.addr(), n.pods.prefix()).map_err(|e| e.to_string())
+            })
+            .map_err(|reason| JoinServiceError::Reference {
+                path: dir.join(paths::SETTINGS),
+                reason,
+            })?;
         let roster = roster::Roster::load(dir, reserved, mesh)?.reserve_partition(&own_partition);
         // This node is on the mesh too, with the key Init made for it.
         let path = dir.join(paths::WIREGUARD_KEY);
@@ -162,6 +174,7 @@ impl Cluster {
             platform,
             settings,
             mesh,
+            pods,
             roster: Arc::new(roster),
             own_mesh,
         })
@@ -232,9 +245,23 @@ pub async fn serve(
             .max_decoding_message_size(MAX_MESSAGE),
         )
         .serve_with_incoming(plain);
-    let join = Arc::new(service::JoinService::new(cluster, limiter, kubernetes));
+    let join = Arc::new(service::JoinService::new(
+        cluster,
+        limiter,
+        kubernetes.clone(),
+    ));
     // This node's mesh file, for the roster as it is now (a restart, a Recover).
     join.publish_own_mesh();
+    // Each member's pod range, as the controller manager gives it, into the roster.
+    let (ranges, mut changed) = tokio::sync::watch::channel(Default::default());
+    tokio::spawn(async move { kubernetes.watch_pod_ranges(ranges).await });
+    let follower = join.clone();
+    tokio::spawn(async move {
+        while changed.changed().await.is_ok() {
+            let now = changed.borrow_and_update().clone();
+            follower.set_pod_ranges(&now);
+        }
+    });
     let atls = Server::builder()
         .add_service(JoinServer::from_arc(join.clone()).max_decoding_message_size(MAX_MESSAGE))
         .add_service(

@@ -21,6 +21,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use veil_mesh::address::{Allocator, MeshPlan};
@@ -45,6 +46,11 @@ pub struct Member {
     /// control-plane node, which joiners reach where they reached its join service.
     #[serde(default)]
     pub endpoint: Option<SocketAddr>,
+    /// Its slice of the pod network as the controller manager allocated it (its
+    /// Node's `spec.podCIDR` on this node's API server); none until then. Peers put
+    /// it in its allowed IPs: pod traffic to it goes to it alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_cidr: Option<Ipv4Net>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -80,7 +86,7 @@ impl Member {
             public_key: WgKey::parse(&self.wireguard_public_key).ok()?,
             endpoint: self.endpoint.or(own_endpoint)?,
             mesh_ip: self.mesh_ip?,
-            pod_cidr: None,
+            pod_cidr: self.pod_cidr,
         })
     }
 }
@@ -232,6 +238,7 @@ impl Roster {
                 tpm: String::new(),
                 mesh_ip: None,
                 endpoint: None,
+                pod_cidr: None,
             })
             .map_err(|e| self.placement_error(e))?;
         self.write(&next)?;
@@ -425,6 +432,63 @@ impl Roster {
         Ok(())
     }
 
+    /// Gives each member the pod range `ranges` names for it (by node name), and
+    /// takes it from a member `ranges` does not name (its Node is gone). A range
+    /// outside `pods` (the cluster's pod network), inside the mesh subnet, or
+    /// overlapping a range given to another member is refused: that member gets
+    /// none, and the refusal is in what this returns. Writes (a new version) only if
+    /// something changed.
+    pub fn set_pod_ranges(
+        &self,
+        ranges: &std::collections::BTreeMap<String, Ipv4Net>,
+        pods: Ipv4Net,
+    ) -> Result<PodRanges, RosterError> {
+        let mut stored = self.stored();
+        let mut next = stored.clone_state();
+        let mesh = next.allocator.as_ref().map(|a| a.plan().subnet());
+        let mut refused = Vec::new();
+        let mut given: Vec<(String, Ipv4Net)> = Vec::new();
+        for m in &mut next.members {
+            let Some(&cidr) = ranges.get(&m.name) else {
+                m.pod_cidr = None;
+                continue;
+            };
+            let overlaps = |a: &Ipv4Net, b: &Ipv4Net| a.contains(b) || b.contains(a);
+            let why = if !pods.contains(&cidr) {
+                Some(format!("it is outside the pod network {pods}"))
+            } else if let Some(mesh) = mesh.filter(|s| overlaps(s, &cidr)) {
+                Some(format!("it overlaps the mesh subnet {mesh}"))
+            } else {
+                given
+                    .iter()
+                    .find(|(_, c)| overlaps(c, &cidr))
+                    .map(|(other, c)| format!("it overlaps {c}, '{other}''s"))
+            };
+            match why {
+                Some(why) => {
+                    refused.push(format!("'{}': pod range {cidr} refused: {why}", m.name));
+                    m.pod_cidr = None;
+                }
+                None => {
+                    given.push((m.name.clone(), cidr));
+                    m.pod_cidr = Some(cidr);
+                }
+            }
+        }
+        let changed = next.members != stored.members;
+        if changed {
+            next.version += 1;
+            self.write(&next)?;
+            *stored = next;
+        }
+        Ok(PodRanges {
+            changed,
+            version: stored.version,
+            given,
+            refused,
+        })
+    }
+
     /// Wakes every watch when the roster changes (after it is on disk).
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.changes.subscribe()
@@ -464,6 +528,18 @@ pub fn replace_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// What [`Roster::set_pod_ranges`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodRanges {
+    /// Whether the roster changed (and was written at a new version).
+    pub changed: bool,
+    pub version: u64,
+    /// Each member's range, as given.
+    pub given: Vec<(String, Ipv4Net)>,
+    /// Each range refused, and why.
+    pub refused: Vec<String>,
+}
+
 /// Why a member could not be placed.
 enum Placement {
     KeyTaken { key: String, owner: String },
@@ -501,11 +577,10 @@ impl Stored {
                 owner: format!("{}, removed from the cluster", gone.name),
             });
         }
-        let kept = self
-            .members
-            .iter()
-            .find(|m| m.partuuid == member.partuuid)
-            .and_then(|m| m.mesh_ip);
+        let old = self.members.iter().find(|m| m.partuuid == member.partuuid);
+        // A disk made new keeps its pod range too: its Node (same name) keeps it.
+        member.pod_cidr = member.pod_cidr.or(old.and_then(|m| m.pod_cidr));
+        let kept = old.and_then(|m| m.mesh_ip);
         member.mesh_ip = match kept {
             Some(ip) => Some(ip),
             None => {
@@ -548,6 +623,7 @@ mod tests {
             tpm: "aa".into(),
             mesh_ip: None,
             endpoint: None,
+            pod_cidr: None,
         }
     }
 
@@ -715,5 +791,77 @@ mod tests {
             use sha2::Digest;
             veil_mesh::key::PrivateKey::from_bytes(sha2::Sha256::digest(label).into()).public()
         }
+    }
+
+    #[test]
+    fn pod_ranges_follow_the_nodes_and_bad_ones_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let roster = load(dir.path(), vec![]).expect("load");
+        for (n, u) in [("node1", "u1"), ("node2", "u2"), ("node3", "u3")] {
+            roster.admit(member(n, u)).expect(n);
+        }
+        let pods: Ipv4Net = "10.244.0.0/16".parse().expect("pods");
+        // Where these test members (no endpoint of their own) are reached.
+        let at: SocketAddr = "10.76.0.9:51820".parse().expect("addr");
+        let net = |s: &str| -> Ipv4Net { s.parse().expect("net") };
+        let v0 = roster.snapshot().version;
+        let ranges = [
+            ("node1".to_owned(), net("10.244.1.0/24")),
+            ("node2".to_owned(), net("10.244.2.0/24")),
+            ("stranger".to_owned(), net("10.244.9.0/24")),
+        ]
+        .into();
+        let done = roster.set_pod_ranges(&ranges, pods).expect("set");
+        assert!(done.changed && done.version == v0 + 1, "{done:?}");
+        assert!(done.refused.is_empty(), "{done:?}");
+        let peers = roster.snapshot().view(Some(at), None).peers;
+        let range_of = |name: &str| {
+            peers
+                .iter()
+                .find(|p| p.name == name)
+                .and_then(|p| p.pod_cidr)
+        };
+        assert_eq!(range_of("node1"), Some(net("10.244.1.0/24")));
+        assert_eq!(range_of("node3"), None);
+        // The same again: no new version. Kept across a restart.
+        assert!(!roster.set_pod_ranges(&ranges, pods).expect("again").changed);
+        let back = load(dir.path(), vec![]).expect("reload").snapshot();
+        assert_eq!(back, roster.snapshot());
+
+        // Outside the pod network, in the mesh subnet, or on another's range: refused,
+        // and that member gets none; the others keep theirs.
+        for (bad, says) in [
+            ("10.245.3.0/24", "outside the pod network"),
+            ("10.244.1.128/25", "'node1''s"),
+        ] {
+            let mut r = ranges.clone();
+            r.insert("node3".into(), net(bad));
+            let done = roster.set_pod_ranges(&r, pods).expect("set");
+            assert!(!done.changed, "{bad}: {done:?}");
+            assert_eq!(done.refused.len(), 1, "{bad}: {done:?}");
+            assert!(
+                done.refused[0].contains(says) && done.refused[0].contains("node3"),
+                "{done:?}"
+            );
+        }
+        let wide: Ipv4Net = "10.0.0.0/8".parse().expect("wide");
+        let mut r = ranges.clone();
+        r.insert("node3".into(), net("10.90.0.0/24"));
+        let done = roster.set_pod_ranges(&r, wide).expect("set");
+        assert!(done.refused[0].contains("mesh subnet"), "{done:?}");
+
+        // A Node that is gone takes its range from the roster.
+        let mut r = ranges.clone();
+        r.remove("node2");
+        let done = roster.set_pod_ranges(&r, pods).expect("set");
+        assert!(done.changed, "{done:?}");
+        let peers = roster.snapshot().view(Some(at), None).peers;
+        assert_eq!(
+            peers
+                .iter()
+                .find(|p| p.name == "node2")
+                .and_then(|p| p.pod_cidr),
+            None
+        );
     }
 }

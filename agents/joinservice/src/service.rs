@@ -93,6 +93,8 @@ pub struct JoinService {
     /// Roster watches open now (each holds a stream until its member goes).
     watches: Arc<tokio::sync::Semaphore>,
     mesh: MeshPlan,
+    /// The cluster's pod network: every member's pod range is in it.
+    pods: ipnet::Ipv4Net,
     own_mesh: Option<crate::OwnMesh>,
     state_disk_integrity: bool,
     limiter: Arc<PeerLimiter>,
@@ -111,6 +113,7 @@ impl JoinService {
             watches: Arc::new(tokio::sync::Semaphore::new(MAX_WATCHES)),
             master: cluster.master,
             mesh: cluster.mesh,
+            pods: cluster.pods,
             own_mesh: cluster.own_mesh,
             state_disk_integrity: cluster.settings.state_disk_integrity,
             limiter,
@@ -164,6 +167,31 @@ impl JoinService {
     /// A member's place on the mesh and every member's entry. The control-plane node
     /// this service runs on has no recorded endpoint: its WireGuard is where the
     /// joiner reached this service (`local`).
+    /// Gives each member the pod range its Node has (see
+    /// [`crate::roster::Roster::set_pod_ranges`]); this node's mesh file follows.
+    pub fn set_pod_ranges(&self, ranges: &std::collections::BTreeMap<String, ipnet::Ipv4Net>) {
+        match self.roster.set_pod_ranges(ranges, self.pods) {
+            Ok(done) => {
+                for why in &done.refused {
+                    tracing::error!("{why}");
+                    println!("veil-joinservice-pod-range-refused {why}");
+                }
+                if done.changed {
+                    let given: Vec<String> =
+                        done.given.iter().map(|(n, c)| format!("{n}={c}")).collect();
+                    tracing::info!(version = done.version, "pod ranges in the roster");
+                    println!(
+                        "veil-joinservice-pod-ranges version={} ranges={}",
+                        done.version,
+                        given.join(",")
+                    );
+                    self.publish_own_mesh();
+                }
+            }
+            Err(e) => tracing::error!("keeping the pod ranges in the roster: {e}"),
+        }
+    }
+
     /// Writes this node's mesh file for the roster as it is (every member but this
     /// node); a failure is logged: the member is on record, and the next change
     /// writes the file again.
@@ -293,6 +321,7 @@ impl Join for JoinService {
                 tpm,
                 mesh_ip: None,
                 endpoint: Some(SocketAddr::new(peer_ip, LISTEN_PORT)),
+                pod_cidr: None,
             })
             .map_err(|e| match e {
                 crate::roster::RosterError::NameTaken { .. }

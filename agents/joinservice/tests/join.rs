@@ -144,6 +144,7 @@ impl Service {
             platform: setup.platform,
             settings,
             mesh,
+            pods: "10.244.0.0/16".parse().expect("pods"),
             roster: Arc::new(roster),
             own_mesh: Some(own_mesh),
         };
@@ -164,6 +165,11 @@ impl Service {
             _tpm: swtpm,
             _roster: roster_dir,
         }
+    }
+
+    /// The control-plane node's mesh file, as the service keeps it.
+    fn own_mesh_file(&self) -> std::path::PathBuf {
+        self._roster.path().join(veil_protocol::paths::MESH)
     }
 
     fn stop(&mut self) {
@@ -860,6 +866,96 @@ fn a_member_watching_the_roster_sees_the_next_node_join_and_keeps_only_newer_ros
         before,
         "nothing changed"
     );
+}
+
+#[test]
+fn pod_ranges_from_the_control_plane_reach_a_watching_member_and_the_control_planes_wg0() {
+    let kube = Arc::new(support_kubernetes::TestControlPlane::default());
+    let f = fixture(Setup {
+        limits: lifted(),
+        kubernetes: kube.clone(),
+        ..Setup::default()
+    });
+    let (master, service, joiner) = (&f.master, &f.service, &f.joiner);
+    let t = ticket(service, joiner, Admission::Join).expect("node1 joins");
+    extend(joiner, 15, &master.cluster_id().0);
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join(veil_protocol::paths::WIREGUARD_KEY),
+        veil_mesh::key::PrivateKey::from_bytes([7u8; 32])
+            .to_base64()
+            .as_bytes(),
+    )
+    .expect("key");
+    veil_bootstrapper::mesh::keep(dir.path(), &t.mesh).expect("keep the ticket's mesh");
+    assert!(t.mesh.0.roster.peers.iter().all(|p| p.pod_cidr.is_none()));
+
+    let net = |s: &str| -> ipnet::Ipv4Net { s.parse().expect("net") };
+    let next = client_runtime().block_on(async {
+        let mut stream =
+            veil_bootstrapper::mesh::watch(joiner, &config(service, LocalCa::shared()), 0)
+                .await
+                .expect("watch");
+        stream.message().await.expect("first").expect("a roster");
+        // The controller manager gives both nodes their slices (and one that is no
+        // member's, which the roster ignores).
+        kube.pod_ranges.send_replace(
+            [
+                ("node0".to_owned(), net("10.244.0.0/24")),
+                ("node1".to_owned(), net("10.244.1.0/24")),
+                ("stranger".to_owned(), net("10.244.7.0/24")),
+            ]
+            .into(),
+        );
+        tokio::time::timeout(std::time::Duration::from_secs(30), stream.message())
+            .await
+            .expect("a change within seconds")
+            .expect("stream")
+            .expect("a roster")
+    });
+    let ranges: Vec<(&str, &str)> = next
+        .peers
+        .iter()
+        .map(|p| (p.name.as_str(), p.pod_cidr.as_str()))
+        .collect();
+    assert_eq!(
+        ranges,
+        [("node0", "10.244.0.0/24"), ("node1", "10.244.1.0/24")]
+    );
+    // The member takes it: its wg0 would route node0's pods to node0 alone.
+    veil_bootstrapper::mesh::keep_roster(dir.path(), next.clone()).expect("newer");
+    let kept = veil_mesh::state::MeshState::read(&dir.path().join(veil_protocol::paths::MESH))
+        .expect("mesh file");
+    let node0 = kept
+        .roster
+        .peers
+        .iter()
+        .find(|p| p.name == "node0")
+        .expect("node0");
+    assert_eq!(
+        node0.allowed_ips(),
+        [net("10.90.0.1/32"), net("10.244.0.0/24")]
+    );
+    // The control-plane node's own mesh file: node1 with its pod range.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let own = veil_mesh::state::MeshState::read(&service.own_mesh_file()).expect("own file");
+        if own.roster.version == next.version {
+            let node1 = own
+                .roster
+                .peers
+                .iter()
+                .find(|p| p.name == "node1")
+                .expect("node1");
+            assert_eq!(node1.pod_cidr, Some(net("10.244.1.0/24")));
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the mesh file follows the roster"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }
 
 #[test]

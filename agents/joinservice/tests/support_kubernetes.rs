@@ -2,12 +2,12 @@
 //! no Kubernetes): it hands out well-formed tokens that no API server knows, and
 //! says which names are registered. It never ships in the image.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tonic::Status;
-use veil_joinservice::kubernetes::Kubernetes;
+use veil_joinservice::kubernetes::{Kubernetes, PodRangesSender};
 use veil_protocol::pb::join::KubernetesJoin;
 
 #[derive(Default)]
@@ -18,6 +18,8 @@ pub struct TestControlPlane {
     pub down: AtomicBool,
     /// Nodes a token was made for, in order.
     pub tokens_for: Mutex<Vec<String>>,
+    /// Each Node's pod range, as a test sets it (the controller manager's part).
+    pub pod_ranges: tokio::sync::watch::Sender<BTreeMap<String, ipnet::Ipv4Net>>,
 }
 
 #[tonic::async_trait]
@@ -55,5 +57,15 @@ impl Kubernetes for TestControlPlane {
             ));
         }
         Ok(self.registered.lock().expect("lock").remove(node))
+    }
+
+    async fn watch_pod_ranges(&self, ranges: PodRangesSender) {
+        let mut set = self.pod_ranges.subscribe();
+        loop {
+            ranges.send_replace(set.borrow_and_update().clone());
+            if set.changed().await.is_err() {
+                return;
+            }
+        }
     }
 }

@@ -1,21 +1,18 @@
 //! The few Kubernetes API calls Veil's agents make (kube-rs over rustls): the join
-//! service makes and deletes bootstrap tokens with the admin kubeconfig; every node
-//! watches the Node objects with its kubelet's credentials, for its own pod CIDR and
-//! the routes to everyone else's.
+//! service makes and deletes bootstrap tokens with the admin kubeconfig and watches
+//! the nodes' pod CIDRs for the mesh roster; every node reads its own Node with its
+//! kubelet's credentials, for its pod CIDR.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Secret};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::watcher;
 
-use crate::cni::PodRoute;
 use crate::network::Cidr;
 use crate::token::BootstrapToken;
 use crate::{KubeError, NodeName};
@@ -118,122 +115,53 @@ pub async fn delete_node(client: &kube::Client, name: &str) -> Result<bool, Kube
     }
 }
 
-/// The ClusterRole that lets every node read the Node objects (see
-/// [`ensure_node_routes_access`]).
-pub const NODE_ROUTES_ROLE: &str = "veil:node-routes";
-
-/// Lets every node (group `system:nodes`) get, list and watch Node objects. The Node
-/// authorizer lets a kubelet read only its own Node; Veil's node agent needs every
-/// node's pod CIDR and address to route to its pods (as flannel's or Calico's agents
-/// do with their own accounts). What it discloses: the nodes' names, addresses and
-/// pod CIDRs, which every node routes to anyway. Idempotent.
-pub async fn ensure_node_routes_access(client: &kube::Client) -> Result<(), KubeError> {
-    let role: ClusterRole = serde_json::from_value(serde_json::json!({
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "ClusterRole",
-        "metadata": {"name": NODE_ROUTES_ROLE},
-        "rules": [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]}],
-    }))
-    .map_err(|e| api_error("building the node-routes ClusterRole", e))?;
-    let binding: ClusterRoleBinding = serde_json::from_value(serde_json::json!({
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "ClusterRoleBinding",
-        "metadata": {"name": NODE_ROUTES_ROLE},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": NODE_ROUTES_ROLE},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:nodes"}],
-    }))
-    .map_err(|e| api_error("building the node-routes ClusterRoleBinding", e))?;
-    let exists = |r: Result<(), kube::Error>, what: &str| match r {
-        Ok(()) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
-        Err(e) => Err(api_error(&format!("creating {what}"), e)),
-    };
-    exists(
-        Api::<ClusterRole>::all(client.clone())
-            .create(&PostParams::default(), &role)
-            .await
-            .map(|_| ()),
-        "the node-routes ClusterRole",
-    )?;
-    exists(
-        Api::<ClusterRoleBinding>::all(client.clone())
-            .create(&PostParams::default(), &binding)
-            .await
-            .map(|_| ()),
-        "the node-routes ClusterRoleBinding",
-    )
-}
-
-/// What a Node says about routing to its pods: its pod CIDR and internal address.
-pub fn pod_route(node: &Node) -> Option<(NodeName, PodRoute)> {
+/// A Node's slice of the pod network (`spec.podCIDR`, which the controller manager
+/// sets once), by its name.
+pub fn pod_cidr_of(node: &Node) -> Option<(NodeName, Cidr)> {
     let name = NodeName::new(node.metadata.name.as_deref()?).ok()?;
-    let spec = node.spec.as_ref()?;
-    let pod_cidr: Cidr = spec.pod_cidr.as_deref()?.parse().ok()?;
-    let via: Ipv4Addr = node
-        .status
-        .as_ref()?
-        .addresses
-        .as_ref()?
-        .iter()
-        .find(|a| a.type_ == "InternalIP")?
-        .address
-        .parse()
-        .ok()?;
-    Some((name, PodRoute { pod_cidr, via }))
+    let cidr: Cidr = node.spec.as_ref()?.pod_cidr.as_deref()?.parse().ok()?;
+    Some((name, cidr))
 }
 
-/// Watches the cluster's nodes and calls `on_change` with every node's pod route
+/// Watches the cluster's nodes and calls `on_change` with every node's pod CIDR
 /// after each change (the whole set, so the caller only reconciles). Runs until the
 /// watch fails for good; watch errors in between are retried with backoff.
-pub async fn watch_pod_routes(
+pub async fn watch_pod_cidrs(
     client: kube::Client,
-    mut on_change: impl FnMut(&BTreeMap<NodeName, PodRoute>),
+    mut on_change: impl FnMut(&BTreeMap<NodeName, Cidr>),
 ) {
     use kube::runtime::WatchStreamExt;
     let nodes: Api<Node> = Api::all(client);
-    let mut routes: BTreeMap<NodeName, PodRoute> = BTreeMap::new();
-    let mut initial: BTreeMap<NodeName, PodRoute> = BTreeMap::new();
+    let mut cidrs: BTreeMap<NodeName, Cidr> = BTreeMap::new();
+    let mut initial: BTreeMap<NodeName, Cidr> = BTreeMap::new();
     let mut stream = watcher(nodes, watcher::Config::default())
         .default_backoff()
         .boxed();
     while let Some(event) = stream.next().await {
         match event {
             Ok(watcher::Event::Init) => initial.clear(),
-            Ok(watcher::Event::InitApply(node)) => {
-                if let Some((name, r)) = pod_route(&node) {
-                    initial.insert(name, r);
-                }
-            }
+            Ok(watcher::Event::InitApply(node)) => initial.extend(pod_cidr_of(&node)),
             Ok(watcher::Event::InitDone) => {
-                routes = std::mem::take(&mut initial);
-                on_change(&routes);
+                cidrs = std::mem::take(&mut initial);
+                on_change(&cidrs);
             }
             Ok(watcher::Event::Apply(node)) => {
-                let before = routes.clone();
-                match pod_route(&node) {
-                    Some((name, r)) => {
-                        routes.insert(name, r);
-                    }
-                    None => {
-                        if let Some(name) = node.metadata.name.as_deref() {
-                            routes.retain(|n, _| n.as_str() != name);
-                        }
-                    }
+                let before = cidrs.clone();
+                if let Some(name) = node.metadata.name.as_deref() {
+                    cidrs.retain(|n, _| n.as_str() != name);
                 }
-                if routes != before {
-                    on_change(&routes);
+                cidrs.extend(pod_cidr_of(&node));
+                if cidrs != before {
+                    on_change(&cidrs);
                 }
             }
             Ok(watcher::Event::Delete(node)) => {
                 if let Some(name) = node.metadata.name.as_deref() {
-                    routes.retain(|n, _| n.as_str() != name);
-                    on_change(&routes);
+                    cidrs.retain(|n, _| n.as_str() != name);
+                    on_change(&cidrs);
                 }
             }
-            Err(e) => {
-                tracing::warn!("watching nodes: {e}");
-                println!("veil-kube-routes-error watching nodes: {e}");
-            }
+            Err(e) => tracing::warn!("watching nodes: {e}"),
         }
     }
 }

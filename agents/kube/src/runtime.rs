@@ -35,6 +35,36 @@ pub fn run(cmd: &mut Command) -> Result<String, KubeError> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Loads an nftables ruleset (`nft -f -`, one transaction: all of it or none);
+/// `what` names it in an error.
+pub fn nft(ruleset: &str, what: &str) -> Result<(), KubeError> {
+    use std::io::Write;
+    let command = format!("nft -f - ({what})");
+    let spawn = |source| KubeError::Spawn {
+        command: command.clone(),
+        source,
+    };
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(spawn)?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(ruleset.as_bytes()).map_err(spawn)?;
+    }
+    let out = child.wait_with_output().map_err(spawn)?;
+    if !out.status.success() {
+        return Err(KubeError::Command {
+            command,
+            status: out.status.to_string(),
+            output: tail(String::from_utf8_lossy(&out.stderr).trim(), 20),
+        });
+    }
+    Ok(())
+}
+
 /// The last `n` lines of `text`.
 pub fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
