@@ -126,6 +126,7 @@ pod_log_has() {
 }
 # kubelet_versions: each node's kubelet version, on one line.
 kubelet_versions() { k get nodes -o jsonpath='{.items[*].status.nodeInfo.kubeletVersion}'; }
+node_ip() { k get node "$1" -o jsonpath='{.status.addresses[?(@.type=="InternalIP")].address}'; }
 export -f k node_ready system_images pod_log_has kubelet_versions wait_console
 export work
 
@@ -307,6 +308,16 @@ cluster_checks() {
             wait_console "$b_console" 'veil-mesh up interface=wg0 address=10\.90\.0\.2/16 .*peers=boot@10\.90\.0\.1[[:space:]]*$' 120
         expect "the control-plane node (10.90.0.1) put the worker on its wg0 once it was admitted" \
             bash -c "wait_console '$console' 'veil-mesh up interface=wg0 address=10\.90\.0\.1/16 ' 60 && wait_console '$console' 'veil-mesh peers .*peers=joiner@10\.90\.0\.2[[:space:]]*$' 120"
+        expect "Kubernetes rides the mesh: each node's InternalIP is its mesh address" \
+            bash -c "[ \"\$(node_ip boot) \$(node_ip joiner)\" = '10.90.0.1 10.90.0.2' ]"
+        expect "the join service put both nodes' pod ranges into the roster (from the controller manager)" \
+            wait_console "$console" 'veil-joinservice-pod-ranges .*boot=10\.244\.[0-9]+\.0/24,joiner=10\.244\.[0-9]+\.0/24' 300
+        expect "each node's wg0 took the other's pod range: those pods go to that node alone" \
+            bash -c "wait_console '$b_console' 'veil-mesh (up|peers) .* pods=boot:10\.244\.[0-9]+\.0/24 ' 120 && wait_console '$console' 'veil-mesh peers .* pods=joiner:10\.244\.[0-9]+\.0/24 ' 120"
+        expect "both nodes' pods get wg0's MTU (1420 on the 1500-byte segment)" \
+            bash -c "grep -a -q 'veil-kube-podcidr boot .* mtu=1420' '$console' && grep -a -q 'veil-kube-podcidr joiner .* mtu=1420' '$b_console'"
+        expect "the underlay's rules are on both nodes (segment and peers only WireGuard and aTLS)" \
+            bash -c "grep -a -q 'veil-mesh-firewall underlay=.* mesh=10\.90\.0\.0/16' '$console' && grep -a -q 'veil-mesh-firewall underlay=.* mesh=10\.90\.0\.0/16' '$b_console'"
         for n in boot joiner; do
             expect "no system image was pulled: $n's images are exactly the baked set" \
                 bash -c "diff <(system_images $n) <(sort '$kbin/images.txt')"
@@ -340,6 +351,16 @@ cluster_checks() {
         done
         expect "...while WireGuard sessions ran both ways between the two nodes on the segment" \
             wireguard_both_ways "$B/nodes/joiner/segment.pcap" "$a_seg" "$b_seg"
+        for n in boot joiner; do
+            expect "pod to pod across nodes: the echo marker never crossed the segment in the clear ($n's capture)" \
+                bash -c "[ -s '$B/nodes/$n/segment.pcap' ] && ! grep -a -q '$marker' '$B/nodes/$n/segment.pcap'"
+        done
+        # The underlay carries WireGuard and aTLS only: the worker's kubelet answers on
+        # its mesh address, and nothing reaches it on its segment address.
+        expect "the control-plane node reaches the worker's kubelet on its mesh address" \
+            k exec mesh-server -- nc -w 5 10.90.0.2 10250 </dev/null
+        expect "...and not on its segment address (nftables drops it)" \
+            bash -c "! k exec mesh-server -- nc -w 5 '$b_seg' 10250 </dev/null"
         k delete pod mesh-server mesh-client --wait=false >/dev/null 2>&1 || true
     else
         bad "the test image is pushed to the host's registry"
@@ -376,6 +397,12 @@ cluster_checks() {
                 bash -c "! grep -a -q -E 'veil-state |veil-cluster|veil-join ok|kubeadm' '$c_console'"
             expect "the tampered node never appears in kubectl get nodes" \
                 bash -c "! k get nodes -o name | grep -q tampered"
+            # On the same segment as the members, it is no peer of theirs: their rules
+            # send it nothing but the join service's aTLS answers.
+            local c_seg m_segs
+            c_seg=$(cat "$B/nodes/tampered/segment-ip") m_segs="src host $(cat "$B/nodes/boot/segment-ip") or src host $(cat "$B/nodes/joiner/segment-ip")"
+            expect "no member sent the tampered node anything but the join service's aTLS (its segment capture)" \
+                bash -c "[ -s '$B/nodes/tampered/segment.pcap' ] && [ -z \"\$(tcpdump -r '$B/nodes/tampered/segment.pcap' -n 'ip and dst host $c_seg and ($m_segs) and not tcp src port 7444' 2>/dev/null)\" ]"
         else
             bad "a node booted from a tampered image is refused at Join (no answer)"
         fi
