@@ -14,7 +14,7 @@ use veil_protocol::pb::join::RemoveRequest;
 use veil_protocol::pb::join::mesh_client::MeshClient;
 
 use crate::Output;
-use crate::verify::{NodeArgs, Prepared, attested_channel, cluster_pcr, prepare, runtime};
+use crate::verify::{NodeArgs, Prepared, attested_channel, prepare, runtime};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -35,7 +35,7 @@ pub struct Args {
 pub fn run(args: &Args) -> anyhow::Result<()> {
     let master = MasterSecret::read_file(&args.master_secret)?;
     let cluster = master.cluster_id();
-    let extra = BTreeMap::from([(15, (cluster_pcr(&cluster.0), false))]);
+    let extra = BTreeMap::from([(15, (cluster.member_pcr(), false))]);
     let Prepared {
         verifier, expected, ..
     } = prepare(&args.node, extra)?;

@@ -96,11 +96,6 @@ impl Report {
     }
 }
 
-/// PCR 15 after a node extended it once with `cluster_id` (what Init and Recover do).
-pub fn cluster_pcr(cluster_id: &[u8; 32]) -> [u8; 32] {
-    Digest::ZERO.extend(&Digest(*cluster_id)).0
-}
-
 fn read(path: &PathBuf, what: &str) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("reading {what} {}", path.display()))
 }
@@ -111,7 +106,7 @@ pub fn run(args: &Args) -> anyhow::Result<bool> {
     if let Some(id) = &args.cluster_id {
         let id = veil_keys::ClusterId::from_hex(id)
             .with_context(|| format!("--cluster-id '{id}' is not 64 hex digits"))?;
-        extra.insert(15, (cluster_pcr(&id.0), false));
+        extra.insert(15, (id.member_pcr(), false));
     }
     let runtime = runtime()?;
     let attested = runtime.block_on(attest_node(&args.node, extra, false))?;

@@ -445,12 +445,6 @@ struct InitSettings {
     settings: paths::ClusterSettings,
 }
 
-/// PCR 15 after extending a zero PCR with `cluster` once: what a node admitted to
-/// that cluster in this boot holds.
-pub fn admitted_value(cluster: &ClusterId) -> [u8; 32] {
-    cluster.member_pcr()
-}
-
 fn provision(
     how: Admission,
     master: &MasterSecret,
@@ -463,7 +457,7 @@ fn provision(
     let pcr = node.cluster_pcr()?;
     // A node admitted in this boot takes Recover (with its own cluster's secret) only
     // to retry Kubernetes; nothing about its disk changes.
-    let already = how == Admission::Recover && pcr == admitted_value(&master.cluster_id());
+    let already = how == Admission::Recover && pcr == master.cluster_id().member_pcr();
     let (partuuid, created) = if already {
         match node.kube_status() {
             KubeStatus::Starting => {

@@ -488,11 +488,11 @@ async fn check_service(
             bail!("the join service belongs to no cluster (PCR {CLUSTER_PCR} is zero)")
         }
         (None, _) => bail!("the join service did not quote PCR {CLUSTER_PCR}"),
-        (Some(v), Some(id)) if *v != crate::bootstrap::admitted_value(id) => bail!(
+        (Some(v), Some(id)) if *v != id.member_pcr() => bail!(
             "the join service belongs to another cluster: its PCR {CLUSTER_PCR} is {}, \
              cluster {id} (this node's launch configuration) gives {}",
             crate::hex_lower(v),
-            crate::hex_lower(&crate::bootstrap::admitted_value(id))
+            crate::hex_lower(&id.member_pcr())
         ),
         _ => Ok(()),
     }
