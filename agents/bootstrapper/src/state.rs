@@ -294,15 +294,12 @@ pub fn write_synced(path: &Path, contents: &[u8]) -> Result<()> {
 /// Replaces `path` whole with `contents` (mode 0600, synced): a crash leaves the old
 /// file or the new one, never half of either.
 pub fn replace_synced(path: &Path, contents: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    write_synced(&tmp, contents)?;
-    std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
-    if let Some(dir) = path.parent() {
-        let dir = std::fs::File::open(dir).with_context(|| format!("opening {}", dir.display()))?;
-        nix::unistd::syncfs(&dir).with_context(|| format!("syncing {}", path.display()))?;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
     }
-    Ok(())
+    veil_protocol::paths::replace_file(path, contents)
+        .with_context(|| format!("replacing {}", path.display()))
 }
 
 #[cfg(test)]

@@ -501,31 +501,10 @@ impl Roster {
         };
         let text =
             serde_json::to_string_pretty(stored).map_err(|e| err(std::io::Error::other(e)))?;
-        replace_file(&self.path, text.as_bytes()).map_err(err)?;
+        paths::replace_file(&self.path, text.as_bytes()).map_err(err)?;
         self.changes.send_replace(stored.version);
         Ok(())
     }
-}
-
-/// Replaces `path` whole with `contents`, synced, mode 0600 (a crash leaves the old
-/// file or the new one).
-pub fn replace_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    file.write_all(contents)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir).and_then(|d| d.sync_all())?;
-    }
-    Ok(())
 }
 
 /// What [`Roster::set_pod_ranges`] did.

@@ -205,7 +205,7 @@ impl JoinService {
             secret: veil_mesh::psk::MeshSecret::new(self.master.mesh_secret()),
             roster: self.roster.snapshot().view(None, Some(&own.key)),
         };
-        match crate::roster::replace_file(&own.path, &state.to_json()) {
+        match veil_protocol::paths::replace_file(&own.path, &state.to_json()) {
             Ok(()) => tracing::info!(
                 version = state.roster.version,
                 peers = state.roster.peers.len(),

@@ -1,5 +1,28 @@
 //! Where the agents on one node find each other's files: the bootstrapper writes
-//! them when the node joins a cluster, the join service reads them.
+//! them when the node joins a cluster, the join service reads them; and how a file
+//! there is replaced ([`replace_file`]).
+
+/// Replaces `path` whole with `contents`, mode 0600, synced (file and directory)
+/// before it returns: a crash or a cloud's reset leaves the old file or the new one,
+/// never half of either, and nothing reported written is still in the page cache.
+pub fn replace_file(path: &std::path::Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir).and_then(|d| d.sync_all())?;
+    }
+    Ok(())
+}
 
 /// The TPM CA the image trusts for other nodes' TPMs (a joiner's, a join service's):
 /// the cloud's vTPM endorsement roots, or here the local CA of ci/boot-node.
