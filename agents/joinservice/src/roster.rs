@@ -34,8 +34,8 @@ pub struct Member {
     pub name: String,
     pub partuuid: String,
     pub role: String,
-    /// base64 of the 32-byte X25519 public key the member made.
-    pub wireguard_public_key: String,
+    /// The X25519 public key the member made (base64 in the file).
+    pub wireguard_public_key: WgKey,
     /// Hex SHA-256 of the member's EK public area: its TPM (empty for the
     /// control-plane node itself, which never rejoins: it recovers).
     pub tpm: String,
@@ -78,12 +78,11 @@ pub struct Snapshot {
 
 impl Member {
     /// The member as a mesh peer, reached at its recorded endpoint or else (this
-    /// node) at `own_endpoint`. None without a mesh address, an endpoint or a
-    /// well-formed key (the roster never holds one: `admit` parsed it).
+    /// node) at `own_endpoint`. None without a mesh address or an endpoint.
     pub fn peer(&self, own_endpoint: Option<SocketAddr>) -> Option<Peer> {
         Some(Peer {
             name: self.name.clone(),
-            public_key: WgKey::parse(&self.wireguard_public_key).ok()?,
+            public_key: self.wireguard_public_key,
             endpoint: self.endpoint.or(own_endpoint)?,
             mesh_ip: self.mesh_ip?,
             pod_cidr: self.pod_cidr,
@@ -219,12 +218,11 @@ impl Roster {
     /// Puts the control-plane node this service runs on into the roster (once: it
     /// keeps its mesh address), so joiners get it as a peer.
     pub fn own(&self, name: &str, partuuid: &str, key: &WgKey) -> Result<Member, RosterError> {
-        let key_text = key.to_string();
         let mut stored = self.stored();
         if let Some(m) = stored
             .members
             .iter()
-            .find(|m| m.partuuid == partuuid && m.wireguard_public_key == key_text)
+            .find(|m| m.partuuid == partuuid && m.wireguard_public_key == *key)
         {
             return Ok(m.clone());
         }
@@ -234,7 +232,7 @@ impl Roster {
                 name: name.to_owned(),
                 partuuid: partuuid.to_owned(),
                 role: paths::NodeRecord::CONTROL_PLANE.into(),
-                wireguard_public_key: key_text,
+                wireguard_public_key: *key,
                 tpm: String::new(),
                 mesh_ip: None,
                 endpoint: None,
@@ -542,7 +540,7 @@ impl Stored {
             m.wireguard_public_key == member.wireguard_public_key && m.partuuid != member.partuuid
         }) {
             return Err(Placement::KeyTaken {
-                key: member.wireguard_public_key.clone(),
+                key: member.wireguard_public_key.to_string(),
                 owner: owner.name.clone(),
             });
         }
@@ -552,7 +550,7 @@ impl Stored {
             .find(|m| m.wireguard_public_key == member.wireguard_public_key)
         {
             return Err(Placement::KeyTaken {
-                key: member.wireguard_public_key.clone(),
+                key: member.wireguard_public_key.to_string(),
                 owner: format!("{}, removed from the cluster", gone.name),
             });
         }
@@ -598,7 +596,7 @@ mod tests {
             name: name.into(),
             partuuid: uuid.into(),
             role: "worker".into(),
-            wireguard_public_key: WgKey::from_bytes(sha2::Sha256::digest(name).into()).to_string(),
+            wireguard_public_key: WgKey::from_bytes(sha2::Sha256::digest(name).into()),
             tpm: "aa".into(),
             mesh_ip: None,
             endpoint: None,
@@ -685,7 +683,7 @@ mod tests {
         // Its disk made new (a new key): the same address.
         let again = roster
             .admit(Member {
-                wireguard_public_key: PrivateKeyFor::key("node1-new").to_string(),
+                wireguard_public_key: PrivateKeyFor::key("node1-new"),
                 ..member("node1", "u1")
             })
             .expect("node1 again");

@@ -268,11 +268,10 @@ impl Join for JoinService {
     async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinTicket>, Status> {
         let (peer, local, tpm) = self.attested(&request, "Join", Standing::Joiner)?;
         let r = request.into_inner();
-        use base64::Engine;
-        let wireguard_key = veil_mesh::peers::WgKey::parse(
-            &base64::engine::general_purpose::STANDARD.encode(&r.wireguard_public_key),
-        )
-        .map_err(|e| Status::invalid_argument(format!("the Join's WireGuard public key: {e}")))?;
+        let wireguard_key =
+            veil_mesh::peers::WgKey::from_slice(&r.wireguard_public_key).map_err(|e| {
+                Status::invalid_argument(format!("the Join's WireGuard public key: {e}"))
+            })?;
         let Some(peer_ip) = peer else {
             return Err(Status::invalid_argument(
                 "Join from a connection without a peer address: no WireGuard endpoint",
@@ -317,7 +316,7 @@ impl Join for JoinService {
                 name: name.to_string(),
                 partuuid: r.state_partition_uuid.clone(),
                 role: "worker".into(),
-                wireguard_public_key: wireguard_key.to_string(),
+                wireguard_public_key: wireguard_key,
                 tpm,
                 mesh_ip: None,
                 endpoint: Some(SocketAddr::new(peer_ip, LISTEN_PORT)),

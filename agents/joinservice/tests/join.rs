@@ -1018,10 +1018,7 @@ fn the_cluster_is_loaded_from_what_init_kept_and_a_bad_file_is_named() {
             (cp.name.as_str(), cp.mesh_ip.map(|a| a.to_string())),
             ("node0", Some("10.90.0.1".into()))
         );
-        assert_eq!(
-            cp.wireguard_public_key,
-            control_plane_key().public().to_string()
-        );
+        assert_eq!(cp.wireguard_public_key, control_plane_key().public());
     }
     std::fs::write(
         dir.path().join(paths::SETTINGS),

@@ -37,12 +37,23 @@ impl WgKey {
             reason,
         };
         let bytes = B64.decode(text.trim()).map_err(|e| bad(e.to_string()))?;
+        Self::checked(&bytes).map_err(bad)
+    }
+
+    /// A key as raw bytes (off the wire); refused unless 32 bytes and not all zero.
+    pub fn from_slice(bytes: &[u8]) -> Result<WgKey, MeshError> {
+        Self::checked(bytes).map_err(|reason| MeshError::BadKey {
+            text: B64.encode(&bytes[..bytes.len().min(48)]),
+            reason,
+        })
+    }
+
+    fn checked(bytes: &[u8]) -> Result<WgKey, String> {
         let key: [u8; 32] = bytes
-            .as_slice()
             .try_into()
-            .map_err(|_| bad(format!("{} bytes", bytes.len())))?;
+            .map_err(|_| format!("{} bytes", bytes.len()))?;
         if key == [0; 32] {
-            return Err(bad("the all-zero key".into()));
+            return Err("the all-zero key".into());
         }
         Ok(WgKey(key))
     }
@@ -352,6 +363,12 @@ mod tests {
         }
         let k = key(9).to_string();
         assert_eq!(WgKey::parse(&k).expect("round trip"), key(9));
+        // Raw bytes off the wire pass the same checks.
+        assert_eq!(WgKey::from_slice(&[9; 32]).expect("raw"), key(9));
+        for (raw, says) in [(&[9u8; 31][..], "31 bytes"), (&[0u8; 32][..], "all-zero")] {
+            let e = WgKey::from_slice(raw).expect_err(says);
+            assert!(e.to_string().contains(says), "{e}");
+        }
     }
 
     #[test]
