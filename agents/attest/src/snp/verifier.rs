@@ -472,7 +472,7 @@ pub fn check_report_data(
     if !zero_tail {
         want[32..].copy_from_slice(&got[32..]);
     }
-    if !ct_eq(got, &want) {
+    if !bool::from(subtle::ConstantTimeEq::ct_eq(&got[..], &want[..])) {
         return Err(SnpVerifyError::ReportDataMismatch {
             expected: hex::encode(want),
             got: hex::encode(got),
@@ -497,10 +497,6 @@ fn be48(le: &[u8], which: &str) -> Result<p384::FieldBytes, SnpVerifyError> {
             reason: format!("signature component {which} does not fit in 48 bytes"),
         }),
     }
-}
-
-fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// "CN=..., sha256 ..." for error messages; never fails.

@@ -124,7 +124,10 @@ impl PendingActivation {
     /// Checks the attester's answer; only a TPM holding both the EK's private key and the
     /// AK can produce it.
     pub fn finish(self, secret: &[u8]) -> Result<TrustedAk, TpmVerifyError> {
-        if ct_eq(secret, self.expected.as_ref()) {
+        if bool::from(subtle::ConstantTimeEq::ct_eq(
+            secret,
+            self.expected.as_ref(),
+        )) {
             Ok(self.ak)
         } else {
             Err(TpmVerifyError::ActivationFailed {
@@ -132,11 +135,6 @@ impl PendingActivation {
             })
         }
     }
-}
-
-/// Constant-time comparison (lengths are public).
-fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Verifies TPM evidence against activated AKs and a configured EK CA.
@@ -261,7 +259,10 @@ impl TpmVerifier {
         })?;
         let quote = Quote::parse(&ev.quote).map_err(|e| TpmVerifyError::parse("quote", e))?;
 
-        if !ct_eq(&quote.extra_data, expected_user_data) {
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(
+            quote.extra_data.as_slice(),
+            expected_user_data,
+        )) {
             return Err(TpmVerifyError::NonceMismatch {
                 expected: hex::encode(expected_user_data),
                 got: hex::encode(&quote.extra_data),
