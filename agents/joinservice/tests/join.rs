@@ -784,16 +784,15 @@ fn a_member_may_not_join_again_and_a_node_that_has_not_joined_may_not_watch() {
     );
 }
 
-#[test]
-fn a_member_watching_the_roster_sees_the_next_node_join_and_keeps_only_newer_rosters() {
-    let f = fixture(Setup {
-        limits: lifted(),
-        ..Setup::default()
-    });
-    let (master, service, joiner) = (&f.master, &f.service, &f.joiner);
+/// node1 joins and is a member (PCR 15 set); returns its ticket and its state disk's
+/// cluster directory as the ticket left it (its WireGuard key, its mesh file).
+fn member(
+    master: &MasterSecret,
+    service: &Service,
+    joiner: &SharedTpm,
+) -> (Ticket, tempfile::TempDir) {
     let t = ticket(service, joiner, Admission::Join).expect("node1 joins");
     extend(joiner, 15, &master.cluster_id().0);
-    // node1's state disk as its ticket left it.
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(
         dir.path().join(veil_protocol::paths::WIREGUARD_KEY),
@@ -803,6 +802,17 @@ fn a_member_watching_the_roster_sees_the_next_node_join_and_keeps_only_newer_ros
     )
     .expect("key");
     veil_bootstrapper::mesh::keep(dir.path(), &t.mesh).expect("keep the ticket's mesh");
+    (t, dir)
+}
+
+#[test]
+fn a_member_watching_the_roster_sees_the_next_node_join_and_keeps_only_newer_rosters() {
+    let f = fixture(Setup {
+        limits: lifted(),
+        ..Setup::default()
+    });
+    let (master, service, joiner) = (&f.master, &f.service, &f.joiner);
+    let (t, dir) = member(master, service, joiner);
     let joined_at = t.mesh.0.roster.version;
 
     let other_tpm = Swtpm::start(LocalCa::shared());
@@ -877,17 +887,7 @@ fn pod_ranges_from_the_control_plane_reach_a_watching_member_and_the_control_pla
         ..Setup::default()
     });
     let (master, service, joiner) = (&f.master, &f.service, &f.joiner);
-    let t = ticket(service, joiner, Admission::Join).expect("node1 joins");
-    extend(joiner, 15, &master.cluster_id().0);
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(
-        dir.path().join(veil_protocol::paths::WIREGUARD_KEY),
-        veil_mesh::key::PrivateKey::from_bytes([7u8; 32])
-            .to_base64()
-            .as_bytes(),
-    )
-    .expect("key");
-    veil_bootstrapper::mesh::keep(dir.path(), &t.mesh).expect("keep the ticket's mesh");
+    let (t, dir) = member(master, service, joiner);
     assert!(t.mesh.0.roster.peers.iter().all(|p| p.pod_cidr.is_none()));
 
     let net = |s: &str| -> ipnet::Ipv4Net { s.parse().expect("net") };
