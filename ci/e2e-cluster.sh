@@ -127,7 +127,7 @@ pod_log_has() {
 # kubelet_versions: each node's kubelet version, on one line.
 kubelet_versions() { k get nodes -o jsonpath='{.items[*].status.nodeInfo.kubeletVersion}'; }
 node_ip() { k get node "$1" -o jsonpath='{.status.addresses[?(@.type=="InternalIP")].address}'; }
-export -f k node_ready system_images pod_log_has kubelet_versions wait_console
+export -f k node_ready system_images pod_log_has kubelet_versions node_ip wait_console
 export work
 
 # The workloads: an HTTP server pod on the control-plane node behind a ClusterIP
@@ -206,8 +206,10 @@ EOF
 # and preshared key) from A to B and from B to A.
 wireguard_both_ways() {
     local pcap=$1 a=$2 b=$3
+    # -c 1: the first such packet will do (and no pipe for pipefail to trip on when a
+    # busy capture outlasts its reader).
     for dir in "src $a and dst $b" "src $b and dst $a"; do
-        tcpdump -r "$pcap" -n "udp and $dir and port 51820 and udp[8] = 4" 2>/dev/null | grep -q . || return 1
+        [ -n "$(tcpdump -r "$pcap" -n -c 1 "udp and $dir and port 51820 and udp[8] = 4" 2>/dev/null)" ] || return 1
     done
 }
 
@@ -357,10 +359,11 @@ cluster_checks() {
         done
         # The underlay carries WireGuard and aTLS only: the worker's kubelet answers on
         # its mesh address, and nothing reaches it on its segment address.
+        # (busybox nc fails without input: it gets a line.)
         expect "the control-plane node reaches the worker's kubelet on its mesh address" \
-            k exec mesh-server -- nc -w 5 10.90.0.2 10250 </dev/null
+            k exec mesh-server -- sh -c 'echo | nc -w 5 10.90.0.2 10250'
         expect "...and not on its segment address (nftables drops it)" \
-            bash -c "! k exec mesh-server -- nc -w 5 '$b_seg' 10250 </dev/null"
+            bash -c "! k exec mesh-server -- sh -c 'echo | nc -w 5 $b_seg 10250'"
         k delete pod mesh-server mesh-client --wait=false >/dev/null 2>&1 || true
     else
         bad "the test image is pushed to the host's registry"
