@@ -14,7 +14,7 @@
 //! - [`runtime`]: containerd, its baked images, kubelet (systemd units);
 //! - [`kubeadm`]: running kubeadm, its progress as stages;
 //! - [`cni`]: the node's bridge network for its pod CIDR;
-//! - [`api`]: the few API calls the agents make (tokens, nodes, routes to pod CIDRs).
+//! - [`api`]: the few API calls the agents make (tokens, nodes, the nodes' pod CIDRs).
 //!
 //! Everything that holds cluster state is on the encrypted state disk (the
 //! bootstrapper binds `/var/lib/{containerd,kubelet,etcd}` and `/etc/kubernetes` into
