@@ -364,6 +364,16 @@ cluster_checks() {
             k exec mesh-server -- sh -c 'echo | nc -w 5 10.90.0.2 10250'
         expect "...and not on its segment address (nftables drops it)" \
             bash -c "! k exec mesh-server -- sh -c 'echo | nc -w 5 $b_seg 10250'"
+        # A machine on the segment that is no member (a rogue VM in the same VPC): it
+        # reaches the ports that attest before they release anything, nothing else,
+        # and gets no answer in the clear, not even a reset.
+        local probe
+        probe=$("$VEIL_ROOT/ci/segment-probe" "$a_seg" 7444 6443 2379 2380 10250 2>&1 | tr '\n' ' ') || true
+        expect "a non-member on the segment reaches the control-plane node's join port (aTLS) and not its API server, etcd or kubelet: $probe" \
+            test "$probe" = "7444 answers 6443 silent 2379 silent 2380 silent 10250 silent "
+        probe=$("$VEIL_ROOT/ci/segment-probe" "$b_seg" 7443 10250 2>&1 | tr '\n' ' ') || true
+        expect "...and the worker's agent port (aTLS) but not its kubelet: $probe" \
+            test "$probe" = "7443 answers 10250 silent "
         k delete pod mesh-server mesh-client --wait=false >/dev/null 2>&1 || true
     else
         bad "the test image is pushed to the host's registry"
