@@ -322,7 +322,7 @@ pub async fn pod_network(name: NodeName, ready: impl FnOnce(Result<Cidr>) + Send
         Ok(c) => c,
         Err(e) => return ready(Err(e)),
     };
-    let mtu = match interface_mtu(crate::mesh::INTERFACE) {
+    let mtu = match crate::network::interface_mtu(crate::mesh::INTERFACE) {
         Ok(m) => m,
         Err(e) => return ready(Err(e)),
     };
@@ -332,16 +332,6 @@ pub async fn pod_network(name: NodeName, ready: impl FnOnce(Result<Cidr>) + Send
     println!("veil-kube-podcidr {name} {mine} mtu={mtu}");
     ready(Ok(mine));
     report_memory().await;
-}
-
-/// The MTU of interface `name`.
-fn interface_mtu(name: &str) -> Result<u32> {
-    let path = Path::new("/sys/class/net").join(name).join("mtu");
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    text.trim()
-        .parse()
-        .with_context(|| format!("{}: '{}' is not an MTU", path.display(), text.trim()))
 }
 
 /// Processes whose memory the node reports (`veil-rss`, for ci/bench-kube).

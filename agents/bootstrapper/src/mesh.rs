@@ -407,7 +407,6 @@ fn underlay_mtu(toward: Option<IpAddr>) -> u32 {
             .nth(1)
             .map(str::to_owned)
     });
-    dev.and_then(|d| std::fs::read_to_string(Path::new("/sys/class/net").join(d).join("mtu")).ok())
-        .and_then(|m| m.trim().parse().ok())
+    dev.and_then(|d| crate::network::interface_mtu(&d).ok())
         .unwrap_or(1500)
 }

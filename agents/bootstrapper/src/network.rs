@@ -92,6 +92,16 @@ pub fn configure_segment(root: &Path) -> Result<Option<Segment>> {
     Ok(Some(segment))
 }
 
+/// The MTU of interface `name`.
+pub fn interface_mtu(name: &str) -> Result<u32> {
+    let path = Path::new("/sys/class/net").join(name).join("mtu");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    text.trim()
+        .parse()
+        .with_context(|| format!("{}: '{}' is not an MTU", path.display(), text.trim()))
+}
+
 /// Waits until `ip` is on one of the node's interfaces (networkd applies the segment
 /// configuration asynchronously).
 pub fn wait_for_address(ip: Ipv4Addr, timeout: Duration) -> Result<()> {

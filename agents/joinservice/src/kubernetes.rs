@@ -143,10 +143,7 @@ impl Kubernetes for ControlPlane {
                 veil_kube::api::watch_pod_cidrs(client, |cidrs| {
                     let by_name = cidrs
                         .iter()
-                        .filter_map(|(name, c)| {
-                            let net = ipnet::Ipv4Net::new(c.addr(), c.prefix()).ok()?;
-                            Some((name.as_str().to_owned(), net))
-                        })
+                        .map(|(name, c)| (name.as_str().to_owned(), (*c).into()))
                         .collect();
                     ranges.send_replace(by_name);
                 })

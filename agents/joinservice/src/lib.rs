@@ -142,13 +142,10 @@ impl Cluster {
         })?;
         let k = &settings.kubernetes;
         let pods = veil_kube::Network::from_settings(&k.pod_subnet, &k.service_subnet)
-            .map_err(|e| e.to_string())
-            .and_then(|n| {
-                ipnet::Ipv4Net::new(n.pods.addr(), n.pods.prefix()).map_err(|e| e.to_string())
-            })
-            .map_err(|reason| JoinServiceError::Reference {
+            .map(|n| n.pods.into())
+            .map_err(|e| JoinServiceError::Reference {
                 path: dir.join(paths::SETTINGS),
-                reason,
+                reason: e.to_string(),
             })?;
         let roster = roster::Roster::load(dir, reserved, mesh)?.reserve_partition(&own_partition);
         // This node is on the mesh too, with the key Init made for it.

@@ -60,6 +60,13 @@ impl fmt::Display for Cidr {
     }
 }
 
+impl From<Cidr> for ipnet::Ipv4Net {
+    fn from(c: Cidr) -> ipnet::Ipv4Net {
+        // A Cidr is a checked network address and a prefix of at most 32.
+        ipnet::Ipv4Net::new(c.addr, c.prefix).unwrap_or_default()
+    }
+}
+
 impl FromStr for Cidr {
     type Err = KubeError;
 
@@ -132,13 +139,9 @@ impl Network {
 
     /// The two ranges by name, for what must stay clear of them (the mesh subnet).
     pub fn ranges(&self) -> [(&'static str, ipnet::Ipv4Net); 2] {
-        let net = |c: &Cidr| {
-            // A Cidr is a checked network address and a prefix of at most 32.
-            ipnet::Ipv4Net::new(c.addr, c.prefix).unwrap_or_default()
-        };
         [
-            ("pod network", net(&self.pods)),
-            ("Service network", net(&self.services)),
+            ("pod network", self.pods.into()),
+            ("Service network", self.services.into()),
         ]
     }
 
@@ -179,6 +182,7 @@ mod tests {
     fn parses_and_names_mistakes() {
         let c: Cidr = "10.244.0.0/16".parse().expect("cidr");
         assert!(c.contains(Ipv4Addr::new(10, 244, 7, 1)));
+        assert_eq!(ipnet::Ipv4Net::from(c).to_string(), "10.244.0.0/16");
         assert!(!c.contains(Ipv4Addr::new(10, 245, 0, 1)));
         for (text, says) in [
             ("10.244.0.1/16", "host bits"),
