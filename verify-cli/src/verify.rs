@@ -246,6 +246,20 @@ fn platform_facts(verified: &Verified) -> Vec<(&'static str, String)> {
         }
         facts.push(("TDX TCB status", tdx.tcb_status.clone()));
     }
+    if let Some(azure) = &verified.azure {
+        facts.push((
+            "Azure paravisor's vmUniqueId",
+            azure.vm_unique_id.clone().unwrap_or_else(|| "-".into()),
+        ));
+        facts.push((
+            "Azure paravisor states Secure Boot",
+            azure.secure_boot.to_string(),
+        ));
+        facts.push((
+            "SEV-SNP report fresh (carries this session's data)",
+            azure.report_is_fresh.to_string(),
+        ));
+    }
     facts
 }
 
@@ -349,6 +363,9 @@ fn evidence_name(platform: EvidencePlatform) -> &'static str {
         EvidencePlatform::Tpm => "TPM quote verified (AK activated against a trusted EK)",
         EvidencePlatform::SevSnp => "SEV-SNP report verified (VCEK chains to AMD's pinned roots)",
         EvidencePlatform::Tdx => "TDX quote verified (chains to Intel's pinned root)",
+        EvidencePlatform::AzureSevSnp => {
+            "Azure vTPM quote verified (its AK named by the paravisor's SEV-SNP report, which chains to AMD's pinned roots)"
+        }
         _ => "evidence verified",
     }
 }

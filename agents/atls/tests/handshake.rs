@@ -367,7 +367,7 @@ fn rustls_client_anonymous() -> rustls::ClientConfig {
 
 /// Genuine hardware evidence recorded on real machines (veil-attest's test vectors):
 /// what an attacker who once saw such evidence could replay.
-fn recorded_hardware_evidence() -> [(veil_attest::Evidence, &'static str); 2] {
+fn recorded_hardware_evidence() -> [(veil_attest::Evidence, &'static str); 3] {
     let report = hex::decode(include_str!("../../attest/tests/data/snp/report_milan.hex").trim())
         .expect("hex test vector");
     let snp = veil_attest::Evidence::SevSnp(veil_attest::SnpEvidence {
@@ -381,11 +381,32 @@ fn recorded_hardware_evidence() -> [(veil_attest::Evidence, &'static str); 2] {
             include_str!("../../attest/tests/data/tdx/tdx_quote_collateral.json").to_owned(),
         ),
     });
-    [(snp, "SEV-SNP"), (tdx, "TDX")]
+    let azure = veil_attest::Evidence::AzureSevSnp(veil_attest::azure::AzureSnpEvidence {
+        hcl_report: include_bytes!("../../attest/tests/data/azure/genoa-hcl-report.bin").to_vec(),
+        vcek: include_bytes!("../../attest/tests/data/azure/genoa-vcek.der").to_vec(),
+        cert_chain: None,
+        quote: include_bytes!("../../attest/tests/data/azure/genoa-quote.bin").to_vec(),
+        signature: include_bytes!("../../attest/tests/data/azure/genoa-quote.sig").to_vec(),
+        pcrs: include_bytes!("../../attest/tests/data/azure/genoa-quote-pcrs.bin")
+            .chunks(32)
+            .enumerate()
+            .map(|(i, v)| {
+                let v: [u8; 32] = v.try_into().expect("32-byte PCR values");
+                (i as u32, veil_attest::Digest32(v))
+            })
+            .collect(),
+    });
+    [(snp, "SEV-SNP"), (tdx, "TDX"), (azure, "Azure SEV-SNP")]
+}
+
+/// The launch measurement in the recorded Genoa HCL report (Azure's paravisor).
+fn genoa_paravisor_measurement() -> [u8; 48] {
+    let hcl = include_bytes!("../../attest/tests/data/azure/genoa-hcl-report.bin");
+    hcl[32 + 0x90..32 + 0x90 + 48].try_into().expect("48 bytes")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replayed_snp_and_tdx_evidence_reaches_its_verifier_and_is_refused() {
+async fn replayed_snp_tdx_and_azure_evidence_reaches_its_verifier_and_is_refused() {
     use veil_attest::snp::SnpPolicy;
     use veil_attest::tdx::{TdxPolicy, TdxVerifier};
     use veil_attest::tpm::EkTrust;
@@ -401,6 +422,11 @@ async fn replayed_snp_and_tdx_evidence_reaches_its_verifier_and_is_refused() {
         let accepting = PlatformPolicy {
             sev_snp: Some(SnpPolicy {
                 require_zero_report_data_tail: false,
+                ..SnpPolicy::default()
+            }),
+            azure_sev_snp: Some(SnpPolicy {
+                product: veil_attest::SnpProduct::Genoa,
+                allowed_measurements: vec![genoa_paravisor_measurement()],
                 ..SnpPolicy::default()
             }),
             tdx: None,

@@ -89,7 +89,7 @@ fn azure_evidence() -> Result<veil_attest::azure::AzureSnpEvidence, Box<dyn std:
     let read = |f: &str| std::fs::read(format!("{dir}/milan-{f}"));
     let mut pcrs = std::collections::BTreeMap::new();
     for (i, v) in read("quote-pcrs.bin")?.chunks(32).enumerate() {
-        pcrs.insert(i as u32, v.try_into()?);
+        pcrs.insert(i as u32, veil_attest::Digest32(v.try_into()?));
     }
     Ok(veil_attest::azure::AzureSnpEvidence {
         hcl_report: read("hcl-report.bin")?,

@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::azure::AzureSnpEvidence;
+pub use crate::azure::AzureVerifiedInfo;
 use crate::snp::SnpEvidence;
 pub use crate::snp::SnpVerifiedInfo;
 use crate::tdx::TdxEvidence;
@@ -28,6 +30,8 @@ pub enum Evidence {
     Tdx(TdxEvidence),
     /// An AMD SEV-SNP report with its VCEK (kind `"sev-snp"`).
     SevSnp(SnpEvidence),
+    /// An Azure SEV-SNP CVM's HCL report and its vTPM's quote (kind `"azure-sev-snp"`).
+    AzureSevSnp(AzureSnpEvidence),
 }
 
 /// Which platform vouched for a [`Verified`] result.
@@ -38,6 +42,8 @@ pub enum EvidencePlatform {
     Tpm,
     Tdx,
     SevSnp,
+    /// Azure's paravisor vTPM, vouched for by an SEV-SNP report.
+    AzureSevSnp,
 }
 
 /// The stable wire form: `{"version":1,"evidence":{"kind":"tpm","body":{...}}}`.
@@ -143,6 +149,8 @@ pub struct Verified {
     pub tdx: Option<TdxVerifiedInfo>,
     /// Set for SEV-SNP evidence: measurement, policy, reported TCB, chip ID, VMPL.
     pub snp: Option<SnpVerifiedInfo>,
+    /// Set for Azure CVM evidence: what the paravisor's runtime data states.
+    pub azure: Option<AzureVerifiedInfo>,
 }
 
 /// Produces evidence on this node.

@@ -12,11 +12,12 @@
 //! - [`snp`] implements them for AMD SEV-SNP (configfs-tsm reports; VCEK → ASK → ARK
 //!   checked against AMD roots pinned in the crate, pure-Rust `sev` backend).
 //! - [`reference`](mod@reference) compares verified PCR values with reference values.
-//! - [`azure`] verifies an Azure CVM's evidence: the paravisor's HCL report (an SNP
-//!   report binding the vTPM's AK) and that AK's quote.
+//! - [`azure`] gathers (NV indices and the persistent AK, through tss-esapi) and
+//!   verifies an Azure CVM's evidence: the paravisor's HCL report (an SNP report
+//!   binding the vTPM's AK) and that AK's quote, evidence kind `azure-sev-snp`.
 //! - [`cvm`] attaches a hardware report that binds a confidential VM's vTPM key to its
 //!   TPM quotes.
-//! - [`policy`] reads a verifier's per-platform options (SNP and TDX) and dispatches
+//! - [`policy`] reads a verifier's per-platform options (SNP, Azure SNP, TDX) and dispatches
 //!   evidence of any accepted platform to its verifier.
 
 pub mod azure;

@@ -16,6 +16,11 @@
 //! set, and collateral configured here wins over collateral a quote carries (a node
 //! cannot roll its TCB status back with older collateral).
 //!
+//! `azureSevSnp` accepts Azure CVMs ([`crate::azure`]): the paravisor's SEV-SNP report
+//! vouches for the vTPM's AK, whose quote carries the PCRs. It takes the `sevSnp`
+//! options, but always needs the paravisor's launch measurements and refuses any
+//! `maxVmpl` but 0: without either, a guest could write its own HCL report.
+//!
 //! ```json
 //! {
 //!   "requireHardware": true,
@@ -27,6 +32,10 @@
 //!     "maxVmpl": 0,
 //!     "allowMigrationAgent": false,
 //!     "allowSmt": true
+//!   },
+//!   "azureSevSnp": {
+//!     "product": "genoa",
+//!     "measurements": ["<SHA-384 launch digest of Azure's paravisor>"]
 //!   },
 //!   "tdx": {
 //!     "mrtd": ["<96 hex digits>"],
@@ -43,6 +52,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use thiserror::Error;
 
+use crate::azure::{AzureError, verify_azure_snp_evidence};
 use crate::cvm::{HardwareEvidence, ak_binding};
 use crate::evidence::{Evidence, Verified, Verifier};
 use crate::snp::{SnpPolicy, SnpProduct, SnpVerifier, SnpVerifyError, TcbVersion};
@@ -70,6 +80,8 @@ pub enum PolicyError {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PlatformPolicy {
     pub sev_snp: Option<SnpPolicy>,
+    /// Azure SEV-SNP CVMs: the paravisor's report and its vTPM's quote.
+    pub azure_sev_snp: Option<SnpPolicy>,
     pub tdx: Option<TdxPolicy>,
     /// Intel PCS collateral (`QuoteCollateralV3` JSON) for TDX quotes that carry none.
     /// Intel signs it, so where it comes from does not matter; it expires within weeks.
@@ -84,6 +96,8 @@ pub struct PlatformPolicy {
 struct PolicyFile {
     #[serde(default)]
     sev_snp: Option<SnpSection>,
+    #[serde(default)]
+    azure_sev_snp: Option<SnpSection>,
     #[serde(default)]
     tdx: Option<TdxSection>,
     #[serde(default)]
@@ -112,6 +126,30 @@ struct SnpSection {
 
 fn yes() -> bool {
     true
+}
+
+impl SnpSection {
+    fn into_policy(self) -> SnpPolicy {
+        SnpPolicy {
+            allowed_measurements: self.measurements.into_iter().map(|m| m.0).collect(),
+            min_tcb: TcbVersion {
+                bootloader: self.min_tcb.bootloader,
+                tee: self.min_tcb.tee,
+                snp: self.min_tcb.snp,
+                microcode: self.min_tcb.microcode,
+            },
+            allow_debug: self.allow_debug,
+            product: match self.product {
+                ProductName::Milan => SnpProduct::Milan,
+                ProductName::Genoa => SnpProduct::Genoa,
+                ProductName::Turin => SnpProduct::Turin,
+            },
+            require_zero_report_data_tail: true,
+            max_vmpl: self.max_vmpl,
+            allow_migration_agent: self.allow_migration_agent,
+            allow_smt: self.allow_smt,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -207,6 +245,9 @@ impl PlatformPolicy {
                 "tdx"
             });
         }
+        if self.azure_sev_snp.is_some() {
+            kinds.push("azure-sev-snp");
+        }
         kinds.join(",")
     }
 
@@ -216,25 +257,8 @@ impl PlatformPolicy {
             source_name: source_name.to_owned(),
             reason: e.to_string(),
         })?;
-        let sev_snp = file.sev_snp.map(|s| SnpPolicy {
-            allowed_measurements: s.measurements.into_iter().map(|m| m.0).collect(),
-            min_tcb: TcbVersion {
-                bootloader: s.min_tcb.bootloader,
-                tee: s.min_tcb.tee,
-                snp: s.min_tcb.snp,
-                microcode: s.min_tcb.microcode,
-            },
-            allow_debug: s.allow_debug,
-            product: match s.product {
-                ProductName::Milan => SnpProduct::Milan,
-                ProductName::Genoa => SnpProduct::Genoa,
-                ProductName::Turin => SnpProduct::Turin,
-            },
-            require_zero_report_data_tail: true,
-            max_vmpl: s.max_vmpl,
-            allow_migration_agent: s.allow_migration_agent,
-            allow_smt: s.allow_smt,
-        });
+        let sev_snp = file.sev_snp.map(SnpSection::into_policy);
+        let azure_sev_snp = file.azure_sev_snp.map(SnpSection::into_policy);
         let tdx_collateral = file
             .tdx
             .as_ref()
@@ -252,6 +276,7 @@ impl PlatformPolicy {
         });
         let policy = PlatformPolicy {
             sev_snp,
+            azure_sev_snp,
             tdx,
             tdx_collateral,
             require_hardware: file.require_hardware,
@@ -267,12 +292,23 @@ impl PlatformPolicy {
     /// only as much as the launch measurements it pins (any SEV-SNP guest or TD with
     /// any firmware would pass otherwise).
     pub fn check(&self) -> Result<(), String> {
+        if let Some(azure) = &self.azure_sev_snp {
+            if azure.allowed_measurements.is_empty() {
+                return Err("the \"azureSevSnp\" section needs its \"measurements\": the launch digests of Azure's paravisor to accept (any SNP guest could write an HCL report otherwise)".into());
+            }
+            if azure.max_vmpl != 0 {
+                return Err(format!(
+                    "the \"azureSevSnp\" section has maxVmpl {}: only a report from VMPL 0 speaks for Azure's paravisor (the guest above it could bind any key)",
+                    azure.max_vmpl
+                ));
+            }
+        }
         if !self.require_hardware {
             return Ok(());
         }
-        if self.sev_snp.is_none() && self.tdx.is_none() {
+        if self.sev_snp.is_none() && self.tdx.is_none() && self.azure_sev_snp.is_none() {
             return Err(
-                "requireHardware needs a \"sevSnp\" or \"tdx\" section to check the hardware against"
+                "requireHardware needs a \"sevSnp\", \"azureSevSnp\" or \"tdx\" section to check the hardware against"
                     .into(),
             );
         }
@@ -314,6 +350,8 @@ pub enum PlatformVerifyError {
     Snp(#[from] SnpVerifyError),
     #[error("TDX evidence refused: {0}")]
     Tdx(#[from] TdxVerifyError),
+    #[error("Azure SEV-SNP evidence refused: {0}")]
+    Azure(#[from] AzureError),
 }
 
 /// Verifies evidence of whichever platform produced it: TPM quotes always (with the
@@ -323,6 +361,7 @@ pub enum PlatformVerifyError {
 pub struct PlatformVerifier {
     tpm: TpmVerifier,
     snp: Option<SnpVerifier>,
+    azure_snp: Option<SnpVerifier>,
     tdx: Option<TdxVerifier>,
     require_hardware: bool,
 }
@@ -338,15 +377,17 @@ impl PlatformVerifier {
             source_name: source_name.to_owned(),
             reason,
         })?;
-        let snp = policy
-            .sev_snp
-            .clone()
-            .map(SnpVerifier::new)
-            .transpose()
-            .map_err(|source| PolicyError::Snp {
-                source_name: source_name.to_owned(),
-                source,
-            })?;
+        let snp_verifier = |p: &Option<SnpPolicy>| {
+            p.clone()
+                .map(SnpVerifier::new)
+                .transpose()
+                .map_err(|source| PolicyError::Snp {
+                    source_name: source_name.to_owned(),
+                    source,
+                })
+        };
+        let snp = snp_verifier(&policy.sev_snp)?;
+        let azure_snp = snp_verifier(&policy.azure_sev_snp)?;
         let tdx = match (&policy.tdx, &policy.tdx_collateral) {
             (Some(p), Some(c)) => Some(
                 TdxVerifier::new(p.clone())
@@ -362,6 +403,7 @@ impl PlatformVerifier {
         Ok(PlatformVerifier {
             tpm,
             snp,
+            azure_snp,
             tdx,
             require_hardware: policy.require_hardware,
         })
@@ -372,6 +414,7 @@ impl PlatformVerifier {
         PlatformVerifier {
             tpm,
             snp: None,
+            azure_snp: None,
             tdx: None,
             require_hardware: false,
         }
@@ -460,6 +503,18 @@ impl Verifier for PlatformVerifier {
             // compares PCRs finds none quoted.
             Evidence::SevSnp(_) => Ok(self.snp()?.verify(evidence, expected_user_data)?),
             Evidence::Tdx(_) => Ok(self.tdx()?.verify(evidence, expected_user_data)?),
+            // The paravisor's vTPM is inside the TEE: its quote carries the PCRs, and
+            // counts as hardware evidence.
+            Evidence::AzureSevSnp(ev) => {
+                let snp = self
+                    .azure_snp
+                    .as_ref()
+                    .ok_or(PlatformVerifyError::NotAccepted {
+                        platform: "Azure SEV-SNP",
+                        section: "azureSevSnp",
+                    })?;
+                Ok(verify_azure_snp_evidence(ev, snp, expected_user_data)?)
+            }
         }
     }
 }

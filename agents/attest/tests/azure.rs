@@ -10,6 +10,10 @@ use std::collections::BTreeMap;
 use veil_attest::azure::{AzureError, AzureSnpEvidence, HclKind, HclReport, verify_azure_snp};
 use veil_attest::snp::{SnpPolicy, SnpProduct, SnpVerifier};
 use veil_attest::tpm::quote::Quote;
+use veil_attest::tpm::{EkTrust, TpmVerifier};
+use veil_attest::{
+    Digest32, Evidence, PlatformPolicy, PlatformVerifier, PlatformVerifyError, Verifier,
+};
 
 fn data(name: &str) -> Vec<u8> {
     let path = format!("{}/tests/data/azure/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -26,8 +30,8 @@ fn evidence(host: &str) -> AzureSnpEvidence {
         pcrs: data(&format!("{host}-quote-pcrs.bin"))
             .chunks(32)
             .enumerate()
-            .map(|(i, v)| (i as u32, v.try_into().expect("32 bytes")))
-            .collect::<BTreeMap<u32, [u8; 32]>>(),
+            .map(|(i, v)| (i as u32, Digest32(v.try_into().expect("32 bytes"))))
+            .collect::<BTreeMap<u32, Digest32>>(),
     }
 }
 
@@ -72,7 +76,7 @@ fn another_nonce_a_changed_pcr_or_a_changed_quote_is_refused() {
     assert!(matches!(e, AzureError::Nonce { .. }), "{e}");
 
     let mut ev = evidence("milan");
-    ev.pcrs.entry(7).and_modify(|v| v[0] ^= 1);
+    ev.pcrs.entry(7).and_modify(|v| v.0[0] ^= 1);
     let e = verify_azure_snp(&ev, &milan, NONCE).expect_err("pcr");
     assert!(matches!(e, AzureError::PcrDigest { .. }), "{e}");
 
@@ -160,4 +164,122 @@ fn malformed_or_foreign_hcl_reports_are_refused_by_what_is_wrong() {
         ),
         "{e}"
     );
+}
+
+/// The launch measurement in a recorded HCL report (the paravisor's, SHA-384).
+fn measurement(host: &str) -> String {
+    hex::encode(&data(&format!("{host}-hcl-report.bin"))[32 + 0x90..32 + 0x90 + 48])
+}
+
+fn platform_verifier(policy: &str) -> PlatformVerifier {
+    let policy = PlatformPolicy::from_json("policy.json", policy).expect("policy");
+    // No EK CA is involved in this profile; the TPM verifier's root never gets asked.
+    let ek = EkTrust::from_pem(include_bytes!("data/snp/milan_ark.pem")).expect("a root");
+    PlatformVerifier::new(TpmVerifier::new(ek), &policy, "policy.json").expect("verifier")
+}
+
+#[test]
+fn the_evidence_crosses_the_wire_as_its_own_kind_and_back() {
+    let ev = Evidence::AzureSevSnp(evidence("genoa"));
+    let bytes = ev.encode();
+    let text = String::from_utf8(bytes.clone()).expect("JSON");
+    assert!(text.contains(r#""kind":"azure-sev-snp""#), "{text}");
+    assert_eq!(Evidence::decode(&bytes).expect("decodes"), ev);
+    // A body with a field Veil does not know is refused, not ignored.
+    let extra = text.replacen(r#""hclReport""#, r#""surprise":1,"hclReport""#, 1);
+    let e = Evidence::decode(extra.as_bytes()).expect_err("unknown field");
+    assert!(e.to_string().contains("surprise"), "{e}");
+}
+
+/// Through the verifier the aTLS handshake uses. Its user data is 32 bytes, and the
+/// recorded quotes were made over other nonces (9 and 48 bytes): so the furthest a
+/// recorded quote can go is the nonce check, which comes after the SNP report, its
+/// VCEK chain, the runtime-data binding and the AK's signature have all held.
+#[test]
+fn under_the_azure_profile_everything_but_the_recorded_nonce_holds() {
+    let v = platform_verifier(&format!(
+        r#"{{"azureSevSnp": {{"product": "genoa", "measurements": ["{}"]}}}}"#,
+        measurement("genoa")
+    ));
+    let ev = Evidence::AzureSevSnp(evidence("genoa"));
+    let e = v.verify(&ev, &[7; 32]).expect_err("recorded nonce");
+    let PlatformVerifyError::Azure(AzureError::Nonce { expected, got }) = &e else {
+        panic!("not the nonce: {e}");
+    };
+    assert_eq!(expected, &hex::encode([7; 32]));
+    assert_eq!(got.len(), 96, "the recorded 48-byte nonce: {got}");
+}
+
+#[test]
+fn another_paravisor_measurement_is_refused() {
+    let v = platform_verifier(&format!(
+        r#"{{"azureSevSnp": {{"product": "genoa", "measurements": ["{}"]}}}}"#,
+        measurement("milan")
+    ));
+    let e = v
+        .verify(&Evidence::AzureSevSnp(evidence("genoa")), &[7; 32])
+        .expect_err("measurement");
+    assert!(
+        matches!(e, PlatformVerifyError::Azure(AzureError::Snp(_))),
+        "{e}"
+    );
+    assert!(e.to_string().contains("measurement"), "{e}");
+}
+
+#[test]
+fn evidence_of_one_profile_is_refused_under_another() {
+    let genoa = evidence("genoa");
+    let hcl = HclReport::parse(&genoa.hcl_report).expect("hcl");
+    // Azure evidence where only bare SEV-SNP reports are accepted.
+    let bare_snp = platform_verifier(&format!(
+        r#"{{"sevSnp": {{"product": "genoa", "measurements": ["{}"]}}}}"#,
+        measurement("genoa")
+    ));
+    let e = bare_snp
+        .verify(&Evidence::AzureSevSnp(genoa.clone()), &[7; 32])
+        .expect_err("azure under sevSnp");
+    assert!(e.to_string().contains("no \"azureSevSnp\" section"), "{e}");
+    // The paravisor's SNP report, taken out and sent bare, under the Azure profile.
+    let azure = platform_verifier(&format!(
+        r#"{{"azureSevSnp": {{"product": "genoa", "measurements": ["{}"]}}}}"#,
+        measurement("genoa")
+    ));
+    let bare = Evidence::SevSnp(veil_attest::SnpEvidence {
+        report: hcl.hw_report().to_vec(),
+        vcek: genoa.vcek.clone(),
+        cert_chain: None,
+    });
+    let e = azure
+        .verify(&bare, &hcl.runtime_data_sha256())
+        .expect_err("bare snp under azureSevSnp");
+    assert!(e.to_string().contains("no \"sevSnp\" section"), "{e}");
+}
+
+#[test]
+fn an_azure_section_without_measurements_or_above_vmpl_0_is_refused() {
+    for (text, needle) in [
+        (
+            r#"{"azureSevSnp": {"product": "milan"}}"#.to_owned(),
+            "needs its \"measurements\"",
+        ),
+        (
+            format!(
+                r#"{{"azureSevSnp": {{"product": "milan", "maxVmpl": 2, "measurements": ["{}"]}}}}"#,
+                measurement("milan")
+            ),
+            "only a report from VMPL 0",
+        ),
+    ] {
+        let e = PlatformPolicy::from_json("site.json", &text).expect_err(&text);
+        assert!(e.to_string().contains(needle), "{e}");
+    }
+    let ok = PlatformPolicy::from_json(
+        "site.json",
+        &format!(
+            r#"{{"requireHardware": true, "azureSevSnp": {{"product": "milan", "measurements": ["{}"]}}}}"#,
+            measurement("milan")
+        ),
+    )
+    .expect("an Azure-only strict policy");
+    assert_eq!(ok.accepts(), "azure-sev-snp");
 }

@@ -46,7 +46,7 @@ pub const DEFAULT_SYSTEMD_LOG: &str = "/run/log/systemd/tpm2-measure.log";
 pub const MAX_ATTACHED_LOG_BYTES: usize = 40 * 1024;
 
 /// How many times a quote is retaken if PCRs change between quoting and reading them.
-const QUOTE_ATTEMPTS: usize = 3;
+pub(crate) const QUOTE_ATTEMPTS: usize = 3;
 
 #[derive(Debug, Error)]
 pub enum TpmAttestError {
@@ -320,30 +320,7 @@ impl TpmAttester {
         &mut self,
         indices: &[u32],
     ) -> Result<BTreeMap<u32, [u8; 32]>, TpmAttestError> {
-        let data =
-            pcr::read_all(&mut self.ctx, sha256_selection(indices)?).map_err(tpm("PCR_Read"))?;
-        let bank =
-            data.pcr_bank(HashingAlgorithm::Sha256)
-                .ok_or_else(|| TpmAttestError::Unexpected {
-                    what: "PCR read",
-                    reason: "no SHA-256 bank in the answer".into(),
-                })?;
-        let mut out = BTreeMap::new();
-        for &i in indices {
-            let digest =
-                bank.get_digest(pcr_slot(i)?)
-                    .ok_or_else(|| TpmAttestError::Unexpected {
-                        what: "PCR read",
-                        reason: format!("PCR {i} missing from the answer"),
-                    })?;
-            let value =
-                <[u8; 32]>::try_from(digest.value()).map_err(|_| TpmAttestError::Unexpected {
-                    what: "PCR value",
-                    reason: format!("PCR {i} has {} bytes", digest.value().len()),
-                })?;
-            out.insert(i, value);
-        }
-        Ok(out)
+        read_sha256_pcrs(&mut self.ctx, indices)
     }
 
     /// Extends SHA-256 PCR `index` with `digest` (e.g. PCR 15 with the cluster id).
@@ -383,6 +360,36 @@ impl Attester for TpmAttester {
     }
 }
 
+/// Reads SHA-256 PCR values.
+pub(crate) fn read_sha256_pcrs(
+    ctx: &mut Context,
+    indices: &[u32],
+) -> Result<BTreeMap<u32, [u8; 32]>, TpmAttestError> {
+    let data = pcr::read_all(ctx, sha256_selection(indices)?).map_err(tpm("PCR_Read"))?;
+    let bank =
+        data.pcr_bank(HashingAlgorithm::Sha256)
+            .ok_or_else(|| TpmAttestError::Unexpected {
+                what: "PCR read",
+                reason: "no SHA-256 bank in the answer".into(),
+            })?;
+    let mut out = BTreeMap::new();
+    for &i in indices {
+        let digest = bank
+            .get_digest(pcr_slot(i)?)
+            .ok_or_else(|| TpmAttestError::Unexpected {
+                what: "PCR read",
+                reason: format!("PCR {i} missing from the answer"),
+            })?;
+        let value =
+            <[u8; 32]>::try_from(digest.value()).map_err(|_| TpmAttestError::Unexpected {
+                what: "PCR value",
+                reason: format!("PCR {i} has {} bytes", digest.value().len()),
+            })?;
+        out.insert(i, value);
+    }
+    Ok(out)
+}
+
 fn pcr_slot(index: u32) -> Result<PcrSlot, TpmAttestError> {
     if index > 23 {
         return Err(TpmAttestError::BadPcr { index });
@@ -390,7 +397,7 @@ fn pcr_slot(index: u32) -> Result<PcrSlot, TpmAttestError> {
     PcrSlot::try_from(1u32 << index).map_err(|_| TpmAttestError::BadPcr { index })
 }
 
-fn sha256_selection(indices: &[u32]) -> Result<PcrSelectionList, TpmAttestError> {
+pub(crate) fn sha256_selection(indices: &[u32]) -> Result<PcrSelectionList, TpmAttestError> {
     let slots = indices
         .iter()
         .map(|&i| pcr_slot(i))

@@ -11,9 +11,22 @@
 //! quote proves the PCRs and the caller's nonce. No EK certificate is involved: the
 //! hardware-signed AK takes the place of credential activation.
 //!
+//! The paravisor runs at VMPL 0 and the Linux guest above it, so only a report from
+//! VMPL 0 speaks for the paravisor: a guest that could have a report signed with
+//! report data of its choosing could name any AK. The verifier therefore refuses any
+//! `maxVmpl` but 0 for this profile, and needs the paravisor's launch measurements
+//! pinned (otherwise any SNP guest's own firmware could write an HCL report).
+//!
+//! Writing 64 bytes to NV `0x01400002` makes the paravisor issue a fresh report whose
+//! runtime data carries them (`user-data`): the node writes its user data there, so the
+//! hardware report is as fresh as the quote, which [`AzureVerifiedInfo`] reports.
+//!
 //! Parsed by hand rather than with Microsoft's `az-cvm-vtpm` (MIT): its verifier needs
 //! OpenSSL and `sev` 7, where Veil uses `sev` 8's pure-Rust backend and RustCrypto;
 //! the layout is a fixed header and three length-checked fields.
+
+#[cfg(feature = "tpm-attester")]
+pub mod attester;
 
 use std::collections::BTreeMap;
 
@@ -22,10 +35,12 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rsa::pkcs1v15::{Signature, VerifyingKey};
 use rsa::signature::Verifier as _;
 use rsa::{BigUint, RsaPublicKey};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
+use crate::encoding::{Digest32, b64};
+use crate::evidence::{EvidencePlatform, Verified};
 use crate::snp::{SnpCertChain, SnpEvidence, SnpVerifiedInfo, SnpVerifier, SnpVerifyError};
 use crate::tpm::quote::{PcrValuesError, Quote};
 
@@ -43,6 +58,14 @@ const HASH_TYPE_SHA256: u32 = 1;
 /// The NV index holds at most a few KiB; runtime data beyond this is not an HCL report.
 const MAX_RUNTIME_DATA: usize = 16 * 1024;
 const AK_KEY_ID: &str = "HCLAkPub";
+/// The vTPM's NV index that holds the HCL report.
+pub const HCL_REPORT_NV_INDEX: u32 = 0x0140_0001;
+/// Writing 64 bytes here makes the paravisor issue a fresh report carrying them.
+pub const HCL_USER_DATA_NV_INDEX: u32 = 0x0140_0002;
+/// The vTPM's persistent AK, the key `HCLAkPub` describes.
+pub const HCL_AK_HANDLE: u32 = 0x8100_0003;
+/// The user data written to [`HCL_USER_DATA_NV_INDEX`]: 32 bytes, then zeros.
+pub const HCL_USER_DATA_LEN: usize = 64;
 
 #[derive(Debug, Error)]
 pub enum AzureError {
@@ -63,7 +86,9 @@ pub enum AzureError {
     QuoteSignature(String),
     #[error("the vTPM quote is malformed: {0}")]
     Quote(String),
-    #[error("the vTPM quote was made for nonce {got}, not {expected}: a replay or another session")]
+    #[error(
+        "the vTPM quote was made for nonce {got}, not {expected}: a replayed quote or another session"
+    )]
     Nonce { expected: String, got: String },
     #[error(
         "the PCR values do not match the quote's digest (quoted {quoted}, computed {computed})"
@@ -193,6 +218,7 @@ impl<'a> HclReport<'a> {
         Ok(Runtime {
             ak,
             vm_configuration: data.vm_configuration,
+            user_data: data.user_data,
         })
     }
 }
@@ -202,6 +228,8 @@ struct RuntimeJson {
     keys: Vec<Jwk>,
     #[serde(rename = "vm-configuration", default)]
     vm_configuration: serde_json::Map<String, serde_json::Value>,
+    #[serde(rename = "user-data", default)]
+    user_data: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -221,21 +249,44 @@ pub struct Runtime {
     pub ak: RsaPublicKey,
     /// As the paravisor states it (`secure-boot`, `tpm-enabled`, `vmUniqueId`, …).
     pub vm_configuration: serde_json::Map<String, serde_json::Value>,
+    /// The 64 bytes last written to NV `0x01400002`, as hex (`user-data`).
+    pub user_data: Option<String>,
 }
 
-/// An Azure SEV-SNP CVM's evidence: the HCL report with the VCEK chain (from Azure's
-/// instance metadata), and a quote by the vTPM AK over the verifier's nonce.
-#[derive(Debug, Clone)]
+impl Runtime {
+    /// Whether the runtime data carries `user_data` as Veil's attester writes it (the
+    /// 32 bytes, then zeros): the hardware report is then as fresh as the quote.
+    pub fn carries(&self, user_data: &[u8; 32]) -> bool {
+        let mut padded = [0u8; HCL_USER_DATA_LEN];
+        padded[..32].copy_from_slice(user_data);
+        self.user_data
+            .as_deref()
+            .is_some_and(|h| h.eq_ignore_ascii_case(&hex::encode(padded)))
+    }
+}
+
+/// An Azure SEV-SNP CVM's evidence (kind `"azure-sev-snp"`): the HCL report with the
+/// VCEK chain (from Azure's instance metadata), and a quote by the vTPM AK over the
+/// verifier's nonce.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AzureSnpEvidence {
+    /// What NV `0x01400001` held, as is.
+    #[serde(with = "b64")]
     pub hcl_report: Vec<u8>,
+    /// The chip's VCEK, DER.
+    #[serde(with = "b64")]
     pub vcek: Vec<u8>,
+    #[serde(default)]
     pub cert_chain: Option<SnpCertChain>,
     /// TPMS_ATTEST of a TPM2_Quote.
+    #[serde(with = "b64")]
     pub quote: Vec<u8>,
     /// Its RSASSA-PKCS1-v1_5 SHA-256 signature.
+    #[serde(with = "b64")]
     pub signature: Vec<u8>,
     /// SHA-256 PCR values by index, as quoted.
-    pub pcrs: BTreeMap<u32, [u8; 32]>,
+    pub pcrs: BTreeMap<u32, Digest32>,
 }
 
 /// What an Azure SEV-SNP CVM's evidence proved.
@@ -244,6 +295,18 @@ pub struct AzureSnpVerified {
     pub snp: SnpVerifiedInfo,
     pub pcrs: BTreeMap<u32, [u8; 32]>,
     pub vm_configuration: serde_json::Map<String, serde_json::Value>,
+    pub runtime: Runtime,
+}
+
+/// What only an Azure CVM's evidence says, beside the SNP report's facts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AzureVerifiedInfo {
+    /// The paravisor's `vmUniqueId`, if stated.
+    pub vm_unique_id: Option<String>,
+    /// The paravisor states Secure Boot on.
+    pub secure_boot: bool,
+    /// The hardware report carries this session's user data (not only the quote).
+    pub report_is_fresh: bool,
 }
 
 /// Checks the chain: genuine SNP report (under `snp`'s policy: roots, measurement,
@@ -272,11 +335,41 @@ pub fn verify_azure_snp(
         )
         .map_err(AzureError::Snp)?;
     let runtime = hcl.runtime()?;
-    verify_rsa_quote(&runtime.ak, &ev.quote, &ev.signature, nonce, &ev.pcrs)?;
+    let pcrs: BTreeMap<u32, [u8; 32]> = ev.pcrs.iter().map(|(i, v)| (*i, v.0)).collect();
+    verify_rsa_quote(&runtime.ak, &ev.quote, &ev.signature, nonce, &pcrs)?;
     Ok(AzureSnpVerified {
         snp: snp_info,
-        pcrs: ev.pcrs.clone(),
-        vm_configuration: runtime.vm_configuration,
+        pcrs,
+        vm_configuration: runtime.vm_configuration.clone(),
+        runtime,
+    })
+}
+
+/// [`verify_azure_snp`] over the aTLS user data, as a [`Verified`] result.
+pub fn verify_azure_snp_evidence(
+    ev: &AzureSnpEvidence,
+    snp: &SnpVerifier,
+    user_data: &[u8; 32],
+) -> Result<Verified, AzureError> {
+    let v = verify_azure_snp(ev, snp, user_data)?;
+    let config = &v.vm_configuration;
+    Ok(Verified {
+        platform: EvidencePlatform::AzureSevSnp,
+        user_data: *user_data,
+        pcrs: v.pcrs,
+        event_log: None,
+        systemd_log: None,
+        tpm: None,
+        tdx: None,
+        snp: Some(v.snp),
+        azure: Some(AzureVerifiedInfo {
+            vm_unique_id: config
+                .get("vmUniqueId")
+                .and_then(|u| u.as_str())
+                .map(str::to_owned),
+            secure_boot: config.get("secure-boot") == Some(&serde_json::Value::Bool(true)),
+            report_is_fresh: v.runtime.carries(user_data),
+        }),
     })
 }
 
