@@ -16,7 +16,8 @@ use measured_boot::{Digest, EventLog, diff_reference_against_log};
 use veil_atls::{PcrValidator, VerifierValidator};
 use veil_attest::tpm::{EkTrust, TpmVerifier};
 use veil_attest::{
-    EvidencePlatform, PcrCheck, PcrOutcome, PlatformPolicy, PlatformVerifier, Verified, check_pcrs,
+    EvidencePlatform, PcrCheck, PcrOutcome, PlatformPolicy, PlatformVerifier, Profile, Verified,
+    check_pcrs,
 };
 use veil_protocol::MAX_MESSAGE;
 use veil_protocol::pb::attestation::attestation_client::AttestationClient;
@@ -34,9 +35,10 @@ pub struct NodeArgs {
     #[arg(long)]
     pub measurements: PathBuf,
     /// The CA that certifies the node's TPM endorsement key (PEM). Nothing else is
-    /// trusted.
+    /// trusted. Needed for the `qemu` profile (and without a profile); other profiles
+    /// trust the hardware report that names the vTPM's key instead.
     #[arg(long)]
-    pub tpm_ca: PathBuf,
+    pub tpm_ca: Option<PathBuf>,
     /// Intermediate CA certificates between the TPM CA and EK certificates (PEM).
     #[arg(long)]
     pub tpm_intermediate: Option<PathBuf>,
@@ -45,6 +47,11 @@ pub struct NodeArgs {
     /// accepted.
     #[arg(long)]
     pub policy: Option<PathBuf>,
+    /// Where the node runs: qemu, azure-sev-snp (azure-tdx, gcp-sev-snp, gcp-tdx and
+    /// aws-sev-snp are named but not verifiable yet). Only that profile's evidence is
+    /// accepted. Must agree with the policy's "profile" if it names one.
+    #[arg(long)]
+    pub profile: Option<Profile>,
 }
 
 #[derive(clap::Args)]
@@ -83,6 +90,8 @@ pub struct Report {
     pub evidence: EvidencePlatform,
     /// What SEV-SNP or TDX evidence proved (checked against the platform policy).
     pub platform: Vec<(&'static str, String)>,
+    /// The profile the node was verified under, if one was named.
+    pub profile: Option<Profile>,
     pub ok: bool,
 }
 
@@ -142,6 +151,7 @@ pub async fn attest_node(
         reference_text,
         policy_text,
     } = prepare(args, extra)?;
+    let profile = verifier.profile();
     let (channel, verified, info) =
         attest(&args.node, verifier, enforce.then(|| expected.clone())).await?;
     let checks = check_pcrs(&verified.pcrs, &expected);
@@ -171,6 +181,7 @@ pub async fn attest_node(
             why,
             evidence: verified.platform,
             platform: platform_facts(&verified),
+            profile,
             ok,
         },
     })
@@ -198,19 +209,40 @@ pub fn prepare(
             args.measurements.display()
         )
     })?;
-    let trust = EkTrust::from_pem_files(&args.tpm_ca, args.tpm_intermediate.as_deref())
-        .context("loading the TPM CA")?;
-    let (verifier, policy_text) = match &args.policy {
-        None => (PlatformVerifier::tpm_only(TpmVerifier::new(trust)), None),
+    let (mut policy, policy_name, policy_text) = match &args.policy {
+        None => (PlatformPolicy::default(), "no policy".to_owned(), None),
         Some(path) => {
             let name = path.display().to_string();
             let text = String::from_utf8(read(path, "platform policy")?)
                 .with_context(|| format!("{name} is not UTF-8 text"))?;
-            let policy = PlatformPolicy::from_json(&name, &text)?;
-            let verifier = PlatformVerifier::new(TpmVerifier::new(trust), &policy, &name)?;
-            (verifier, Some(text))
+            (PlatformPolicy::from_json(&name, &text)?, name, Some(text))
         }
     };
+    if let Some(profile) = args.profile {
+        match policy.profile {
+            Some(named) if named != profile => {
+                return Err(anyhow!(
+                    "--profile {profile} disagrees with {policy_name}, which names profile {named}"
+                ));
+            }
+            _ => policy.profile = Some(profile),
+        }
+    }
+    let trust = match (
+        &args.tpm_ca,
+        policy.profile.is_none_or(Profile::activates_ak),
+    ) {
+        (Some(ca), _) => EkTrust::from_pem_files(ca, args.tpm_intermediate.as_deref())
+            .context("loading the TPM CA")?,
+        (None, false) => EkTrust::default(),
+        (None, true) => {
+            return Err(anyhow!(
+                "--tpm-ca is needed: under profile {} the node's AK is activated against an EK that CA certifies",
+                policy.profile.unwrap_or(Profile::Qemu)
+            ));
+        }
+    };
+    let verifier = PlatformVerifier::new(TpmVerifier::new(trust), &policy, &policy_name)?;
 
     let mut expected: BTreeMap<u32, ([u8; 32], bool)> = reference
         .pcrs
@@ -296,9 +328,13 @@ pub async fn attested_channel(
     mut verifier: PlatformVerifier,
     enforce: Option<BTreeMap<u32, ([u8; 32], bool)>>,
 ) -> anyhow::Result<(Option<tonic::transport::Channel>, Verified)> {
-    let channel = veil_protocol::client::plain(node).await?;
-    let ak = veil_protocol::activation::activate_peer(channel, node, verifier.tpm()).await?;
-    verifier.tpm_mut().add_trusted_ak(ak);
+    // Under a profile whose hardware report names the vTPM's AK there is nothing to
+    // activate: an EK certificate would only add the cloud's word.
+    if verifier.activates_ak() {
+        let channel = veil_protocol::client::plain(node).await?;
+        let ak = veil_protocol::activation::activate_peer(channel, node, verifier.tpm()).await?;
+        verifier.tpm_mut().add_trusted_ak(ak);
+    }
     match enforce {
         None => {
             let (channel, verified) =
@@ -382,6 +418,12 @@ fn table(r: &Report) -> String {
         r.info.bootstrapper_version,
         evidence_name(r.evidence)
     );
+    if let Some(profile) = r.profile {
+        out.push_str(&format!(
+            "  profile: {profile}: proves {}\n",
+            profile.proves()
+        ));
+    }
     for (name, value) in &r.platform {
         out.push_str(&format!("  {name}: {value}\n"));
     }
@@ -434,6 +476,7 @@ fn json(r: &Report) -> serde_json::Value {
         "result": if r.ok { "OK" } else { "FAILED" },
         "node": { "platform": r.info.platform, "bootstrapperVersion": r.info.bootstrapper_version },
         "evidence": r.evidence,
+        "profile": r.profile.map(|p| p.name()),
         "platformFacts": platform,
         "pcrs": pcrs,
         "differences": r.why,

@@ -373,3 +373,78 @@ fn a_node_launched_without_an_init_secret_hash_is_refused_before_the_secret_is_s
     let out = verify(&n, &good, "root.pem");
     assert!(out.status.success());
 }
+
+#[test]
+fn a_profile_is_named_in_the_report_and_a_node_of_another_kind_is_refused() {
+    let n = node();
+    let good = reference(&n, &"00".repeat(32));
+    let out = veil(
+        &n,
+        &["verify", "--output", "json", "--profile", "qemu"],
+        &good,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    assert_eq!(v["profile"], "qemu");
+    assert_eq!(v["evidence"], "tpm");
+
+    // Under azure-sev-snp this TPM node's evidence is refused for its kind; no TPM CA
+    // is needed there (the paravisor's report names the AK), so none is given.
+    let hcl = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../agents/attest/tests/data/azure/genoa-hcl-report.bin"
+    ))
+    .expect("recorded HCL report");
+    let policy = n.dir.path().join("azure.json");
+    std::fs::write(
+        &policy,
+        format!(
+            r#"{{"azureSevSnp": {{"product": "genoa", "measurements": ["{}"]}}}}"#,
+            hex::encode(&hcl[32 + 0x90..32 + 0x90 + 48])
+        ),
+    )
+    .expect("policy");
+    let bare = |args: &[&str]| {
+        support::command(env!("CARGO_BIN_EXE_veil"))
+            .args(args)
+            .args(["--node", &n.addr])
+            .arg("--measurements")
+            .arg(&good)
+            .output()
+            .expect("run veil")
+    };
+    let policy_arg = policy.to_string_lossy().into_owned();
+    let out = bare(&[
+        "verify",
+        "--profile",
+        "azure-sev-snp",
+        "--policy",
+        &policy_arg,
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "presented tpm evidence, but nodes under profile \"azure-sev-snp\" must present azure-sev-snp evidence"
+        ),
+        "{stderr}"
+    );
+
+    // The qemu profile activates the AK, so it needs the TPM CA.
+    let out = bare(&["verify", "--profile", "qemu"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--tpm-ca is needed"), "{stderr}");
+    // A profile Veil cannot verify yet says what is missing.
+    let out = bare(&["verify", "--profile", "gcp-tdx", "--policy", &policy_arg]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("profile \"gcp-tdx\" cannot be verified"),
+        "{stderr}"
+    );
+}

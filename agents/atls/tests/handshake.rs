@@ -432,6 +432,7 @@ async fn replayed_snp_tdx_and_azure_evidence_reaches_its_verifier_and_is_refused
             tdx: None,
             tdx_collateral: None,
             require_hardware: false,
+            profile: None,
         };
         let verifier = PlatformVerifier::new(
             TpmVerifier::new(EkTrust::default()),

@@ -46,6 +46,17 @@ pub enum EvidencePlatform {
     AzureSevSnp,
 }
 
+impl std::fmt::Display for EvidencePlatform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            EvidencePlatform::Tpm => "tpm",
+            EvidencePlatform::Tdx => "tdx",
+            EvidencePlatform::SevSnp => "sev-snp",
+            EvidencePlatform::AzureSevSnp => "azure-sev-snp",
+        })
+    }
+}
+
 /// The stable wire form: `{"version":1,"evidence":{"kind":"tpm","body":{...}}}`.
 #[derive(Serialize)]
 struct EnvelopeOut<'a> {
@@ -81,6 +92,16 @@ pub enum EvidenceError {
 }
 
 impl Evidence {
+    /// Which platform this evidence claims to come from (before it is verified).
+    pub fn platform(&self) -> EvidencePlatform {
+        match self {
+            Evidence::Tpm(_) => EvidencePlatform::Tpm,
+            Evidence::Tdx(_) => EvidencePlatform::Tdx,
+            Evidence::SevSnp(_) => EvidencePlatform::SevSnp,
+            Evidence::AzureSevSnp(_) => EvidencePlatform::AzureSevSnp,
+        }
+    }
+
     /// Encodes as versioned JSON.
     pub fn encode(&self) -> Vec<u8> {
         let env = EnvelopeOut {

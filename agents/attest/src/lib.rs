@@ -17,6 +17,8 @@
 //!   binding the vTPM's AK) and that AK's quote, evidence kind `azure-sev-snp`.
 //! - [`cvm`] attaches a hardware report that binds a confidential VM's vTPM key to its
 //!   TPM quotes.
+//! - [`profile`] names where nodes run (`qemu`, `azure-sev-snp`, …) and which
+//!   evidence kind a verifier then takes.
 //! - [`policy`] reads a verifier's per-platform options (SNP, Azure SNP, TDX) and dispatches
 //!   evidence of any accepted platform to its verifier.
 
@@ -28,6 +30,7 @@ pub mod pcr;
 pub mod peer;
 pub mod platform;
 pub mod policy;
+pub mod profile;
 pub mod reference;
 pub mod snp;
 pub mod tdx;
@@ -43,6 +46,7 @@ pub use evidence::{
 pub use pcr::{PcrBank, PcrError, read_sysfs_pcrs};
 pub use platform::{Platform, detect};
 pub use policy::{PlatformPolicy, PlatformVerifier, PlatformVerifyError, PolicyError};
+pub use profile::Profile;
 pub use reference::{PcrCheck, PcrOutcome, PcrPolicyError, check_pcrs, compare_pcrs};
 pub use snp::{SnpAttester, SnpEvidence, SnpPolicy, SnpProduct, SnpVerifier, SnpVerifyError};
 pub use tdx::{TdxAttester, TdxEvidence, TdxPolicy, TdxVerifier, TdxVerifyError};

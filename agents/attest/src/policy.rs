@@ -21,8 +21,12 @@
 //! options, but always needs the paravisor's launch measurements and refuses any
 //! `maxVmpl` but 0: without either, a guest could write its own HCL report.
 //!
+//! `profile` ([`Profile`]) says where the nodes run: only that profile's evidence
+//! kind is then accepted, whatever else the file's sections would allow.
+//!
 //! ```json
 //! {
+//!   "profile": "qemu",
 //!   "requireHardware": true,
 //!   "sevSnp": {
 //!     "product": "milan",
@@ -54,7 +58,8 @@ use thiserror::Error;
 
 use crate::azure::{AzureError, verify_azure_snp_evidence};
 use crate::cvm::{HardwareEvidence, ak_binding};
-use crate::evidence::{Evidence, Verified, Verifier};
+use crate::evidence::{Evidence, EvidencePlatform, Verified, Verifier};
+use crate::profile::Profile;
 use crate::snp::{SnpPolicy, SnpProduct, SnpVerifier, SnpVerifyError, TcbVersion};
 use crate::tdx::{TdxPolicy, TdxVerifier, TdxVerifyError};
 use crate::tpm::{TpmEvidence, TpmVerifier, TpmVerifyError};
@@ -89,6 +94,8 @@ pub struct PlatformPolicy {
     /// Refuse TPM quotes that come without a hardware report binding their AK
     /// ([`crate::cvm`]): every node must be a confidential VM.
     pub require_hardware: bool,
+    /// Where the nodes run: only this profile's evidence kind is accepted.
+    pub profile: Option<Profile>,
 }
 
 #[derive(Deserialize)]
@@ -102,6 +109,8 @@ struct PolicyFile {
     tdx: Option<TdxSection>,
     #[serde(default)]
     require_hardware: bool,
+    #[serde(default)]
+    profile: Option<Profile>,
 }
 
 #[derive(Deserialize)]
@@ -280,6 +289,7 @@ impl PlatformPolicy {
             tdx,
             tdx_collateral,
             require_hardware: file.require_hardware,
+            profile: file.profile,
         };
         policy.check().map_err(|reason| PolicyError::Parse {
             source_name: source_name.to_owned(),
@@ -292,6 +302,14 @@ impl PlatformPolicy {
     /// only as much as the launch measurements it pins (any SEV-SNP guest or TD with
     /// any firmware would pass otherwise).
     pub fn check(&self) -> Result<(), String> {
+        if let Some(profile) = self.profile {
+            profile
+                .evidence()
+                .map_err(|why| format!("profile \"{profile}\" cannot be verified: {why}"))?;
+            if profile == Profile::AzureSevSnp && self.azure_sev_snp.is_none() {
+                return Err("profile \"azure-sev-snp\" needs an \"azureSevSnp\" section: the paravisor's launch digests and the chip generation".into());
+            }
+        }
         if let Some(azure) = &self.azure_sev_snp {
             if azure.allowed_measurements.is_empty() {
                 return Err("the \"azureSevSnp\" section needs its \"measurements\": the launch digests of Azure's paravisor to accept (any SNP guest could write an HCL report otherwise)".into());
@@ -352,6 +370,16 @@ pub enum PlatformVerifyError {
     Tdx(#[from] TdxVerifyError),
     #[error("Azure SEV-SNP evidence refused: {0}")]
     Azure(#[from] AzureError),
+    #[error(
+        "the peer presented {got} evidence, but nodes under profile \"{profile}\" must present {want} evidence"
+    )]
+    WrongProfile {
+        profile: Profile,
+        got: EvidencePlatform,
+        want: EvidencePlatform,
+    },
+    #[error("profile \"{profile}\" cannot be verified: {why}")]
+    Unverifiable { profile: Profile, why: &'static str },
 }
 
 /// Verifies evidence of whichever platform produced it: TPM quotes always (with the
@@ -364,6 +392,7 @@ pub struct PlatformVerifier {
     azure_snp: Option<SnpVerifier>,
     tdx: Option<TdxVerifier>,
     require_hardware: bool,
+    profile: Option<Profile>,
 }
 
 impl PlatformVerifier {
@@ -406,6 +435,7 @@ impl PlatformVerifier {
             azure_snp,
             tdx,
             require_hardware: policy.require_hardware,
+            profile: policy.profile,
         })
     }
 
@@ -417,7 +447,19 @@ impl PlatformVerifier {
             azure_snp: None,
             tdx: None,
             require_hardware: false,
+            profile: None,
         }
+    }
+
+    /// The profile the policy names, if any.
+    pub fn profile(&self) -> Option<Profile> {
+        self.profile
+    }
+
+    /// Whether a peer's AK must be activated against a certified EK before its quote
+    /// counts: not under a profile whose hardware report names the AK.
+    pub fn activates_ak(&self) -> bool {
+        self.profile.is_none_or(Profile::activates_ak)
     }
 
     /// Replaces the TDX verifier (e.g. one with collateral, a fixed clock or a test root).
@@ -497,6 +539,18 @@ impl Verifier for PlatformVerifier {
         evidence: &Evidence,
         expected_user_data: &[u8; 32],
     ) -> Result<Verified, PlatformVerifyError> {
+        if let Some(profile) = self.profile {
+            let want = profile
+                .evidence()
+                .map_err(|why| PlatformVerifyError::Unverifiable { profile, why })?;
+            if want != evidence.platform() {
+                return Err(PlatformVerifyError::WrongProfile {
+                    profile,
+                    got: evidence.platform(),
+                    want,
+                });
+            }
+        }
         match evidence {
             Evidence::Tpm(tpm) => self.verify_tpm(evidence, tpm, expected_user_data),
             // Bare hardware evidence proves the platform, not the UKI: a caller that

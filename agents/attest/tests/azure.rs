@@ -283,3 +283,59 @@ fn an_azure_section_without_measurements_or_above_vmpl_0_is_refused() {
     .expect("an Azure-only strict policy");
     assert_eq!(ok.accepts(), "azure-sev-snp");
 }
+
+#[test]
+fn a_profile_takes_its_own_evidence_kind_only_whatever_else_the_sections_allow() {
+    let m = measurement("genoa");
+    let sections = format!(
+        r#""azureSevSnp": {{"product": "genoa", "measurements": ["{m}"]}},
+           "sevSnp": {{"product": "genoa", "measurements": ["{m}"]}}"#
+    );
+    let genoa = evidence("genoa");
+    let hcl = HclReport::parse(&genoa.hcl_report).expect("hcl");
+    let bare = Evidence::SevSnp(veil_attest::SnpEvidence {
+        report: hcl.hw_report().to_vec(),
+        vcek: genoa.vcek.clone(),
+        cert_chain: None,
+    });
+
+    // Under azure-sev-snp, the paravisor's report sent bare is refused by kind, though
+    // the sevSnp section alone would have taken it.
+    let azure = platform_verifier(&format!(r#"{{"profile": "azure-sev-snp", {sections}}}"#));
+    let e = azure
+        .verify(&bare, &hcl.runtime_data_sha256())
+        .expect_err("bare SNP under azure-sev-snp");
+    assert!(matches!(e, PlatformVerifyError::WrongProfile { .. }), "{e}");
+    assert!(
+        e.to_string()
+            .contains("presented sev-snp evidence, but nodes under profile \"azure-sev-snp\" must present azure-sev-snp evidence"),
+        "{e}"
+    );
+    assert!(!azure.activates_ak());
+
+    // Under qemu, Azure evidence is refused by kind before anything is checked.
+    let qemu = platform_verifier(&format!(r#"{{"profile": "qemu", {sections}}}"#));
+    let e = qemu
+        .verify(&Evidence::AzureSevSnp(genoa), &[7; 32])
+        .expect_err("azure under qemu");
+    assert!(matches!(e, PlatformVerifyError::WrongProfile { .. }), "{e}");
+    assert!(qemu.activates_ak());
+}
+
+#[test]
+fn a_profile_veil_cannot_verify_or_without_its_section_is_refused_when_read() {
+    for (text, needle) in [
+        (
+            r#"{"profile": "azure-sev-snp"}"#,
+            "needs an \"azureSevSnp\" section",
+        ),
+        (
+            r#"{"profile": "aws-sev-snp"}"#,
+            "profile \"aws-sev-snp\" cannot be verified: AWS's VLEK",
+        ),
+        (r#"{"profile": "azure"}"#, "'azure' is not a profile"),
+    ] {
+        let e = PlatformPolicy::from_json("site.json", text).expect_err(text);
+        assert!(e.to_string().contains(needle), "{text}: {e}");
+    }
+}
