@@ -278,6 +278,10 @@ fn platform_facts(verified: &Verified) -> Vec<(&'static str, String)> {
         }
         facts.push(("TDX TCB status", tdx.tcb_status.clone()));
     }
+    if let Some(gcp) = &verified.gcp {
+        facts.push(("GCE vTPM AK certificate", gcp.ak_subject.clone()));
+        facts.push(("GCE vTPM AK issuer", gcp.ak_issuer.clone()));
+    }
     if let Some(azure) = &verified.azure {
         facts.push((
             "Azure paravisor's vmUniqueId",
@@ -399,6 +403,9 @@ fn evidence_name(platform: EvidencePlatform) -> &'static str {
         EvidencePlatform::Tpm => "TPM quote verified (AK activated against a trusted EK)",
         EvidencePlatform::SevSnp => "SEV-SNP report verified (VCEK chains to AMD's pinned roots)",
         EvidencePlatform::Tdx => "TDX quote verified (chains to Intel's pinned root)",
+        EvidencePlatform::GcpVtpm => {
+            "GCE vTPM quote verified (its AK certified by Google's pinned EK/AK CA root; Google's vTPM is outside the TEE)"
+        }
         EvidencePlatform::AzureSevSnp => {
             "Azure vTPM quote verified (its AK named by the paravisor's SEV-SNP report, which chains to AMD's pinned roots)"
         }

@@ -433,6 +433,7 @@ async fn replayed_snp_tdx_and_azure_evidence_reaches_its_verifier_and_is_refused
             tdx_collateral: None,
             require_hardware: false,
             profile: None,
+            gcp: false,
         };
         let verifier = PlatformVerifier::new(
             TpmVerifier::new(EkTrust::default()),

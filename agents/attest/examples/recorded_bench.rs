@@ -1,4 +1,4 @@
-//! CPU cost of verifying recorded SEV-SNP, TDX and Azure SEV-SNP CVM evidence (the real vectors under
+//! CPU cost of verifying recorded SEV-SNP, TDX, Azure SEV-SNP CVM and GCE vTPM evidence (the real vectors under
 //! tests/data/), so hardware we lack still gets a figure:
 //! `cargo run --release -p veil-attest --example recorded_bench [-- N]`.
 //! Prints the mean wall time per verification (single thread, after a warm-up).
@@ -80,7 +80,37 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         n,
         || veil_attest::azure::verify_azure_snp(&azure, &milan, b"challenge").is_ok(),
     );
+
+    let (gcp, nonce) = gcp_evidence()?;
+    // Inside the recorded AK certificate's validity (tests/data/gcp/README.md).
+    let june_2026 = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_780_272_000);
+    let gcp_verifier = veil_attest::gcp::GcpVerifier::pinned()?.at(june_2026);
+    time(
+        "GCE vTPM (AK certificate chain to Google's root + ECDSA quote)",
+        n,
+        || gcp_verifier.verify(&gcp, &nonce).is_ok(),
+    );
     Ok(())
+}
+
+/// The recorded SEV-SNP GCE machine's vTPM evidence.
+fn gcp_evidence() -> Result<(veil_attest::gcp::GcpVtpmEvidence, Vec<u8>), Box<dyn std::error::Error>>
+{
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/gcp");
+    let read = |f: &str| std::fs::read(format!("{dir}/amd-{f}"));
+    let mut pcrs = std::collections::BTreeMap::new();
+    for (i, v) in read("quote-pcrs.bin")?.chunks(32).enumerate() {
+        pcrs.insert(i as u32, veil_attest::Digest32(v.try_into()?));
+    }
+    let ev = veil_attest::gcp::GcpVtpmEvidence {
+        ak_cert: read("ak-cert.der")?,
+        intermediates: vec![read("intermediate.der")?],
+        quote: read("quote.bin")?,
+        signature: read("quote.sig")?,
+        pcrs,
+        hardware: None,
+    };
+    Ok((ev, read("nonce.bin")?))
 }
 
 /// The recorded Milan CVM's evidence (tests/data/azure/README.md).

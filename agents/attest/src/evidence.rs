@@ -11,6 +11,8 @@ use thiserror::Error;
 
 use crate::azure::AzureSnpEvidence;
 pub use crate::azure::AzureVerifiedInfo;
+pub use crate::gcp::GcpVerifiedInfo;
+use crate::gcp::GcpVtpmEvidence;
 use crate::snp::SnpEvidence;
 pub use crate::snp::SnpVerifiedInfo;
 use crate::tdx::TdxEvidence;
@@ -32,6 +34,9 @@ pub enum Evidence {
     SevSnp(SnpEvidence),
     /// An Azure SEV-SNP CVM's HCL report and its vTPM's quote (kind `"azure-sev-snp"`).
     AzureSevSnp(AzureSnpEvidence),
+    /// A GCE vTPM's quote with Google's AK certificate, and the CPU's report over that
+    /// AK (kind `"gcp-vtpm"`).
+    GcpVtpm(GcpVtpmEvidence),
 }
 
 /// Which platform vouched for a [`Verified`] result.
@@ -44,6 +49,8 @@ pub enum EvidencePlatform {
     SevSnp,
     /// Azure's paravisor vTPM, vouched for by an SEV-SNP report.
     AzureSevSnp,
+    /// Google's vTPM (its AK certified by Google), with the CPU's report over the AK.
+    GcpVtpm,
 }
 
 impl std::fmt::Display for EvidencePlatform {
@@ -53,6 +60,7 @@ impl std::fmt::Display for EvidencePlatform {
             EvidencePlatform::Tdx => "tdx",
             EvidencePlatform::SevSnp => "sev-snp",
             EvidencePlatform::AzureSevSnp => "azure-sev-snp",
+            EvidencePlatform::GcpVtpm => "gcp-vtpm",
         })
     }
 }
@@ -99,6 +107,7 @@ impl Evidence {
             Evidence::Tdx(_) => EvidencePlatform::Tdx,
             Evidence::SevSnp(_) => EvidencePlatform::SevSnp,
             Evidence::AzureSevSnp(_) => EvidencePlatform::AzureSevSnp,
+            Evidence::GcpVtpm(_) => EvidencePlatform::GcpVtpm,
         }
     }
 
@@ -172,6 +181,8 @@ pub struct Verified {
     pub snp: Option<SnpVerifiedInfo>,
     /// Set for Azure CVM evidence: what the paravisor's runtime data states.
     pub azure: Option<AzureVerifiedInfo>,
+    /// Set for GCE vTPM evidence: whose certificate the AK holds.
+    pub gcp: Option<GcpVerifiedInfo>,
 }
 
 /// Produces evidence on this node.

@@ -15,6 +15,8 @@
 //! - [`azure`] gathers (NV indices and the persistent AK, through tss-esapi) and
 //!   verifies an Azure CVM's evidence: the paravisor's HCL report (an SNP report
 //!   binding the vTPM's AK) and that AK's quote, evidence kind `azure-sev-snp`.
+//! - [`gcp`] verifies a GCE vTPM's evidence: Google's AK certificate (pinned root),
+//!   the AK's quote, and the CPU's report over that AK (`gcp-vtpm`).
 //! - [`cvm`] attaches a hardware report that binds a confidential VM's vTPM key to its
 //!   TPM quotes.
 //! - [`profile`] names where nodes run (`qemu`, `azure-sev-snp`, …) and which
@@ -26,6 +28,7 @@ pub mod azure;
 pub mod cvm;
 mod encoding;
 pub mod evidence;
+pub mod gcp;
 pub mod pcr;
 pub mod peer;
 pub mod platform;

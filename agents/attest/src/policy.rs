@@ -59,6 +59,7 @@ use thiserror::Error;
 use crate::azure::{AzureError, verify_azure_snp_evidence};
 use crate::cvm::{HardwareEvidence, ak_binding};
 use crate::evidence::{Evidence, EvidencePlatform, Verified, Verifier};
+use crate::gcp::{GcpError, GcpVerifier};
 use crate::profile::Profile;
 use crate::snp::{SnpPolicy, SnpProduct, SnpVerifier, SnpVerifyError, TcbVersion};
 use crate::tdx::{TdxPolicy, TdxVerifier, TdxVerifyError};
@@ -96,6 +97,8 @@ pub struct PlatformPolicy {
     pub require_hardware: bool,
     /// Where the nodes run: only this profile's evidence kind is accepted.
     pub profile: Option<Profile>,
+    /// GCE vTPM evidence is accepted (Google's AK certificate, pinned root).
+    pub gcp: bool,
 }
 
 #[derive(Deserialize)]
@@ -111,7 +114,15 @@ struct PolicyFile {
     require_hardware: bool,
     #[serde(default)]
     profile: Option<Profile>,
+    #[serde(default)]
+    gcp: Option<GcpSection>,
 }
+
+/// No options yet: Google's root is pinned, and what the CPU must show is in the
+/// `sevSnp` or `tdx` section.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GcpSection {}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -257,6 +268,9 @@ impl PlatformPolicy {
         if self.azure_sev_snp.is_some() {
             kinds.push("azure-sev-snp");
         }
+        if self.gcp {
+            kinds.push("gcp-vtpm");
+        }
         kinds.join(",")
     }
 
@@ -290,6 +304,7 @@ impl PlatformPolicy {
             tdx_collateral,
             require_hardware: file.require_hardware,
             profile: file.profile,
+            gcp: file.gcp.is_some(),
         };
         policy.check().map_err(|reason| PolicyError::Parse {
             source_name: source_name.to_owned(),
@@ -308,6 +323,37 @@ impl PlatformPolicy {
                 .map_err(|why| format!("profile \"{profile}\" cannot be verified: {why}"))?;
             if profile == Profile::AzureSevSnp && self.azure_sev_snp.is_none() {
                 return Err("profile \"azure-sev-snp\" needs an \"azureSevSnp\" section: the paravisor's launch digests and the chip generation".into());
+            }
+            if matches!(profile, Profile::GcpSevSnp | Profile::GcpTdx) && !self.gcp {
+                return Err(format!(
+                    "profile \"{profile}\" needs a \"gcp\" section (it accepts Google's vTPM)"
+                ));
+            }
+            let pinned = match profile.hardware() {
+                Some("SEV-SNP") => self
+                    .sev_snp
+                    .as_ref()
+                    .is_some_and(|s| !s.allowed_measurements.is_empty()),
+                Some(_) => self
+                    .tdx
+                    .as_ref()
+                    .is_some_and(|t| !t.allowed_mrtd.is_empty()),
+                None => true,
+            };
+            if !pinned {
+                return Err(format!(
+                    "profile \"{profile}\" needs a \"{}\" section with its {}: the CPU's report is what proves a confidential VM there",
+                    if profile == Profile::GcpSevSnp {
+                        "sevSnp"
+                    } else {
+                        "tdx"
+                    },
+                    if profile == Profile::GcpSevSnp {
+                        "\"measurements\""
+                    } else {
+                        "\"mrtd\""
+                    },
+                ));
             }
         }
         if let Some(azure) = &self.azure_sev_snp {
@@ -380,6 +426,15 @@ pub enum PlatformVerifyError {
     },
     #[error("profile \"{profile}\" cannot be verified: {why}")]
     Unverifiable { profile: Profile, why: &'static str },
+    #[error("GCE vTPM evidence refused: {0}")]
+    Gcp(#[from] GcpError),
+    #[error(
+        "nodes under profile \"{profile}\" must add a {hardware} report over their AK, and this evidence came without"
+    )]
+    ProfileNeedsHardware {
+        profile: Profile,
+        hardware: &'static str,
+    },
 }
 
 /// Verifies evidence of whichever platform produced it: TPM quotes always (with the
@@ -393,6 +448,7 @@ pub struct PlatformVerifier {
     tdx: Option<TdxVerifier>,
     require_hardware: bool,
     profile: Option<Profile>,
+    gcp: Option<GcpVerifier>,
 }
 
 impl PlatformVerifier {
@@ -436,6 +492,13 @@ impl PlatformVerifier {
             tdx,
             require_hardware: policy.require_hardware,
             profile: policy.profile,
+            gcp: match policy.gcp {
+                true => Some(GcpVerifier::pinned().map_err(|e| PolicyError::Parse {
+                    source_name: source_name.to_owned(),
+                    reason: e.to_string(),
+                })?),
+                false => None,
+            },
         })
     }
 
@@ -448,7 +511,17 @@ impl PlatformVerifier {
             tdx: None,
             require_hardware: false,
             profile: None,
+            gcp: None,
         }
+    }
+
+    /// Replaces the GCE vTPM verifier (e.g. one with a fixed clock); only where the
+    /// policy accepts GCE evidence.
+    pub fn with_gcp(mut self, gcp: GcpVerifier) -> Self {
+        if self.gcp.is_some() {
+            self.gcp = Some(gcp);
+        }
+        self
     }
 
     /// The profile the policy names, if any.
@@ -498,6 +571,18 @@ impl PlatformVerifier {
             };
         };
         let bound = ak_binding(expected_user_data, &tpm.ak_public);
+        self.verify_hardware(hardware, &bound, &mut verified)?;
+        Ok(verified)
+    }
+
+    /// A hardware report over `bound` (an AK and the caller's data), checked under the
+    /// policy's section for its kind; what it proved goes into `verified`.
+    fn verify_hardware(
+        &self,
+        hardware: &HardwareEvidence,
+        bound: &[u8; 32],
+        verified: &mut Verified,
+    ) -> Result<(), PlatformVerifyError> {
         let refused = |reason: String| PlatformVerifyError::Hardware {
             platform: hardware.platform_name(),
             reason,
@@ -506,17 +591,51 @@ impl PlatformVerifier {
             HardwareEvidence::SevSnp(ev) => {
                 let (_, info) = self
                     .snp()?
-                    .verify_snp(ev, &bound)
+                    .verify_snp(ev, bound)
                     .map_err(|e| refused(e.to_string()))?;
                 verified.snp = Some(info);
             }
             HardwareEvidence::Tdx(ev) => {
                 let tdx = self
                     .tdx()?
-                    .verify_tdx(ev, &bound)
+                    .verify_tdx(ev, bound)
                     .map_err(|e| refused(e.to_string()))?;
                 verified.tdx = tdx.tdx;
             }
+        }
+        Ok(())
+    }
+
+    /// Google's AK certificate and quote, then the CPU's report over that certificate.
+    fn verify_gcp(
+        &self,
+        ev: &crate::gcp::GcpVtpmEvidence,
+        expected_user_data: &[u8; 32],
+    ) -> Result<Verified, PlatformVerifyError> {
+        let gcp = self.gcp.as_ref().ok_or(PlatformVerifyError::NotAccepted {
+            platform: "GCE vTPM",
+            section: "gcp",
+        })?;
+        let (pcrs, info) = gcp.verify(ev, expected_user_data)?;
+        let mut verified = Verified {
+            platform: EvidencePlatform::GcpVtpm,
+            user_data: *expected_user_data,
+            pcrs,
+            event_log: None,
+            systemd_log: None,
+            tpm: None,
+            tdx: None,
+            snp: None,
+            azure: None,
+            gcp: Some(info),
+        };
+        match &ev.hardware {
+            Some(hardware) => {
+                let bound = ak_binding(expected_user_data, &ev.ak_cert);
+                self.verify_hardware(hardware, &bound, &mut verified)?;
+            }
+            None if self.require_hardware => return Err(PlatformVerifyError::NoHardware),
+            None => {}
         }
         Ok(verified)
     }
@@ -551,7 +670,7 @@ impl Verifier for PlatformVerifier {
                 });
             }
         }
-        match evidence {
+        let verified = match evidence {
             Evidence::Tpm(tpm) => self.verify_tpm(evidence, tpm, expected_user_data),
             // Bare hardware evidence proves the platform, not the UKI: a caller that
             // compares PCRs finds none quoted.
@@ -569,7 +688,19 @@ impl Verifier for PlatformVerifier {
                     })?;
                 Ok(verify_azure_snp_evidence(ev, snp, expected_user_data)?)
             }
+            Evidence::GcpVtpm(ev) => self.verify_gcp(ev, expected_user_data),
+        }?;
+        // Where the vTPM alone does not prove a confidential VM, the CPU's report must.
+        if let Some((profile, hardware)) = self.profile.and_then(|p| Some((p, p.hardware()?))) {
+            let present = match hardware {
+                "SEV-SNP" => verified.snp.is_some(),
+                _ => verified.tdx.is_some(),
+            };
+            if !present {
+                return Err(PlatformVerifyError::ProfileNeedsHardware { profile, hardware });
+            }
         }
+        Ok(verified)
     }
 }
 

@@ -58,12 +58,20 @@ impl Profile {
             Profile::AzureTdx => Err(
                 "Azure TDX CVMs need the TD report in the HCL report turned into a quote by Azure's metadata service, which Veil does not fetch or verify yet",
             ),
-            Profile::GcpSevSnp | Profile::GcpTdx => Err(
-                "GCP's vTPM AK certificate (NV 0x01c10002) and its chain to Google's roots are not verified by Veil yet",
-            ),
+            Profile::GcpSevSnp | Profile::GcpTdx => Ok(EvidencePlatform::GcpVtpm),
             Profile::AwsSevSnp => Err(
                 "AWS's VLEK-signed SEV-SNP reports binding NitroTPM's key are not verified by Veil yet",
             ),
+        }
+    }
+
+    /// The CPU report a node under this profile must add, beside the evidence kind
+    /// (`"SEV-SNP"` or `"TDX"`): where the vTPM alone does not prove a confidential VM.
+    pub fn hardware(self) -> Option<&'static str> {
+        match self {
+            Profile::GcpSevSnp => Some("SEV-SNP"),
+            Profile::GcpTdx => Some("TDX"),
+            _ => None,
         }
     }
 
@@ -81,6 +89,9 @@ impl Profile {
             }
             Profile::AzureSevSnp => {
                 "the vTPM quote's PCRs, from the AK that Azure's paravisor named in an SEV-SNP report signed by the chip (VCEK to AMD's pinned roots), with the paravisor's launch measurement pinned"
+            }
+            Profile::GcpSevSnp | Profile::GcpTdx => {
+                "the vTPM quote's PCRs, from the AK that Google certified (Google's vTPM is outside the TEE: this is Google's word), and the CPU's launch measurement in a report over that AK"
             }
             _ => "nothing yet: Veil cannot verify this profile",
         }
@@ -135,6 +146,8 @@ mod tests {
             Profile::AzureSevSnp.evidence(),
             Ok(EvidencePlatform::AzureSevSnp)
         );
-        assert!(Profile::GcpTdx.evidence().is_err());
+        assert!(Profile::AwsSevSnp.evidence().is_err());
+        assert_eq!(Profile::GcpTdx.hardware(), Some("TDX"));
+        assert_eq!(Profile::Qemu.hardware(), None);
     }
 }

@@ -71,6 +71,7 @@ fn snp_evidence_reaches_the_snp_verifier_only_where_the_policy_accepts_it() {
         tdx_collateral: None,
         require_hardware: false,
         profile: None,
+        gcp: false,
     };
     let v = PlatformVerifier::new(tpm(), &policy, "test policy").expect("verifier");
     let verified = v.verify(&ev, &user).expect("recorded report verifies");
@@ -204,6 +205,7 @@ fn accepting_recorded_snp(require_hardware: bool) -> PlatformPolicy {
         tdx_collateral: None,
         require_hardware,
         profile: None,
+        gcp: false,
     }
 }
 

@@ -40,6 +40,7 @@ impl EvidenceValidator for AcceptAny {
             tpm: None,
             tdx: None,
             snp: None,
+            gcp: None,
             azure: None,
         })
     }

@@ -362,6 +362,7 @@ pub fn verify_azure_snp_evidence(
         tpm: None,
         tdx: None,
         snp: Some(v.snp),
+        gcp: None,
         azure: Some(AzureVerifiedInfo {
             vm_unique_id: config
                 .get("vmUniqueId")

@@ -373,6 +373,7 @@ impl Verifier for SnpVerifier {
             tpm: None,
             tdx: None,
             snp: Some(info),
+            gcp: None,
             azure: None,
         })
     }

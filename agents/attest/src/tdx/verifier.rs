@@ -226,6 +226,7 @@ impl TdxVerifier {
                 advisory_ids: report.advisory_ids,
             }),
             snp: None,
+            gcp: None,
             azure: None,
         })
     }

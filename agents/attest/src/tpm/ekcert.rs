@@ -114,11 +114,43 @@ impl EkTrust {
             .map_err(|e| not_trusted(format!("EK certificate does not hold an RSA key: {e}")))
     }
 
+    /// Verifies any leaf certificate `der` (named `what` in errors) against these
+    /// anchors at `now`, and returns it parsed.
+    pub fn verify_certificate(
+        &self,
+        der: &[u8],
+        what: &str,
+        now: SystemTime,
+    ) -> Result<Certificate, EkCertError> {
+        let cert = Certificate::from_der(der)
+            .map_err(|e| not_trusted(format!("{what} does not parse as DER X.509: {e}")))?;
+        self.verify_chain_of(&cert, what, now)?;
+        Ok(cert)
+    }
+
+    /// Adds one intermediate CA certificate (DER).
+    pub fn add_intermediate_der(&mut self, der: &[u8]) -> Result<(), EkCertError> {
+        let cert = Certificate::from_der(der).map_err(|e| EkCertError::BadCaFile {
+            reason: format!("an intermediate does not parse as DER X.509: {e}"),
+        })?;
+        self.intermediates.push(cert);
+        Ok(())
+    }
+
     fn verify_chain(&self, leaf: &Certificate, now: SystemTime) -> Result<(), EkCertError> {
+        self.verify_chain_of(leaf, "EK certificate", now)
+    }
+
+    fn verify_chain_of(
+        &self,
+        leaf: &Certificate,
+        what: &str,
+        now: SystemTime,
+    ) -> Result<(), EkCertError> {
         if self.anchors.is_empty() {
             return Err(not_trusted("no trusted EK CA is configured"));
         }
-        check_validity(leaf, now, "EK certificate")?;
+        check_validity(leaf, now, what)?;
         let mut current = leaf.clone();
         for _ in 0..MAX_DEPTH {
             // An anchor that signed the current certificate ends the path. Several CAs

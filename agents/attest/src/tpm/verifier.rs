@@ -295,6 +295,7 @@ impl TpmVerifier {
             }),
             tdx: None,
             snp: None,
+            gcp: None,
             azure: None,
         })
     }
