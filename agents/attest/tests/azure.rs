@@ -7,7 +7,10 @@
 
 use std::collections::BTreeMap;
 
-use veil_attest::azure::{AzureError, AzureSnpEvidence, HclKind, HclReport, verify_azure_snp};
+use base64::Engine as _;
+use veil_attest::azure::{
+    AzureError, AzureSnpEvidence, HclKind, HclReport, thim_vcek, verify_azure_snp,
+};
 use veil_attest::snp::{SnpPolicy, SnpProduct, SnpVerifier};
 use veil_attest::tpm::quote::Quote;
 use veil_attest::tpm::{EkTrust, TpmVerifier};
@@ -337,5 +340,38 @@ fn a_profile_veil_cannot_verify_or_without_its_section_is_refused_when_read() {
     ] {
         let e = PlatformPolicy::from_json("site.json", text).expect_err(text);
         assert!(e.to_string().contains(needle), "{text}: {e}");
+    }
+}
+
+#[test]
+fn the_vcek_comes_out_of_the_metadata_services_answer_and_bad_answers_are_named() {
+    let der = data("milan-vcek.der");
+    let pem = format!(
+        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+        base64::engine::general_purpose::STANDARD
+            .encode(&der)
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).expect("base64 is ASCII"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    // The shape THIM answers with (the chain and TCB fields are not needed).
+    let answer = serde_json::json!({
+        "vcekCert": pem, "certificateChain": "-----BEGIN CERTIFICATE-----…", "tcbm": "DB18000000000004"
+    });
+    let got = thim_vcek(answer.to_string().as_bytes()).expect("vcek");
+    assert_eq!(got, der);
+    for (bad, needle) in [
+        (&b"{}"[..], "missing field `vcekCert`"),
+        (&br#"{"vcekCert": "hello"}"#[..], "not one PEM certificate"),
+        (
+            &br#"{"vcekCert": "-----BEGIN CERTIFICATE-----\n!!\n-----END CERTIFICATE-----"}"#[..],
+            "vcekCert: ",
+        ),
+    ] {
+        let e = thim_vcek(bad).expect_err("bad answer");
+        assert!(matches!(e, AzureError::Thim(_)), "{e}");
+        assert!(e.to_string().contains(needle), "{e}");
     }
 }

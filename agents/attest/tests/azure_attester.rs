@@ -26,7 +26,7 @@ use tss_esapi::interface_types::key_bits::RsaKeyBits;
 use tss_esapi::interface_types::resource_handles::{NvAuth, Provision};
 use tss_esapi::structures::{NvPublic, Public};
 use tss_esapi::tcti_ldr::TctiNameConf;
-use veil_attest::azure::attester::AzureSnpAttester;
+use veil_attest::azure::attester::{AzureSnpAttester, hcl_report_present};
 use veil_attest::azure::{
     AzureError, HCL_AK_HANDLE, HCL_REPORT_NV_INDEX, HCL_USER_DATA_NV_INDEX, HclReport,
     verify_azure_snp, verify_rsa_quote,
@@ -129,7 +129,9 @@ fn vcek() -> Vec<u8> {
 fn the_node_writes_its_user_data_reads_the_report_and_quotes_with_the_named_ak() {
     let tpm = Swtpm::start(LocalCa::shared());
     let user_data = [0x5a; 32];
+    assert!(!hcl_report_present(&tpm.tcti()).expect("list NV"));
     paravisor_test_double(&tpm, &user_data);
+    assert!(hcl_report_present(&tpm.tcti()).expect("list NV"));
 
     let mut attester =
         AzureSnpAttester::open(&tpm.tcti(), (0..24).collect(), vcek(), None).expect("open");

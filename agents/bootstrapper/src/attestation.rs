@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result};
 use tonic::transport::Server;
 use tonic::{Request, Response, Status};
-use veil_atls::{AttesterIssuer, ClientAuth};
+use veil_atls::{AttesterIssuer, ClientAuth, EvidenceIssuer};
 use veil_attest::tpm::{TpmAttester, TpmAttesterConfig};
 use veil_protocol::MAX_MESSAGE;
 use veil_protocol::pb::bootstrap::bootstrap_server::BootstrapServer;
@@ -46,19 +46,17 @@ impl Attestation for AttestationService {
 }
 
 /// Serves the agent port on `listener` until it fails: attestation, and Bootstrap
-/// (Init/Recover) when there is a `node` whose state disk may be touched.
+/// (Init/Recover) when there is a `node` whose state disk may be touched. The aTLS
+/// side presents `issuer`'s evidence (the TPM's, or on a cloud its own kind).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     tpm: SharedTpm,
+    issuer: Arc<dyn EvidenceIssuer>,
     platform: &str,
     node: Option<Node>,
 ) -> Result<()> {
-    let (plain, atls) = veil_protocol::server::split(
-        listener,
-        tpm.clone(),
-        ClientAuth::Anonymous,
-        Default::default(),
-    );
+    let (plain, atls) =
+        veil_protocol::server::split(listener, issuer, ClientAuth::Anonymous, Default::default());
     let bootstrap = node.map(|node| {
         BootstrapServer::new(BootstrapService::new(node)).max_decoding_message_size(MAX_MESSAGE)
     });
@@ -99,7 +97,7 @@ pub fn start(
     launch: veil_protocol::launch::LaunchConfig,
 ) -> Result<()> {
     let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
-    let platform = match &config.hardware {
+    let mut platform = match &config.hardware {
         None => "tpm",
         Some(veil_attest::HardwareAttester::SevSnp(_)) => "sev-snp+vtpm",
         Some(veil_attest::HardwareAttester::Tdx(_)) => "tdx+vtpm",
@@ -151,6 +149,18 @@ pub fn start(
                     .context("registering the agent port's listener")?;
                 tracing::info!(port, "attestation endpoint serving");
                 let tpm: SharedTpm = Arc::new(AttesterIssuer(Mutex::new(attester)));
+                // On an Azure CVM the paravisor's report names the vTPM's own AK: that
+                // is the evidence verifiers get on this port.
+                let issuer: Arc<dyn EvidenceIssuer> =
+                    match crate::azure::attester(&config.tcti, config.pcrs.clone()).await {
+                        Ok(Some(azure)) => {
+                            platform = "azure-sev-snp";
+                            println!("veil-attestation evidence=azure-sev-snp");
+                            Arc::new(AttesterIssuer(Mutex::new(azure)))
+                        }
+                        Ok(None) => tpm.clone(),
+                        Err(e) => fail(format!("the Azure CVM's evidence: {e:#}")),
+                    };
                 let node = root_dev.map(|dev| {
                     Node::new(tpm.clone(), dev)
                         .with_kubernetes(host.0, host.1)
@@ -159,7 +169,7 @@ pub fn start(
                 if let (Some(node), Some(join)) = (&node, join) {
                     tokio::spawn(crate::join::run(node.clone(), join));
                 }
-                serve(listener, tpm, platform, node).await
+                serve(listener, tpm, issuer, platform, node).await
             });
             if let Err(e) = served {
                 fail(format!("the attestation endpoint stopped: {e:#}"));

@@ -20,6 +20,7 @@
 //! hash let a reader of the console notice a garbled transfer.
 
 pub mod attestation;
+pub mod azure;
 pub mod bootstrap;
 pub mod join;
 pub mod kube;

@@ -60,6 +60,23 @@ impl std::fmt::Debug for AzureSnpAttester {
     }
 }
 
+/// Whether the TPM at `tcti` is an Azure CVM's vTPM: its paravisor keeps an HCL
+/// report at NV `0x01400001`. Only picks the attester; a verifier decides by the
+/// evidence, whatever a host put in a TPM's NV.
+pub fn hcl_report_present(tcti: &str) -> Result<bool, TpmAttestError> {
+    let open_err = |source| TpmAttestError::Open {
+        tcti: tcti.to_owned(),
+        source,
+    };
+    let conf: TctiNameConf = tcti.parse().map_err(open_err)?;
+    let mut ctx = Context::new(conf).map_err(open_err)?;
+    let index = NvIndexTpmHandle::new(HCL_REPORT_NV_INDEX).map_err(tpm("NV index"))?;
+    Ok(nv::list(&mut ctx)
+        .map_err(tpm("list NV indices"))?
+        .iter()
+        .any(|(p, _)| p.nv_index() == index))
+}
+
 impl AzureSnpAttester {
     /// Opens the vTPM at `tcti` and its AK at `0x81000003`; `vcek` is the chip's VCEK
     /// (DER) with, if known, AMD's chain.

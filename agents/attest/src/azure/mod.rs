@@ -66,6 +66,33 @@ pub const HCL_USER_DATA_NV_INDEX: u32 = 0x0140_0002;
 pub const HCL_AK_HANDLE: u32 = 0x8100_0003;
 /// The user data written to [`HCL_USER_DATA_NV_INDEX`]: 32 bytes, then zeros.
 pub const HCL_USER_DATA_LEN: usize = 64;
+/// Where Azure's instance metadata service (THIM) serves the chip's VCEK. Plain HTTP
+/// on a link-local address the host answers: what comes back is checked against
+/// AMD's pinned roots by the verifier, so its source does not matter.
+pub const THIM_VCEK_URL: &str = "http://169.254.169.254/metadata/THIM/amd/certification";
+
+/// The VCEK (DER) in THIM's answer: JSON whose `vcekCert` is a PEM certificate.
+pub fn thim_vcek(json: &[u8]) -> Result<Vec<u8>, AzureError> {
+    #[derive(Deserialize)]
+    struct Thim {
+        #[serde(rename = "vcekCert")]
+        vcek_cert: String,
+    }
+    let bad = |s: String| AzureError::Thim(s);
+    let thim: Thim = serde_json::from_slice(json).map_err(|e| bad(e.to_string()))?;
+    let body: String = thim
+        .vcek_cert
+        .trim()
+        .strip_prefix("-----BEGIN CERTIFICATE-----")
+        .and_then(|s| s.trim_end().strip_suffix("-----END CERTIFICATE-----"))
+        .ok_or_else(|| bad("vcekCert is not one PEM certificate".into()))?
+        .chars()
+        .filter(|c| !c.is_ascii_whitespace())
+        .collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .map_err(|e| bad(format!("vcekCert: {e}")))
+}
 
 #[derive(Debug, Error)]
 pub enum AzureError {
@@ -80,6 +107,8 @@ pub enum AzureError {
         "the HCL report's SEV-SNP report is refused (its report_data must be the SHA-256 of the HCL report's runtime data): {0}"
     )]
     Snp(#[source] SnpVerifyError),
+    #[error("the instance metadata service's VCEK answer cannot be read: {0}")]
+    Thim(String),
     #[error("the HCL report's runtime data cannot be read: {0}")]
     RuntimeData(String),
     #[error("the vTPM quote is not signed by the AK that the HCL report names: {0}")]
