@@ -205,3 +205,17 @@ fn the_gcp_profiles_need_the_cpus_report_and_take_no_other_kind() {
         assert!(e.to_string().contains(needle), "{text}: {e}");
     }
 }
+
+#[test]
+fn the_intermediate_is_named_by_the_certificates_issuer_url() {
+    let url = veil_attest::gcp::issuer_url(&data("amd-ak-cert.der")).expect("parses");
+    assert_eq!(
+        url.as_deref(),
+        Some(
+            "http://privateca-content-65d53b14-0000-212a-a633-883d24f57bb8.storage.googleapis.com/0c3e79eb0898d02ebb0a/ca.crt"
+        )
+    );
+    // A non-certificate is an error, not a panic.
+    let e = veil_attest::gcp::issuer_url(b"not DER").expect_err("garbage");
+    assert!(matches!(e, GcpError::AkCert(_)), "{e}");
+}

@@ -149,18 +149,23 @@ pub fn start(
                     .context("registering the agent port's listener")?;
                 tracing::info!(port, "attestation endpoint serving");
                 let tpm: SharedTpm = Arc::new(AttesterIssuer(Mutex::new(attester)));
-                // On an Azure CVM the paravisor's report names the vTPM's own AK: that
-                // is the evidence verifiers get on this port.
-                let issuer: Arc<dyn EvidenceIssuer> =
-                    match crate::azure::attester(&config.tcti, config.pcrs.clone()).await {
-                        Ok(Some(azure)) => {
-                            platform = "azure-sev-snp";
-                            println!("veil-attestation evidence=azure-sev-snp");
-                            Arc::new(AttesterIssuer(Mutex::new(azure)))
-                        }
-                        Ok(None) => tpm.clone(),
-                        Err(e) => fail(format!("the Azure CVM's evidence: {e:#}")),
-                    };
+                // On a cloud's CVM the cloud's own evidence names the vTPM's AK: that
+                // is what verifiers get on this port.
+                let cloud = crate::cloud::attester(
+                    &config.tcti,
+                    config.pcrs.clone(),
+                    config.hardware.clone(),
+                )
+                .await;
+                let issuer: Arc<dyn EvidenceIssuer> = match cloud {
+                    Ok(Some(cloud)) => {
+                        platform = cloud.platform;
+                        println!("veil-attestation evidence={}", cloud.platform);
+                        cloud.issuer
+                    }
+                    Ok(None) => tpm.clone(),
+                    Err(e) => fail(format!("the cloud vTPM's evidence: {e:#}")),
+                };
                 let node = root_dev.map(|dev| {
                     Node::new(tpm.clone(), dev)
                         .with_kubernetes(host.0, host.1)

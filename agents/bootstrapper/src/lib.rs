@@ -20,8 +20,8 @@
 //! hash let a reader of the console notice a garbled transfer.
 
 pub mod attestation;
-pub mod azure;
 pub mod bootstrap;
+pub mod cloud;
 pub mod join;
 pub mod kube;
 pub mod launch;

@@ -8,8 +8,6 @@
 //! The VCEK comes from the caller (Azure's instance metadata service serves it): the
 //! verifier checks it against AMD's roots, so where it came from does not matter.
 
-use std::collections::BTreeMap;
-use std::convert::TryFrom;
 use std::io::Write as _;
 
 use tss_esapi::Context;
@@ -18,9 +16,7 @@ use tss_esapi::attributes::NvIndexAttributes;
 use tss_esapi::handles::{KeyHandle, NvIndexTpmHandle, PersistentTpmHandle, TpmHandle};
 use tss_esapi::interface_types::algorithm::HashingAlgorithm;
 use tss_esapi::interface_types::resource_handles::NvAuth;
-use tss_esapi::structures::{Data, NvPublic, Signature, SignatureScheme};
-use tss_esapi::tcti_ldr::TctiNameConf;
-use tss_esapi::traits::Marshall;
+use tss_esapi::structures::{NvPublic, Signature};
 
 use super::{
     AzureSnpEvidence, HCL_AK_HANDLE, HCL_REPORT_NV_INDEX, HCL_USER_DATA_LEN,
@@ -29,19 +25,9 @@ use super::{
 use crate::encoding::Digest32;
 use crate::evidence::{Attester, Evidence};
 use crate::snp::SnpCertChain;
-use crate::tpm::attester::{QUOTE_ATTEMPTS, TpmAttestError, read_sha256_pcrs, sha256_selection};
-use crate::tpm::quote::{Quote, pcr_digest};
-
-fn tpm(op: &'static str) -> impl FnOnce(tss_esapi::Error) -> TpmAttestError {
-    move |source| TpmAttestError::Tpm { op, source }
-}
-
-/// TPMS_ATTEST, the bare RSA signature, and the PCR values it covers.
-struct VtpmQuote {
-    attest: Vec<u8>,
-    signature: Vec<u8>,
-    pcrs: BTreeMap<u32, [u8; 32]>,
-}
+use crate::tpm::attester::{
+    TpmAttestError, nv_index_defined, open_context, quote_pcrs, read_nv, sha256_selection, tpm,
+};
 
 /// An Azure CVM's vTPM, with its persistent AK.
 pub struct AzureSnpAttester {
@@ -64,17 +50,7 @@ impl std::fmt::Debug for AzureSnpAttester {
 /// report at NV `0x01400001`. Only picks the attester; a verifier decides by the
 /// evidence, whatever a host put in a TPM's NV.
 pub fn hcl_report_present(tcti: &str) -> Result<bool, TpmAttestError> {
-    let open_err = |source| TpmAttestError::Open {
-        tcti: tcti.to_owned(),
-        source,
-    };
-    let conf: TctiNameConf = tcti.parse().map_err(open_err)?;
-    let mut ctx = Context::new(conf).map_err(open_err)?;
-    let index = NvIndexTpmHandle::new(HCL_REPORT_NV_INDEX).map_err(tpm("NV index"))?;
-    Ok(nv::list(&mut ctx)
-        .map_err(tpm("list NV indices"))?
-        .iter()
-        .any(|(p, _)| p.nv_index() == index))
+    nv_index_defined(tcti, HCL_REPORT_NV_INDEX)
 }
 
 impl AzureSnpAttester {
@@ -86,12 +62,7 @@ impl AzureSnpAttester {
         vcek: Vec<u8>,
         cert_chain: Option<SnpCertChain>,
     ) -> Result<Self, TpmAttestError> {
-        let open_err = |source| TpmAttestError::Open {
-            tcti: tcti.to_owned(),
-            source,
-        };
-        let conf: TctiNameConf = tcti.parse().map_err(open_err)?;
-        let mut ctx = Context::new(conf).map_err(open_err)?;
+        let mut ctx = open_context(tcti)?;
         sha256_selection(&pcrs)?;
         let handle = PersistentTpmHandle::new(HCL_AK_HANDLE).map_err(tpm("AK handle"))?;
         let ak = ctx
@@ -156,11 +127,11 @@ impl AzureSnpAttester {
 
     /// The HCL report as NV `0x01400001` holds it now.
     pub fn read_hcl_report(&mut self) -> Result<Vec<u8>, TpmAttestError> {
-        let index = NvIndexTpmHandle::new(HCL_REPORT_NV_INDEX).map_err(tpm("NV index"))?;
-        let bytes = self
-            .ctx
-            .execute_with_nullauth_session(|ctx| nv::read_full(ctx, NvAuth::Owner, index))
-            .map_err(tpm("read the HCL report from NV 0x01400001"))?;
+        let bytes = read_nv(
+            &mut self.ctx,
+            HCL_REPORT_NV_INDEX,
+            "read the HCL report from NV 0x01400001",
+        )?;
         HclReport::parse(&bytes).map_err(|e| TpmAttestError::Unexpected {
             what: "HCL report",
             reason: e.to_string(),
@@ -168,69 +139,28 @@ impl AzureSnpAttester {
         Ok(bytes)
     }
 
-    /// A quote by the vTPM's AK over `user_data`.
-    fn quote(&mut self, user_data: &[u8; 32]) -> Result<VtpmQuote, TpmAttestError> {
-        for _ in 0..QUOTE_ATTEMPTS {
-            let (ak, selection) = (self.ak, sha256_selection(&self.pcrs)?);
-            let (attest, signature) = self
-                .ctx
-                .execute_with_nullauth_session(|ctx| {
-                    ctx.quote(
-                        ak,
-                        Data::try_from(user_data.to_vec())?,
-                        SignatureScheme::Null,
-                        selection,
-                    )
-                })
-                .map_err(tpm("Quote with the AK at 0x81000003"))?;
-            let quote = attest.marshall().map_err(tpm("marshal TPMS_ATTEST"))?;
-            let Signature::RsaSsa(rsa) = signature else {
-                return Err(TpmAttestError::Unexpected {
-                    what: "quote signature",
-                    reason: "the AK at 0x81000003 is not an RSASSA key".into(),
-                });
-            };
-            let parsed = Quote::parse(&quote).map_err(|e| TpmAttestError::Unexpected {
-                what: "quote",
-                reason: e.to_string(),
-            })?;
-            let order = parsed
-                .sha256_pcrs()
-                .map_err(|e| TpmAttestError::Unexpected {
-                    what: "quote selection",
-                    reason: e.to_string(),
-                })?;
-            let values = read_sha256_pcrs(&mut self.ctx, &order)?;
-            let digest = pcr_digest(order.iter().filter_map(|i| values.get(i)));
-            if values.len() == order.len() && digest.as_slice() == parsed.pcr_digest {
-                return Ok(VtpmQuote {
-                    attest: quote,
-                    signature: rsa.signature().value().to_vec(),
-                    pcrs: values,
-                });
-            }
-        }
-        Err(TpmAttestError::PcrsUnstable {
-            attempts: QUOTE_ATTEMPTS,
-        })
-    }
-
     /// The evidence for `user_data`.
     pub fn gather(&mut self, user_data: &[u8; 32]) -> Result<AzureSnpEvidence, TpmAttestError> {
         self.write_user_data(user_data)?;
         let hcl_report = self.read_hcl_report()?;
-        let VtpmQuote {
-            attest,
-            signature,
-            pcrs,
-        } = self.quote(user_data)?;
+        let quoted = quote_pcrs(&mut self.ctx, self.ak, &self.pcrs, user_data)?;
+        let Signature::RsaSsa(rsa) = quoted.signature else {
+            return Err(TpmAttestError::Unexpected {
+                what: "quote signature",
+                reason: "the AK at 0x81000003 is not an RSASSA key".into(),
+            });
+        };
         Ok(AzureSnpEvidence {
             hcl_report,
             vcek: self.vcek.clone(),
             cert_chain: self.cert_chain.clone(),
-            quote: attest,
-            signature,
-            pcrs: pcrs.into_iter().map(|(i, v)| (i, Digest32(v))).collect(),
+            quote: quoted.attest,
+            signature: rsa.signature().value().to_vec(),
+            pcrs: quoted
+                .pcrs
+                .into_iter()
+                .map(|(i, v)| (i, Digest32(v)))
+                .collect(),
         })
     }
 }

@@ -19,6 +19,9 @@
 //!
 //! The intermediates come with the evidence (they rotate); only the root is pinned.
 
+#[cfg(feature = "tpm-attester")]
+pub mod attester;
+
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
@@ -114,6 +117,14 @@ impl GcpVerifier {
         Ok(GcpVerifier { trust, now: None })
     }
 
+    /// Trusting the root in `root_pem` instead of Google's: for a test CA that plays
+    /// Google's part (a node's real evidence never chains to it).
+    pub fn trusting(root_pem: &[u8]) -> Result<Self, GcpError> {
+        let trust = EkTrust::from_pem(root_pem)
+            .map_err(|e| GcpError::AkCert(format!("the given root: {e}")))?;
+        Ok(GcpVerifier { trust, now: None })
+    }
+
     /// Checks certificate validity at `now` instead of the clock (recorded evidence).
     pub fn at(mut self, now: SystemTime) -> Self {
         self.now = Some(now);
@@ -168,6 +179,38 @@ impl GcpVerifier {
             },
         ))
     }
+}
+
+/// Where the issuer of the AK certificate `der` can be fetched (its Authority
+/// Information Access caIssuers URI, plain HTTP on Google's storage). What is fetched
+/// must still chain to the pinned root, so the address is only a hint.
+pub fn issuer_url(der: &[u8]) -> Result<Option<String>, GcpError> {
+    use x509_cert::der::Decode;
+    use x509_cert::ext::pkix::AuthorityInfoAccessSyntax;
+    use x509_cert::ext::pkix::name::GeneralName;
+    const AIA: &str = "1.3.6.1.5.5.7.1.1";
+    const CA_ISSUERS: &str = "1.3.6.1.5.5.7.48.2";
+    let cert = x509_cert::Certificate::from_der(der)
+        .map_err(|e| GcpError::AkCert(format!("the AK certificate does not parse: {e}")))?;
+    let Some(ext) = cert
+        .tbs_certificate
+        .extensions
+        .iter()
+        .flatten()
+        .find(|e| e.extn_id.to_string() == AIA)
+    else {
+        return Ok(None);
+    };
+    let aia = AuthorityInfoAccessSyntax::from_der(ext.extn_value.as_bytes())
+        .map_err(|e| GcpError::AkCert(format!("its Authority Information Access: {e}")))?;
+    Ok(aia.0.iter().find_map(|ad| match &ad.access_location {
+        GeneralName::UniformResourceIdentifier(uri)
+            if ad.access_method.to_string() == CA_ISSUERS =>
+        {
+            Some(uri.to_string())
+        }
+        _ => None,
+    }))
 }
 
 fn reason(e: EkCertError) -> String {

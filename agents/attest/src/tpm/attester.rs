@@ -21,7 +21,7 @@ use tss_esapi::interface_types::key_bits::RsaKeyBits;
 use tss_esapi::interface_types::session_handles::{AuthSession, PolicySession};
 use tss_esapi::structures::{
     Data, Digest, DigestValues, EncryptedSecret, IdObject, PcrSelectionList, PcrSlot, PublicBuffer,
-    SignatureScheme, SymmetricDefinition,
+    Signature, SignatureScheme, SymmetricDefinition,
 };
 use tss_esapi::tcti_ldr::TctiNameConf;
 use tss_esapi::traits::Marshall;
@@ -78,7 +78,7 @@ pub enum TpmAttestError {
     Hardware(#[from] HardwareAttestError),
 }
 
-fn tpm(op: &'static str) -> impl FnOnce(tss_esapi::Error) -> TpmAttestError {
+pub(crate) fn tpm(op: &'static str) -> impl FnOnce(tss_esapi::Error) -> TpmAttestError {
     move |source| TpmAttestError::Tpm { op, source }
 }
 
@@ -125,7 +125,7 @@ pub struct TpmAttester {
     ek: KeyHandle,
     ak: KeyHandle,
     identity: AkIdentity,
-    selection: PcrSelectionList,
+    pcrs: Vec<u32>,
     event_log: Option<PathBuf>,
     systemd_log: Option<PathBuf>,
     hardware: Option<HardwareAttester>,
@@ -134,7 +134,7 @@ pub struct TpmAttester {
 impl std::fmt::Debug for TpmAttester {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TpmAttester")
-            .field("selection", &self.selection)
+            .field("pcrs", &self.pcrs)
             .field("event_log", &self.event_log)
             .field("hardware", &self.hardware)
             .finish_non_exhaustive()
@@ -150,7 +150,8 @@ impl TpmAttester {
         };
         let tcti: TctiNameConf = config.tcti.parse().map_err(open_err)?;
         let mut ctx = Context::new(tcti).map_err(open_err)?;
-        let selection = sha256_selection(&config.pcrs)?;
+        // Checked now, so a bad index fails at open rather than at the first quote.
+        sha256_selection(&config.pcrs)?;
 
         let ek_alg = AsymmetricAlgorithmSelection::Rsa(RsaKeyBits::Rsa2048);
         let ek = ek::create_ek_object_2(&mut ctx, ek_alg, None).map_err(tpm("create EK"))?;
@@ -180,7 +181,7 @@ impl TpmAttester {
                 ek_cert,
                 ak_public,
             },
-            selection,
+            pcrs: config.pcrs.clone(),
             event_log: config.event_log.clone(),
             systemd_log: config.systemd_log.clone(),
             hardware: config.hardware.clone(),
@@ -250,68 +251,38 @@ impl TpmAttester {
 
     /// Quotes the configured PCRs with `user_data` as qualifying data.
     pub fn quote(&mut self, user_data: &[u8; 32]) -> Result<TpmEvidence, TpmAttestError> {
-        for _ in 0..QUOTE_ATTEMPTS {
-            let ak = self.ak;
-            let selection = self.selection.clone();
-            let (attest, signature) = self
-                .ctx
-                .execute_with_nullauth_session(|ctx| {
-                    ctx.quote(
-                        ak,
-                        Data::try_from(user_data.to_vec())?,
-                        SignatureScheme::Null,
-                        selection,
-                    )
-                })
-                .map_err(tpm("Quote"))?;
-            let quote = attest.marshall().map_err(tpm("marshal TPMS_ATTEST"))?;
-            let signature = signature
-                .marshall()
-                .map_err(tpm("marshal TPMT_SIGNATURE"))?;
-            let parsed = Quote::parse(&quote).map_err(|e| TpmAttestError::Unexpected {
-                what: "quote",
-                reason: e.to_string(),
-            })?;
-            let order = parsed
-                .sha256_pcrs()
-                .map_err(|e| TpmAttestError::Unexpected {
-                    what: "quote selection",
-                    reason: e.to_string(),
-                })?;
-
-            // The quote carries only a digest; read the values and keep them if they are
-            // the ones quoted (an extend in between means: quote again).
-            let values = self.read_pcrs(&order)?;
-            let digest = pcr_digest(order.iter().filter_map(|i| values.get(i)));
-            if values.len() == order.len() && digest.as_slice() == parsed.pcr_digest {
-                let mut event_log = read_optional(self.event_log.as_deref())?;
-                let mut systemd_log = read_optional(self.systemd_log.as_deref())?;
-                let attached = [&event_log, &systemd_log]
-                    .iter()
-                    .filter_map(|l| l.as_ref().map(Vec::len))
-                    .sum::<usize>();
-                if attached > MAX_ATTACHED_LOG_BYTES {
-                    (event_log, systemd_log) = (None, None);
-                }
-                let hardware = match &mut self.hardware {
-                    Some(h) => Some(h.report(user_data, &self.identity.ak_public)?),
-                    None => None,
-                };
-                return Ok(TpmEvidence {
-                    quote,
-                    signature,
-                    pcrs: values.into_iter().map(|(i, v)| (i, Digest32(v))).collect(),
-                    ak_public: self.identity.ak_public.clone(),
-                    ek_public: self.identity.ek_public.clone(),
-                    ek_cert: self.identity.ek_cert.clone(),
-                    event_log,
-                    systemd_log,
-                    hardware,
-                });
-            }
+        let quoted = quote_pcrs(&mut self.ctx, self.ak, &self.pcrs, user_data)?;
+        let signature = quoted
+            .signature
+            .marshall()
+            .map_err(tpm("marshal TPMT_SIGNATURE"))?;
+        let mut event_log = read_optional(self.event_log.as_deref())?;
+        let mut systemd_log = read_optional(self.systemd_log.as_deref())?;
+        let attached = [&event_log, &systemd_log]
+            .iter()
+            .filter_map(|l| l.as_ref().map(Vec::len))
+            .sum::<usize>();
+        if attached > MAX_ATTACHED_LOG_BYTES {
+            (event_log, systemd_log) = (None, None);
         }
-        Err(TpmAttestError::PcrsUnstable {
-            attempts: QUOTE_ATTEMPTS,
+        let hardware = match &mut self.hardware {
+            Some(h) => Some(h.report(user_data, &self.identity.ak_public)?),
+            None => None,
+        };
+        Ok(TpmEvidence {
+            quote: quoted.attest,
+            signature,
+            pcrs: quoted
+                .pcrs
+                .into_iter()
+                .map(|(i, v)| (i, Digest32(v)))
+                .collect(),
+            ak_public: self.identity.ak_public.clone(),
+            ek_public: self.identity.ek_public.clone(),
+            ek_cert: self.identity.ek_cert.clone(),
+            event_log,
+            systemd_log,
+            hardware,
         })
     }
 
@@ -358,6 +329,98 @@ impl Attester for TpmAttester {
     fn evidence(&mut self, user_data: &[u8; 32]) -> Result<Evidence, TpmAttestError> {
         self.quote(user_data).map(Evidence::Tpm)
     }
+}
+
+/// A TPM context through `tcti`.
+pub(crate) fn open_context(tcti: &str) -> Result<Context, TpmAttestError> {
+    let open_err = |source| TpmAttestError::Open {
+        tcti: tcti.to_owned(),
+        source,
+    };
+    let conf: TctiNameConf = tcti.parse().map_err(open_err)?;
+    Context::new(conf).map_err(open_err)
+}
+
+/// Whether NV `index` is defined in the TPM at `tcti`.
+pub(crate) fn nv_index_defined(tcti: &str, index: u32) -> Result<bool, TpmAttestError> {
+    let mut ctx = open_context(tcti)?;
+    let index = tss_esapi::handles::NvIndexTpmHandle::new(index).map_err(tpm("NV index"))?;
+    Ok(tss_esapi::abstraction::nv::list(&mut ctx)
+        .map_err(tpm("list NV indices"))?
+        .iter()
+        .any(|(p, _)| p.nv_index() == index))
+}
+
+/// The whole of NV `index`, read with owner authorization (empty password).
+pub(crate) fn read_nv(
+    ctx: &mut Context,
+    index: u32,
+    op: &'static str,
+) -> Result<Vec<u8>, TpmAttestError> {
+    let handle = tss_esapi::handles::NvIndexTpmHandle::new(index).map_err(tpm("NV index"))?;
+    ctx.execute_with_nullauth_session(|ctx| {
+        tss_esapi::abstraction::nv::read_full(
+            ctx,
+            tss_esapi::interface_types::resource_handles::NvAuth::Owner,
+            handle,
+        )
+    })
+    .map_err(tpm(op))
+}
+
+/// A quote and the PCR values it covers.
+pub(crate) struct QuotedPcrs {
+    /// TPMS_ATTEST, marshalled.
+    pub attest: Vec<u8>,
+    pub signature: Signature,
+    pub pcrs: BTreeMap<u32, [u8; 32]>,
+}
+
+/// Quotes the SHA-256 `pcrs` with `key` over `user_data`. The quote carries only a
+/// digest, so the values are read after it and kept if they are the ones quoted (an
+/// extend in between means: quote again).
+pub(crate) fn quote_pcrs(
+    ctx: &mut Context,
+    key: KeyHandle,
+    pcrs: &[u32],
+    user_data: &[u8; 32],
+) -> Result<QuotedPcrs, TpmAttestError> {
+    for _ in 0..QUOTE_ATTEMPTS {
+        let selection = sha256_selection(pcrs)?;
+        let (attest, signature) = ctx
+            .execute_with_nullauth_session(|ctx| {
+                ctx.quote(
+                    key,
+                    Data::try_from(user_data.to_vec())?,
+                    SignatureScheme::Null,
+                    selection,
+                )
+            })
+            .map_err(tpm("Quote"))?;
+        let attest = attest.marshall().map_err(tpm("marshal TPMS_ATTEST"))?;
+        let parsed = Quote::parse(&attest).map_err(|e| TpmAttestError::Unexpected {
+            what: "quote",
+            reason: e.to_string(),
+        })?;
+        let order = parsed
+            .sha256_pcrs()
+            .map_err(|e| TpmAttestError::Unexpected {
+                what: "quote selection",
+                reason: e.to_string(),
+            })?;
+        let values = read_sha256_pcrs(ctx, &order)?;
+        let digest = pcr_digest(order.iter().filter_map(|i| values.get(i)));
+        if values.len() == order.len() && digest.as_slice() == parsed.pcr_digest {
+            return Ok(QuotedPcrs {
+                attest,
+                signature,
+                pcrs: values,
+            });
+        }
+    }
+    Err(TpmAttestError::PcrsUnstable {
+        attempts: QUOTE_ATTEMPTS,
+    })
 }
 
 /// Reads SHA-256 PCR values.

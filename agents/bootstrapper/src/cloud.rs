@@ -1,0 +1,180 @@
+//! On a cloud's confidential VM, the evidence the agent port presents instead of the
+//! plain TPM quote: on Azure the paravisor's HCL report with the vTPM's quote (and the
+//! VCEK from the instance metadata service), on GCP Google's certified AK with its
+//! quote and the CPU's report (and the AK certificate's intermediate).
+//!
+//! Which cloud is found from the TPM's NV (the paravisor's report, Google's AK
+//! certificate). That only picks what to present: a verifier decides by the evidence
+//! and its profile, so a host that fakes or hides these indices gains nothing.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use veil_atls::{AttesterIssuer, EvidenceIssuer};
+use veil_attest::HardwareAttester;
+use veil_attest::azure::attester::{AzureSnpAttester, hcl_report_present};
+use veil_attest::azure::{THIM_VCEK_URL, thim_vcek};
+use veil_attest::gcp::attester::{GcpAttester, ak_cert_present};
+use veil_attest::gcp::issuer_url;
+
+/// How long a metadata or certificate server may take.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Certificates and THIM's answer are a few KiB.
+const HTTP_MAX_BYTES: usize = 64 * 1024;
+
+/// One plain HTTP GET with `headers`: the body of a 2xx answer. Used only for what
+/// the verifier checks against pinned roots (VCEKs, intermediates).
+pub async fn http_get(url: &str, headers: &[(&str, &str)]) -> Result<Bytes> {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let mut request = hyper::Request::get(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request
+        .body(Empty::new())
+        .with_context(|| format!("a request for {url}"))?;
+    let response = tokio::time::timeout(HTTP_TIMEOUT, client.request(request))
+        .await
+        .map_err(|_| anyhow!("{url} did not answer within {HTTP_TIMEOUT:?}"))?
+        .with_context(|| format!("asking {url}"))?;
+    let status = response.status();
+    let body = Limited::new(response.into_body(), HTTP_MAX_BYTES)
+        .collect()
+        .await
+        .map_err(|e| anyhow!("reading {url}'s answer (at most {HTTP_MAX_BYTES} bytes): {e}"))?
+        .to_bytes();
+    if !status.is_success() {
+        return Err(anyhow!(
+            "{url} answered {status}: {}",
+            String::from_utf8_lossy(&body[..body.len().min(200)])
+        ));
+    }
+    Ok(body)
+}
+
+/// The chip's VCEK (DER), from Azure's metadata service at `url`.
+pub async fn fetch_vcek(url: &str) -> Result<Vec<u8>> {
+    let body = http_get(url, &[("Metadata", "true")]).await?;
+    thim_vcek(&body).with_context(|| format!("the answer of {url}"))
+}
+
+/// What a cloud node presents on its agent port, and its name for the console.
+pub struct CloudEvidence {
+    pub platform: &'static str,
+    pub issuer: Arc<dyn EvidenceIssuer>,
+}
+
+/// The cloud attester for the TPM at `tcti`, if it is an Azure or GCE vTPM; `pcrs`
+/// are quoted, `hardware` is the configfs-tsm report source (GCP). A TPM whose NV
+/// cannot be listed is taken for a plain one: the node then presents TPM evidence,
+/// which a verifier under a cloud profile refuses.
+pub async fn attester(
+    tcti: &str,
+    pcrs: Vec<u32>,
+    hardware: Option<HardwareAttester>,
+) -> Result<Option<CloudEvidence>> {
+    let found = |what: &str, r: Result<bool, _>| match r {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::warn!("cannot look for {what} in the TPM's NV: {e}");
+            false
+        }
+    };
+    if found("an Azure HCL report", hcl_report_present(tcti)) {
+        let vcek = fetch_vcek(THIM_VCEK_URL).await?;
+        let attester = AzureSnpAttester::open(tcti, pcrs, vcek, None)
+            .context("opening the Azure vTPM's attestation key")?;
+        return Ok(Some(CloudEvidence {
+            platform: "azure-sev-snp",
+            issuer: Arc::new(AttesterIssuer(Mutex::new(attester))),
+        }));
+    }
+    if found("a GCE AK certificate", ak_cert_present(tcti)) {
+        let mut attester = GcpAttester::open(tcti, pcrs.clone(), Vec::new(), hardware.clone())
+            .context("opening the GCE vTPM's attestation key")?;
+        let intermediates = match issuer_url(attester.ak_cert())? {
+            Some(url) => vec![http_get(&url, &[]).await?.to_vec()],
+            None => Vec::new(),
+        };
+        drop(attester);
+        attester = GcpAttester::open(tcti, pcrs, intermediates, hardware)
+            .context("opening the GCE vTPM's attestation key")?;
+        return Ok(Some(CloudEvidence {
+            platform: "gcp-vtpm",
+            issuer: Arc::new(AttesterIssuer(Mutex::new(attester))),
+        }));
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A TEST DOUBLE of the metadata service: answers one request with `status` and
+    /// `body`, and hands back what it was asked.
+    async fn metadata_test_double(
+        status: &'static str,
+        body: String,
+    ) -> (String, tokio::task::JoinHandle<String>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!(
+            "http://{}/metadata/THIM/amd/certification",
+            listener.local_addr().expect("addr")
+        );
+        let served = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.expect("accept");
+            let mut request = vec![0u8; 4096];
+            let n = s.read(&mut request).await.expect("read");
+            let answer = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            s.write_all(answer.as_bytes()).await.expect("write");
+            String::from_utf8_lossy(&request[..n]).into_owned()
+        });
+        (url, served)
+    }
+
+    #[tokio::test]
+    async fn the_vcek_is_asked_for_with_the_metadata_header_and_read_from_pem() {
+        let body = serde_json::json!({
+            "vcekCert": "-----BEGIN CERTIFICATE-----\nAAEC\n-----END CERTIFICATE-----\n",
+            "certificateChain": "",
+        })
+        .to_string();
+        let (url, served) = metadata_test_double("200 OK", body).await;
+        let vcek = fetch_vcek(&url).await.expect("vcek");
+        assert_eq!(vcek, vec![0, 1, 2]);
+        let request = served.await.expect("served").to_ascii_lowercase();
+        assert!(
+            request.starts_with("get /metadata/thim/amd/certification http/1.1"),
+            "{request}"
+        );
+        assert!(request.contains("metadata: true"), "{request}");
+    }
+
+    #[tokio::test]
+    async fn an_error_status_or_a_bad_body_is_named_and_a_large_one_cut() {
+        let (url, _served) = metadata_test_double("404 Not Found", "no such path".into()).await;
+        let e = fetch_vcek(&url).await.expect_err("404");
+        assert!(
+            format!("{e:#}").contains("answered 404 Not Found: no such path"),
+            "{e:#}"
+        );
+        let (url, _served) = metadata_test_double("200 OK", "{}".into()).await;
+        let e = fetch_vcek(&url).await.expect_err("no vcekCert");
+        assert!(format!("{e:#}").contains("vcekCert"), "{e:#}");
+        let (url, _served) = metadata_test_double("200 OK", "x".repeat(100_000)).await;
+        let e = http_get(&url, &[]).await.expect_err("too large");
+        assert!(format!("{e:#}").contains("at most 65536 bytes"), "{e:#}");
+    }
+}
