@@ -51,7 +51,8 @@ pub struct SnpEvidence {
     /// The 1184-byte `ATTESTATION_REPORT` exactly as the firmware produced it.
     #[serde(with = "b64")]
     pub report: Vec<u8>,
-    /// DER VCEK certificate of the chip (from the host's certificate table or AMD KDS).
+    /// DER VCEK certificate of the chip (from the host's certificate table or AMD KDS),
+    /// or the cloud's VLEK where the report says a VLEK signed it.
     #[serde(with = "b64")]
     pub vcek: Vec<u8>,
     /// The ASK/ARK chain, if the attester had it. The verifier uses its pinned roots and

@@ -155,6 +155,12 @@ impl SnpReport {
         self.parsed.version
     }
 
+    /// Which key signed the report (bits 4:2 of the u32 at 0x48): 0 the chip's VCEK,
+    /// 1 a cloud's VLEK, 7 none.
+    pub fn signing_key(&self) -> u32 {
+        (le_u32(&self.raw, 0x48) >> 2) & 0x7
+    }
+
     /// The raw 64-bit guest policy.
     pub fn policy(&self) -> u64 {
         le_u64(&self.raw, 0x08)

@@ -31,6 +31,17 @@ impl SnpProduct {
         }
     }
 
+    /// The pinned ASVK (AMD's VLEK signing key, under the same ARK) PEM certificate, if
+    /// this generation has one pinned: copies of AMD KDS `vlek/v1/<product>/cert_chain`
+    /// as the trustee project (Apache-2.0) and google/go-sev-guest carry them.
+    pub fn pinned_asvk_pem(self) -> Option<&'static [u8]> {
+        match self {
+            SnpProduct::Milan => Some(include_bytes!("roots/milan/asvk.pem")),
+            SnpProduct::Genoa => Some(include_bytes!("roots/genoa/asvk.pem")),
+            SnpProduct::Turin => None,
+        }
+    }
+
     /// The pinned (ARK, ASK) PEM certificates: copies of `sev` 8.0.0
     /// `src/certs/snp/builtin/<product>/{ark,ask}.pem` (AMD KDS `cert_chain`).
     pub fn pinned_pem(self) -> (&'static [u8], &'static [u8]) {
@@ -56,6 +67,11 @@ impl std::fmt::Display for SnpProduct {
         f.write_str(self.name())
     }
 }
+
+/// The report's signing-key field: signed by the chip's VCEK.
+const SIGNED_BY_VCEK: u32 = 0;
+/// … by a cloud's VLEK (AWS's shared hosts, for one).
+const SIGNED_BY_VLEK: u32 = 1;
 
 /// What a verifier accepts beyond a genuine, fresh report.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -210,6 +226,8 @@ pub struct SnpVerifier {
     ask: Certificate,
     ark_der: Vec<u8>,
     ask_der: Vec<u8>,
+    /// AMD's VLEK signing key, where pinned: reports a cloud signs with its VLEK.
+    asvk: Option<(Certificate, Vec<u8>)>,
 }
 
 impl SnpVerifier {
@@ -239,12 +257,27 @@ impl SnpVerifier {
             .map_err(|e| SnpVerifyError::ChainNotTrusted {
                 reason: format!("pinned {product} ASK is not signed by the pinned ARK: {e}"),
             })?;
+        let asvk = match product.pinned_asvk_pem() {
+            Some(pem) => {
+                let (asvk, der) = pinned(pem, "ASVK")?;
+                (&ark, &asvk)
+                    .verify()
+                    .map_err(|e| SnpVerifyError::ChainNotTrusted {
+                        reason: format!(
+                            "pinned {product} ASVK is not signed by the pinned ARK: {e}"
+                        ),
+                    })?;
+                Some((asvk, der))
+            }
+            None => None,
+        };
         Ok(SnpVerifier {
             policy,
             ark,
             ask,
             ark_der,
             ask_der,
+            asvk,
         })
     }
 
@@ -264,7 +297,7 @@ impl SnpVerifier {
         expected_user_data: &[u8; 32],
     ) -> Result<(SnpReport, SnpVerifiedInfo), SnpVerifyError> {
         let report = SnpReport::parse(&ev.report)?;
-        let vcek = self.check_chain(ev)?;
+        let vcek = self.check_chain(ev, report.signing_key())?;
         check_signature(&report, &vcek)?;
         check_vcek_binding(&ev.vcek, &report)?;
         check_report_data(
@@ -300,13 +333,39 @@ impl SnpVerifier {
                     product,
                     ..SnpPolicy::default()
                 })
-                .is_ok_and(|v| v.check_chain(&probe).is_ok())
+                .is_ok_and(|v| v.check_chain(&probe, SIGNED_BY_VCEK).is_ok())
             })
     }
 
-    /// VCEK → pinned ASK → pinned ARK. A chain in the evidence must equal the pins.
-    fn check_chain(&self, ev: &SnpEvidence) -> Result<Certificate, SnpVerifyError> {
+    /// VCEK → pinned ASK → pinned ARK, or for a report the cloud's VLEK signed
+    /// (`signing_key` 1), VLEK → pinned ASVK → pinned ARK. A chain in the evidence must
+    /// equal the pins.
+    fn check_chain(
+        &self,
+        ev: &SnpEvidence,
+        signing_key: u32,
+    ) -> Result<Certificate, SnpVerifyError> {
         let product = self.policy.product;
+        let (signer, signer_der, key_name, signer_name) = match signing_key {
+            SIGNED_BY_VCEK => (&self.ask, &self.ask_der, "VCEK", "ASK"),
+            SIGNED_BY_VLEK => match &self.asvk {
+                Some((asvk, der)) => (asvk, der, "VLEK", "ASVK"),
+                None => {
+                    return Err(SnpVerifyError::ChainNotTrusted {
+                        reason: format!(
+                            "the report is signed by a VLEK, and no {product} ASVK is pinned"
+                        ),
+                    });
+                }
+            },
+            other => {
+                return Err(SnpVerifyError::ChainNotTrusted {
+                    reason: format!(
+                        "the report's signing key field is {other}: neither the chip's VCEK (0) nor a VLEK (1)"
+                    ),
+                });
+            }
+        };
         if let Some(chain) = &ev.cert_chain {
             if chain.ark != self.ark_der {
                 return Err(SnpVerifyError::ChainNotTrusted {
@@ -317,12 +376,12 @@ impl SnpVerifier {
                     ),
                 });
             }
-            if chain.ask != self.ask_der {
+            if &chain.ask != signer_der {
                 return Err(SnpVerifyError::ChainNotTrusted {
                     reason: format!(
-                        "wrong ASK: the evidence's ASK ({}) is not AMD's pinned {product} ASK ({})",
+                        "wrong {signer_name}: the evidence's ({}) is not AMD's pinned {product} {signer_name} ({})",
                         describe_cert(&chain.ask),
-                        describe_cert(&self.ask_der)
+                        describe_cert(signer_der)
                     ),
                 });
             }
@@ -331,14 +390,14 @@ impl SnpVerifier {
             what: "VCEK certificate",
             reason: e.to_string(),
         })?;
-        (&self.ask, &vcek)
+        (signer, &vcek)
             .verify()
             .map_err(|e| SnpVerifyError::ChainNotTrusted {
                 reason: format!(
-                    "VCEK ({}, issued by {}) is not signed by the pinned {product} ASK ({}) under ARK ({}): {e}",
+                    "{key_name} ({}, issued by {}) is not signed by the pinned {product} {signer_name} ({}) under ARK ({}): {e}",
                     describe_cert(&ev.vcek),
                     cert_issuer(&ev.vcek),
-                    describe_cert(&self.ask_der),
+                    describe_cert(signer_der),
                     describe_cert(&self.ark_der)
                 ),
             })?;
