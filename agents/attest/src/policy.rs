@@ -343,12 +343,12 @@ impl PlatformPolicy {
             if !pinned {
                 return Err(format!(
                     "profile \"{profile}\" needs a \"{}\" section with its {}: the CPU's report is what proves a confidential VM there",
-                    if profile == Profile::GcpSevSnp {
+                    if profile.hardware() == Some("SEV-SNP") {
                         "sevSnp"
                     } else {
                         "tdx"
                     },
-                    if profile == Profile::GcpSevSnp {
+                    if profile.hardware() == Some("SEV-SNP") {
                         "\"measurements\""
                     } else {
                         "\"mrtd\""
@@ -575,6 +575,38 @@ impl PlatformVerifier {
         Ok(verified)
     }
 
+    /// A TPM quote whose AK no EK certificate vouches for (AWS's NitroTPM): the SEV-SNP
+    /// report over that AK and the caller's data is checked first, and only then the
+    /// quote by the AK it binds.
+    fn verify_tpm_hardware_bound(
+        &self,
+        tpm: &TpmEvidence,
+        expected_user_data: &[u8; 32],
+    ) -> Result<Verified, PlatformVerifyError> {
+        let hardware = tpm
+            .hardware
+            .as_ref()
+            .ok_or(PlatformVerifyError::NoHardware)?;
+        let bound = ak_binding(expected_user_data, &tpm.ak_public);
+        let mut checked = Verified {
+            platform: EvidencePlatform::Tpm,
+            user_data: *expected_user_data,
+            pcrs: BTreeMap::new(),
+            event_log: None,
+            systemd_log: None,
+            tpm: None,
+            tdx: None,
+            snp: None,
+            azure: None,
+            gcp: None,
+        };
+        self.verify_hardware(hardware, &bound, &mut checked)?;
+        let mut verified = TpmVerifier::verify_quote_of_hardware_bound_ak(tpm, expected_user_data)?;
+        verified.snp = checked.snp;
+        verified.tdx = checked.tdx;
+        Ok(verified)
+    }
+
     /// A hardware report over `bound` (an AK and the caller's data), checked under the
     /// policy's section for its kind; what it proved goes into `verified`.
     fn verify_hardware(
@@ -671,6 +703,9 @@ impl Verifier for PlatformVerifier {
             }
         }
         let verified = match evidence {
+            Evidence::Tpm(tpm) if self.profile == Some(Profile::AwsSevSnp) => {
+                self.verify_tpm_hardware_bound(tpm, expected_user_data)
+            }
             Evidence::Tpm(tpm) => self.verify_tpm(evidence, tpm, expected_user_data),
             // Bare hardware evidence proves the platform, not the UKI: a caller that
             // compares PCRs finds none quoted.

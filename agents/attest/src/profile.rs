@@ -59,9 +59,7 @@ impl Profile {
                 "Azure TDX CVMs need the TD report in the HCL report turned into a quote by Azure's metadata service, which Veil does not fetch or verify yet",
             ),
             Profile::GcpSevSnp | Profile::GcpTdx => Ok(EvidencePlatform::GcpVtpm),
-            Profile::AwsSevSnp => Err(
-                "AWS's VLEK-signed SEV-SNP reports binding NitroTPM's key are not verified by Veil yet",
-            ),
+            Profile::AwsSevSnp => Ok(EvidencePlatform::Tpm),
         }
     }
 
@@ -69,7 +67,7 @@ impl Profile {
     /// (`"SEV-SNP"` or `"TDX"`): where the vTPM alone does not prove a confidential VM.
     pub fn hardware(self) -> Option<&'static str> {
         match self {
-            Profile::GcpSevSnp => Some("SEV-SNP"),
+            Profile::GcpSevSnp | Profile::AwsSevSnp => Some("SEV-SNP"),
             Profile::GcpTdx => Some("TDX"),
             _ => None,
         }
@@ -89,6 +87,9 @@ impl Profile {
             }
             Profile::AzureSevSnp => {
                 "the vTPM quote's PCRs, from the AK that Azure's paravisor named in an SEV-SNP report signed by the chip (VCEK to AMD's pinned roots), with the paravisor's launch measurement pinned"
+            }
+            Profile::AwsSevSnp => {
+                "the NitroTPM quote's PCRs, from the AK that an SEV-SNP report (VLEK or VCEK, to AMD's pinned roots) over the launch-measured guest binds (NitroTPM is outside the TEE: the PCRs are AWS's word)"
             }
             Profile::GcpSevSnp | Profile::GcpTdx => {
                 "the vTPM quote's PCRs, from the AK that Google certified (Google's vTPM is outside the TEE: this is Google's word), and the CPU's launch measurement in a report over that AK"
@@ -146,7 +147,8 @@ mod tests {
             Profile::AzureSevSnp.evidence(),
             Ok(EvidencePlatform::AzureSevSnp)
         );
-        assert!(Profile::AwsSevSnp.evidence().is_err());
+        assert!(Profile::AzureTdx.evidence().is_err());
+        assert!(!Profile::AwsSevSnp.activates_ak());
         assert_eq!(Profile::GcpTdx.hardware(), Some("TDX"));
         assert_eq!(Profile::Qemu.hardware(), None);
     }

@@ -333,8 +333,8 @@ fn a_profile_veil_cannot_verify_or_without_its_section_is_refused_when_read() {
             "needs an \"azureSevSnp\" section",
         ),
         (
-            r#"{"profile": "aws-sev-snp"}"#,
-            "profile \"aws-sev-snp\" cannot be verified: AWS's VLEK",
+            r#"{"profile": "azure-tdx"}"#,
+            "profile \"azure-tdx\" cannot be verified: Azure TDX",
         ),
         (r#"{"profile": "azure"}"#, "'azure' is not a profile"),
     ] {

@@ -3,7 +3,11 @@
 //! under the VCEK's ASK, a VCEK-signed report presented with a VLEK, a flipped byte, a
 //! generation without a pinned ASVK or an unknown signing-key field is refused by name.
 
-use veil_attest::snp::{SnpEvidence, SnpPolicy, SnpProduct, SnpVerifier, SnpVerifyError};
+use veil_attest::snp::attester::{build_cert_table, cert_guids, vlek_guid};
+use veil_attest::snp::{
+    SnpAttester, SnpEvidence, SnpPolicy, SnpProduct, SnpVerifier, SnpVerifyError,
+};
+use veil_attest::{Attester, Evidence};
 
 fn data(name: &str) -> Vec<u8> {
     let path = format!("{}/tests/data/snp/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -120,4 +124,39 @@ fn the_signing_key_field_decides_which_chain_and_cannot_be_switched() {
         .verify_snp(&ev, &user)
         .expect_err("another VLEK");
     assert!(e.to_string().contains("signature"), "{e}");
+}
+
+/// The node side through a TEST DOUBLE of configfs-tsm (files laid out as the kernel
+/// lays them): for a VLEK-signed report the attester takes the VLEK entry of the
+/// host's certificate table, not the VCEK one beside it.
+#[test]
+fn the_attester_takes_the_vlek_for_a_vlek_signed_report() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let entry = dir.path().join("veil-test");
+    std::fs::create_dir(&entry).expect("mkdir");
+    std::fs::write(entry.join("provider"), "sev_guest\n").expect("provider");
+    std::fs::write(entry.join("generation"), "1\n").expect("generation");
+    let (ev, user) = evidence("v5");
+    std::fs::write(entry.join("outblob"), &ev.report).expect("outblob");
+    let (vcek_guid, _, _) = cert_guids();
+    let decoy = data("vcek_milan.der");
+    let table = build_cert_table(&[(vcek_guid, &decoy), (vlek_guid(), &ev.vcek)]);
+    std::fs::write(entry.join("auxblob"), &table).expect("auxblob");
+
+    let mut attester = SnpAttester::new(dir.path()).with_entry_name("veil-test");
+    let got = attester.evidence(&user).expect("evidence");
+    let Evidence::SevSnp(snp) = &got else {
+        panic!("not SEV-SNP: {got:?}")
+    };
+    assert_eq!(snp.vcek, ev.vcek, "the VLEK, not the VCEK entry");
+    assert!(snp.cert_chain.is_none());
+    verifier(SnpProduct::Milan)
+        .verify_snp(snp, &user)
+        .expect("verifies through the ASVK");
+
+    // Without a VLEK entry the error names the VLEK.
+    let table = build_cert_table(&[(vcek_guid, &decoy)]);
+    std::fs::write(entry.join("auxblob"), &table).expect("auxblob");
+    let e = attester.evidence(&user).expect_err("no VLEK");
+    assert!(e.to_string().contains("no VLEK in auxblob"), "{e}");
 }

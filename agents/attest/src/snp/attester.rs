@@ -19,6 +19,8 @@ pub const SNP_PROVIDER: &str = "sev_guest";
 /// GUIDs of the certificate table (GHCB spec, "SNP Extended Guest Request"), in RFC 4122
 /// byte order as the table stores them.
 const GUID_VCEK: [u8; 16] = guid(0x63da758d, 0xe664, 0x4564, 0xadc5, 0xf4b93be8accd);
+/// A cloud's VLEK (AWS), for reports whose signing-key field says VLEK.
+const GUID_VLEK: [u8; 16] = guid(0xa8074bc2, 0xa25a, 0x483e, 0xaae6, 0x39c045a0b8a1);
 const GUID_ASK: [u8; 16] = guid(0x4ab7b379, 0xbbac, 0x4fe4, 0xa02f, 0x05aef327c782);
 const GUID_ARK: [u8; 16] = guid(0xc0b406a4, 0xa803, 0x4952, 0x9743, 0x3fb6014cd0ae);
 
@@ -40,8 +42,8 @@ pub enum SnpAttestError {
     Tsm(#[from] TsmError),
     #[error("{path}: {reason}")]
     BadOutput { path: PathBuf, reason: String },
-    #[error("the host supplied no VCEK in auxblob ({path}); fetch it from AMD KDS")]
-    NoVcek { path: PathBuf },
+    #[error("the host supplied no {key} in auxblob ({path}); fetch it from AMD KDS")]
+    NoVcek { key: &'static str, path: PathBuf },
 }
 
 /// Produces [`Evidence::SevSnp`] through configfs-tsm.
@@ -132,6 +134,11 @@ pub fn build_cert_table(entries: &[([u8; 16], &[u8])]) -> Vec<u8> {
     head
 }
 
+/// GUID of the VLEK entry.
+pub fn vlek_guid() -> [u8; 16] {
+    GUID_VLEK
+}
+
 /// GUIDs of the VCEK, ASK and ARK entries.
 pub fn cert_guids() -> ([u8; 16], [u8; 16], [u8; 16]) {
     (GUID_VCEK, GUID_ASK, GUID_ARK)
@@ -156,7 +163,7 @@ impl Attester for SnpAttester {
                 reason: format!("outblob is {} bytes, expected {REPORT_LEN}", report.len()),
             });
         }
-        SnpReport::parse(&report).map_err(|e| SnpAttestError::BadOutput {
+        let parsed = SnpReport::parse(&report).map_err(|e| SnpAttestError::BadOutput {
             path: out_path,
             reason: e.to_string(),
         })?;
@@ -170,10 +177,25 @@ impl Attester for SnpAttester {
             })?
         };
         let find = |g: &[u8; 16]| table.iter().find(|(id, _)| id == g).map(|(_, d)| d.clone());
-        let vcek = find(&GUID_VCEK).ok_or(SnpAttestError::NoVcek { path: aux_path })?;
-        let cert_chain = match (find(&GUID_ASK), find(&GUID_ARK)) {
-            (Some(ask), Some(ark)) => Some(SnpCertChain { ask, ark }),
-            _ => None,
+        // The report says which key signed it: the chip's VCEK (with AMD's ASK/ARK
+        // beside it, if the host gave them) or the cloud's VLEK (whose ASVK chain the
+        // verifier has pinned; the table's ASK slot would be the wrong one for it).
+        let (vcek, cert_chain) = if parsed.signing_key() == 1 {
+            let vlek = find(&GUID_VLEK).ok_or(SnpAttestError::NoVcek {
+                key: "VLEK",
+                path: aux_path,
+            })?;
+            (vlek, None)
+        } else {
+            let vcek = find(&GUID_VCEK).ok_or(SnpAttestError::NoVcek {
+                key: "VCEK",
+                path: aux_path,
+            })?;
+            let chain = match (find(&GUID_ASK), find(&GUID_ARK)) {
+                (Some(ask), Some(ark)) => Some(SnpCertChain { ask, ark }),
+                _ => None,
+            };
+            (vcek, chain)
         };
         Ok(Evidence::SevSnp(SnpEvidence {
             report,
@@ -191,6 +213,7 @@ mod tests {
     fn guid_bytes_match_the_text_form() {
         assert_eq!(hex::encode(GUID_VCEK), "63da758de6644564adc5f4b93be8accd");
         assert_eq!(hex::encode(GUID_ARK), "c0b406a4a803495297433fb6014cd0ae");
+        assert_eq!(hex::encode(GUID_VLEK), "a8074bc2a25a483eaae639c045a0b8a1");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The node side: a TPM 2.0 attester on top of tss-esapi (libtss2).
 //!
 //! On open it recreates the EK from the TCG default template (RSA-2048, the key the EK
-//! certificate in NV certifies), reads that certificate, and creates a fresh ECDSA P-256
+//! certificate in NV certifies), reads that certificate (none in a confidential VM
+//! whose TPM has none, such as AWS's NitroTPM), and creates a fresh ECDSA P-256
 //! attestation key under the EK. The AK is only useful to a verifier after credential
 //! activation ([`TpmAttester::activate`]).
 
@@ -155,8 +156,14 @@ impl TpmAttester {
 
         let ek_alg = AsymmetricAlgorithmSelection::Rsa(RsaKeyBits::Rsa2048);
         let ek = ek::create_ek_object_2(&mut ctx, ek_alg, None).map_err(tpm("create EK"))?;
-        let ek_cert = ek::retrieve_ek_pubcert(&mut ctx, ek_alg)
-            .map_err(tpm("read EK certificate from NV 0x01c00002"))?;
+        // A confidential VM's TPM may have no EK certificate (AWS's NitroTPM): there the
+        // hardware report binds the AK, and the evidence says so with an empty one. A
+        // TPM without hardware beside it must have its certificate, or nothing vouches.
+        let ek_cert = match ek::retrieve_ek_pubcert(&mut ctx, ek_alg) {
+            Ok(cert) => cert,
+            Err(_) if config.hardware.is_some() => Vec::new(),
+            Err(e) => return Err(tpm("read EK certificate from NV 0x01c00002")(e)),
+        };
         let created = ak::create_ak_2(
             &mut ctx,
             ek,

@@ -250,55 +250,87 @@ impl TpmVerifier {
             ));
         }
 
-        // Signature first: nothing in an unsigned quote is worth reporting on.
-        let sig = EcdsaTpmSignature::parse(&ev.signature)
-            .map_err(|e| TpmVerifyError::parse("quote signature", e))?;
-        verify_ecdsa(&ak.key, &sig, &ev.quote).map_err(|e| TpmVerifyError::BadSignature {
-            ak_name: hex::encode(&ak_name),
+        check_quote(ev, expected_user_data, ak_name, &ak.key, &ak.ek_public)
+    }
+
+    /// Verifies a TPM quote by the AK the evidence names, **without** activation: only
+    /// for a verifier that has already checked a hardware report binding that AK and
+    /// `expected_user_data` (the `aws-sev-snp` profile, where the TPM has no EK
+    /// certificate). The AK must still be a restricted ECDSA P-256 signing key.
+    pub fn verify_quote_of_hardware_bound_ak(
+        ev: &TpmEvidence,
+        expected_user_data: &[u8; 32],
+    ) -> Result<Verified, TpmVerifyError> {
+        let ak_public = TpmPublic::from_tpm2b(&ev.ak_public)
+            .map_err(|e| TpmVerifyError::parse("AK public area", e))?;
+        check_ak_shape(&ak_public)?;
+        let ak_name = ak_public
+            .name()
+            .map_err(|e| TpmVerifyError::parse("AK public area", e))?;
+        let key = ak_verifying_key(&ak_public).map_err(|e| TpmVerifyError::Unsupported {
+            what: "AK",
             reason: e.to_string(),
         })?;
-        let quote = Quote::parse(&ev.quote).map_err(|e| TpmVerifyError::parse("quote", e))?;
-
-        if !bool::from(subtle::ConstantTimeEq::ct_eq(
-            quote.extra_data.as_slice(),
-            expected_user_data,
-        )) {
-            return Err(TpmVerifyError::NonceMismatch {
-                expected: hex::encode(expected_user_data),
-                got: hex::encode(&quote.extra_data),
-            });
-        }
-
-        let given = ev.pcrs.iter().map(|(i, v)| (*i, v.0)).collect();
-        quote.check_pcr_values(&given).map_err(|e| match e {
-            PcrValuesError::Selection(e) => TpmVerifyError::parse("quote", e),
-            PcrValuesError::Digest { quoted, computed } => {
-                TpmVerifyError::PcrDigestMismatch { quoted, computed }
-            }
-            e => TpmVerifyError::malformed("evidence PCR values", e.to_string()),
-        })?;
-
-        Ok(Verified {
-            platform: EvidencePlatform::Tpm,
-            user_data: *expected_user_data,
-            pcrs: ev.pcrs.iter().map(|(i, v)| (*i, v.0)).collect(),
-            event_log: ev.event_log.clone(),
-            systemd_log: ev.systemd_log.clone(),
-            tpm: Some(TpmVerifiedInfo {
-                ek_public_sha256: {
-                    use sha2::Digest;
-                    sha2::Sha256::digest(&ak.ek_public).into()
-                },
-                ak_name,
-                clock_info: quote.clock_info,
-                firmware_version: quote.firmware_version,
-            }),
-            tdx: None,
-            snp: None,
-            gcp: None,
-            azure: None,
-        })
+        check_quote(ev, expected_user_data, ak_name, &key, &ev.ek_public)
     }
+}
+
+/// The quote's signature by `key`, its nonce, and the PCR values against its digest.
+fn check_quote(
+    ev: &TpmEvidence,
+    expected_user_data: &[u8; 32],
+    ak_name: Vec<u8>,
+    key: &p256::ecdsa::VerifyingKey,
+    ek_public: &[u8],
+) -> Result<Verified, TpmVerifyError> {
+    // Signature first: nothing in an unsigned quote is worth reporting on.
+    let sig = EcdsaTpmSignature::parse(&ev.signature)
+        .map_err(|e| TpmVerifyError::parse("quote signature", e))?;
+    verify_ecdsa(key, &sig, &ev.quote).map_err(|e| TpmVerifyError::BadSignature {
+        ak_name: hex::encode(&ak_name),
+        reason: e.to_string(),
+    })?;
+    let quote = Quote::parse(&ev.quote).map_err(|e| TpmVerifyError::parse("quote", e))?;
+
+    if !bool::from(subtle::ConstantTimeEq::ct_eq(
+        quote.extra_data.as_slice(),
+        expected_user_data,
+    )) {
+        return Err(TpmVerifyError::NonceMismatch {
+            expected: hex::encode(expected_user_data),
+            got: hex::encode(&quote.extra_data),
+        });
+    }
+
+    let given = ev.pcrs.iter().map(|(i, v)| (*i, v.0)).collect();
+    quote.check_pcr_values(&given).map_err(|e| match e {
+        PcrValuesError::Selection(e) => TpmVerifyError::parse("quote", e),
+        PcrValuesError::Digest { quoted, computed } => {
+            TpmVerifyError::PcrDigestMismatch { quoted, computed }
+        }
+        e => TpmVerifyError::malformed("evidence PCR values", e.to_string()),
+    })?;
+
+    Ok(Verified {
+        platform: EvidencePlatform::Tpm,
+        user_data: *expected_user_data,
+        pcrs: ev.pcrs.iter().map(|(i, v)| (*i, v.0)).collect(),
+        event_log: ev.event_log.clone(),
+        systemd_log: ev.systemd_log.clone(),
+        tpm: Some(TpmVerifiedInfo {
+            ek_public_sha256: {
+                use sha2::Digest;
+                sha2::Sha256::digest(ek_public).into()
+            },
+            ak_name,
+            clock_info: quote.clock_info,
+            firmware_version: quote.firmware_version,
+        }),
+        tdx: None,
+        snp: None,
+        gcp: None,
+        azure: None,
+    })
 }
 
 impl Verifier for TpmVerifier {
