@@ -47,9 +47,9 @@ pub struct NodeArgs {
     /// accepted.
     #[arg(long)]
     pub policy: Option<PathBuf>,
-    /// Where the node runs: qemu, azure-sev-snp (azure-tdx, gcp-sev-snp, gcp-tdx and
-    /// aws-sev-snp are named but not verifiable yet). Only that profile's evidence is
-    /// accepted. Must agree with the policy's "profile" if it names one.
+    /// Where the node runs: qemu, azure-sev-snp, azure-tdx, gcp-sev-snp, gcp-tdx or
+    /// aws-sev-snp. Only that profile's evidence is accepted. Must agree with the
+    /// policy's "profile" if it names one.
     #[arg(long)]
     pub profile: Option<Profile>,
 }
@@ -403,6 +403,9 @@ fn evidence_name(platform: EvidencePlatform) -> &'static str {
         EvidencePlatform::Tpm => "TPM quote verified (AK activated against a trusted EK)",
         EvidencePlatform::SevSnp => "SEV-SNP report verified (VCEK chains to AMD's pinned roots)",
         EvidencePlatform::Tdx => "TDX quote verified (chains to Intel's pinned root)",
+        EvidencePlatform::AzureTdx => {
+            "Azure vTPM quote verified (its AK named by the paravisor's TD report, whose TD quote chains to Intel's pinned root)"
+        }
         EvidencePlatform::GcpVtpm => {
             "GCE vTPM quote verified (its AK certified by Google's pinned EK/AK CA root; Google's vTPM is outside the TEE)"
         }

@@ -440,11 +440,11 @@ fn a_profile_is_named_in_the_report_and_a_node_of_another_kind_is_refused() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--tpm-ca is needed"), "{stderr}");
-    // A profile Veil cannot verify yet says what is missing.
+    // A profile whose section the policy lacks says what is missing.
     let out = bare(&["verify", "--profile", "azure-tdx", "--policy", &policy_arg]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("profile \"azure-tdx\" cannot be verified"),
+        stderr.contains("profile \"azure-tdx\" needs an \"azureTdx\" section"),
         "{stderr}"
     );
 }

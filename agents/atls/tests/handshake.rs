@@ -424,6 +424,7 @@ async fn replayed_snp_tdx_and_azure_evidence_reaches_its_verifier_and_is_refused
                 require_zero_report_data_tail: false,
                 ..SnpPolicy::default()
             }),
+            azure_tdx: None,
             azure_sev_snp: Some(SnpPolicy {
                 product: veil_attest::SnpProduct::Genoa,
                 allowed_measurements: vec![genoa_paravisor_measurement()],

@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::azure::AzureSnpEvidence;
 pub use crate::azure::AzureVerifiedInfo;
+use crate::azure::{AzureSnpEvidence, AzureTdxEvidence};
 pub use crate::gcp::GcpVerifiedInfo;
 use crate::gcp::GcpVtpmEvidence;
 use crate::snp::SnpEvidence;
@@ -34,6 +34,9 @@ pub enum Evidence {
     SevSnp(SnpEvidence),
     /// An Azure SEV-SNP CVM's HCL report and its vTPM's quote (kind `"azure-sev-snp"`).
     AzureSevSnp(AzureSnpEvidence),
+    /// An Azure TDX CVM's HCL report, its TD quote and its vTPM's quote (kind
+    /// `"azure-tdx"`).
+    AzureTdx(AzureTdxEvidence),
     /// A GCE vTPM's quote with Google's AK certificate, and the CPU's report over that
     /// AK (kind `"gcp-vtpm"`).
     GcpVtpm(GcpVtpmEvidence),
@@ -49,6 +52,8 @@ pub enum EvidencePlatform {
     SevSnp,
     /// Azure's paravisor vTPM, vouched for by an SEV-SNP report.
     AzureSevSnp,
+    /// Azure's paravisor vTPM, vouched for by a TD quote.
+    AzureTdx,
     /// Google's vTPM (its AK certified by Google), with the CPU's report over the AK.
     GcpVtpm,
 }
@@ -60,6 +65,7 @@ impl std::fmt::Display for EvidencePlatform {
             EvidencePlatform::Tdx => "tdx",
             EvidencePlatform::SevSnp => "sev-snp",
             EvidencePlatform::AzureSevSnp => "azure-sev-snp",
+            EvidencePlatform::AzureTdx => "azure-tdx",
             EvidencePlatform::GcpVtpm => "gcp-vtpm",
         })
     }
@@ -107,6 +113,7 @@ impl Evidence {
             Evidence::Tdx(_) => EvidencePlatform::Tdx,
             Evidence::SevSnp(_) => EvidencePlatform::SevSnp,
             Evidence::AzureSevSnp(_) => EvidencePlatform::AzureSevSnp,
+            Evidence::AzureTdx(_) => EvidencePlatform::AzureTdx,
             Evidence::GcpVtpm(_) => EvidencePlatform::GcpVtpm,
         }
     }

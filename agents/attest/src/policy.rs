@@ -88,6 +88,9 @@ pub struct PlatformPolicy {
     pub sev_snp: Option<SnpPolicy>,
     /// Azure SEV-SNP CVMs: the paravisor's report and its vTPM's quote.
     pub azure_sev_snp: Option<SnpPolicy>,
+    /// Azure TDX CVMs: the TD quote of the paravisor's report, with the collateral for
+    /// it (Intel PCS JSON) if the policy carries some.
+    pub azure_tdx: Option<(TdxPolicy, Option<String>)>,
     pub tdx: Option<TdxPolicy>,
     /// Intel PCS collateral (`QuoteCollateralV3` JSON) for TDX quotes that carry none.
     /// Intel signs it, so where it comes from does not matter; it expires within weeks.
@@ -108,6 +111,8 @@ struct PolicyFile {
     sev_snp: Option<SnpSection>,
     #[serde(default)]
     azure_sev_snp: Option<SnpSection>,
+    #[serde(default)]
+    azure_tdx: Option<TdxSection>,
     #[serde(default)]
     tdx: Option<TdxSection>,
     #[serde(default)]
@@ -213,6 +218,22 @@ struct TdxSection {
     collateral: Option<serde_json::Value>,
 }
 
+impl TdxSection {
+    /// The policy, and the section's collateral as JSON text.
+    fn into_policy(self) -> (TdxPolicy, Option<String>) {
+        let default = TdxPolicy::default();
+        let collateral = self.collateral.as_ref().map(ToString::to_string);
+        let policy = TdxPolicy {
+            allowed_mrtd: self.mrtd.into_iter().map(|m| m.0).collect(),
+            expected_rtmrs: self.rtmrs.into_iter().map(|(i, v)| (i.0, v.0)).collect(),
+            allowed_tcb_status: self.tcb_status.unwrap_or(default.allowed_tcb_status),
+            allow_debug: self.allow_debug,
+            ..default
+        };
+        (policy, collateral)
+    }
+}
+
 /// 48 bytes written as 96 hex digits.
 struct Sha384Hex([u8; 48]);
 
@@ -268,6 +289,9 @@ impl PlatformPolicy {
         if self.azure_sev_snp.is_some() {
             kinds.push("azure-sev-snp");
         }
+        if self.azure_tdx.is_some() {
+            kinds.push("azure-tdx");
+        }
         if self.gcp {
             kinds.push("gcp-vtpm");
         }
@@ -282,24 +306,15 @@ impl PlatformPolicy {
         })?;
         let sev_snp = file.sev_snp.map(SnpSection::into_policy);
         let azure_sev_snp = file.azure_sev_snp.map(SnpSection::into_policy);
-        let tdx_collateral = file
-            .tdx
-            .as_ref()
-            .and_then(|t| t.collateral.as_ref())
-            .map(ToString::to_string);
-        let tdx = file.tdx.map(|t| {
-            let default = TdxPolicy::default();
-            TdxPolicy {
-                allowed_mrtd: t.mrtd.into_iter().map(|m| m.0).collect(),
-                expected_rtmrs: t.rtmrs.into_iter().map(|(i, v)| (i.0, v.0)).collect(),
-                allowed_tcb_status: t.tcb_status.unwrap_or(default.allowed_tcb_status),
-                allow_debug: t.allow_debug,
-                ..default
-            }
-        });
+        let (tdx, tdx_collateral) = match file.tdx.map(TdxSection::into_policy) {
+            Some((p, c)) => (Some(p), c),
+            None => (None, None),
+        };
+        let azure_tdx = file.azure_tdx.map(TdxSection::into_policy);
         let policy = PlatformPolicy {
             sev_snp,
             azure_sev_snp,
+            azure_tdx,
             tdx,
             tdx_collateral,
             require_hardware: file.require_hardware,
@@ -318,11 +333,11 @@ impl PlatformPolicy {
     /// any firmware would pass otherwise).
     pub fn check(&self) -> Result<(), String> {
         if let Some(profile) = self.profile {
-            profile
-                .evidence()
-                .map_err(|why| format!("profile \"{profile}\" cannot be verified: {why}"))?;
             if profile == Profile::AzureSevSnp && self.azure_sev_snp.is_none() {
                 return Err("profile \"azure-sev-snp\" needs an \"azureSevSnp\" section: the paravisor's launch digests and the chip generation".into());
+            }
+            if profile == Profile::AzureTdx && self.azure_tdx.is_none() {
+                return Err("profile \"azure-tdx\" needs an \"azureTdx\" section: the paravisor's MRTDs and Intel's collateral".into());
             }
             if matches!(profile, Profile::GcpSevSnp | Profile::GcpTdx) && !self.gcp {
                 return Err(format!(
@@ -367,10 +382,21 @@ impl PlatformPolicy {
                 ));
             }
         }
+        if self
+            .azure_tdx
+            .as_ref()
+            .is_some_and(|(t, _)| t.allowed_mrtd.is_empty())
+        {
+            return Err("the \"azureTdx\" section needs its \"mrtd\": the TD firmware (Azure's paravisor) measurements to accept".into());
+        }
         if !self.require_hardware {
             return Ok(());
         }
-        if self.sev_snp.is_none() && self.tdx.is_none() && self.azure_sev_snp.is_none() {
+        if self.sev_snp.is_none()
+            && self.tdx.is_none()
+            && self.azure_sev_snp.is_none()
+            && self.azure_tdx.is_none()
+        {
             return Err(
                 "requireHardware needs a \"sevSnp\", \"azureSevSnp\" or \"tdx\" section to check the hardware against"
                     .into(),
@@ -416,6 +442,8 @@ pub enum PlatformVerifyError {
     Tdx(#[from] TdxVerifyError),
     #[error("Azure SEV-SNP evidence refused: {0}")]
     Azure(#[from] AzureError),
+    #[error("Azure TDX evidence refused: {0}")]
+    AzureTdx(#[source] AzureError),
     #[error(
         "the peer presented {got} evidence, but nodes under profile \"{profile}\" must present {want} evidence"
     )]
@@ -424,8 +452,6 @@ pub enum PlatformVerifyError {
         got: EvidencePlatform,
         want: EvidencePlatform,
     },
-    #[error("profile \"{profile}\" cannot be verified: {why}")]
-    Unverifiable { profile: Profile, why: &'static str },
     #[error("GCE vTPM evidence refused: {0}")]
     Gcp(#[from] GcpError),
     #[error(
@@ -445,6 +471,7 @@ pub struct PlatformVerifier {
     tpm: TpmVerifier,
     snp: Option<SnpVerifier>,
     azure_snp: Option<SnpVerifier>,
+    azure_tdx: Option<TdxVerifier>,
     tdx: Option<TdxVerifier>,
     require_hardware: bool,
     profile: Option<Profile>,
@@ -473,22 +500,30 @@ impl PlatformVerifier {
         };
         let snp = snp_verifier(&policy.sev_snp)?;
         let azure_snp = snp_verifier(&policy.azure_sev_snp)?;
-        let tdx = match (&policy.tdx, &policy.tdx_collateral) {
-            (Some(p), Some(c)) => Some(
-                TdxVerifier::new(p.clone())
-                    .with_collateral_json(c)
-                    .map_err(|source| PolicyError::TdxCollateral {
-                        source_name: source_name.to_owned(),
-                        source,
-                    })?,
-            ),
-            (Some(p), None) => Some(TdxVerifier::new(p.clone())),
-            (None, _) => None,
+        let tdx_verifier = |p: &TdxPolicy, c: Option<&String>| match c {
+            Some(c) => TdxVerifier::new(p.clone())
+                .with_collateral_json(c)
+                .map_err(|source| PolicyError::TdxCollateral {
+                    source_name: source_name.to_owned(),
+                    source,
+                }),
+            None => Ok(TdxVerifier::new(p.clone())),
         };
+        let tdx = policy
+            .tdx
+            .as_ref()
+            .map(|p| tdx_verifier(p, policy.tdx_collateral.as_ref()))
+            .transpose()?;
+        let azure_tdx = policy
+            .azure_tdx
+            .as_ref()
+            .map(|(p, c)| tdx_verifier(p, c.as_ref()))
+            .transpose()?;
         Ok(PlatformVerifier {
             tpm,
             snp,
             azure_snp,
+            azure_tdx,
             tdx,
             require_hardware: policy.require_hardware,
             profile: policy.profile,
@@ -508,6 +543,7 @@ impl PlatformVerifier {
             tpm,
             snp: None,
             azure_snp: None,
+            azure_tdx: None,
             tdx: None,
             require_hardware: false,
             profile: None,
@@ -533,6 +569,15 @@ impl PlatformVerifier {
     /// counts: not under a profile whose hardware report names the AK.
     pub fn activates_ak(&self) -> bool {
         self.profile.is_none_or(Profile::activates_ak)
+    }
+
+    /// Replaces the Azure TDX verifier (e.g. one with a fixed clock); only where the
+    /// policy accepts Azure TDX evidence.
+    pub fn with_azure_tdx(mut self, tdx: TdxVerifier) -> Self {
+        if self.azure_tdx.is_some() {
+            self.azure_tdx = Some(tdx);
+        }
+        self
     }
 
     /// Replaces the TDX verifier (e.g. one with collateral, a fixed clock or a test root).
@@ -691,9 +736,7 @@ impl Verifier for PlatformVerifier {
         expected_user_data: &[u8; 32],
     ) -> Result<Verified, PlatformVerifyError> {
         if let Some(profile) = self.profile {
-            let want = profile
-                .evidence()
-                .map_err(|why| PlatformVerifyError::Unverifiable { profile, why })?;
+            let want = profile.evidence();
             if want != evidence.platform() {
                 return Err(PlatformVerifyError::WrongProfile {
                     profile,
@@ -722,6 +765,17 @@ impl Verifier for PlatformVerifier {
                         section: "azureSevSnp",
                     })?;
                 Ok(verify_azure_snp_evidence(ev, snp, expected_user_data)?)
+            }
+            Evidence::AzureTdx(ev) => {
+                let tdx = self
+                    .azure_tdx
+                    .as_ref()
+                    .ok_or(PlatformVerifyError::NotAccepted {
+                        platform: "Azure TDX",
+                        section: "azureTdx",
+                    })?;
+                crate::azure::verify_azure_tdx(ev, tdx, expected_user_data)
+                    .map_err(PlatformVerifyError::AzureTdx)
             }
             Evidence::GcpVtpm(ev) => self.verify_gcp(ev, expected_user_data),
         }?;

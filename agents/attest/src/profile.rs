@@ -5,8 +5,6 @@
 //! say what it detected, but a verifier under a profile refuses any other evidence
 //! kind, so a node cannot move itself to a weaker check by claiming another platform.
 //!
-//! Profiles Veil cannot verify yet are named, so that a policy asking for one fails
-//! with what is missing rather than as an unknown word.
 
 use std::fmt;
 use std::str::FromStr;
@@ -49,17 +47,13 @@ impl Profile {
         }
     }
 
-    /// The evidence kind a node under this profile must present, or why Veil cannot
-    /// verify this profile yet.
-    pub fn evidence(self) -> Result<EvidencePlatform, &'static str> {
+    /// The evidence kind a node under this profile must present.
+    pub fn evidence(self) -> EvidencePlatform {
         match self {
-            Profile::Qemu => Ok(EvidencePlatform::Tpm),
-            Profile::AzureSevSnp => Ok(EvidencePlatform::AzureSevSnp),
-            Profile::AzureTdx => Err(
-                "Azure TDX CVMs need the TD report in the HCL report turned into a quote by Azure's metadata service, which Veil does not fetch or verify yet",
-            ),
-            Profile::GcpSevSnp | Profile::GcpTdx => Ok(EvidencePlatform::GcpVtpm),
-            Profile::AwsSevSnp => Ok(EvidencePlatform::Tpm),
+            Profile::Qemu | Profile::AwsSevSnp => EvidencePlatform::Tpm,
+            Profile::AzureSevSnp => EvidencePlatform::AzureSevSnp,
+            Profile::AzureTdx => EvidencePlatform::AzureTdx,
+            Profile::GcpSevSnp | Profile::GcpTdx => EvidencePlatform::GcpVtpm,
         }
     }
 
@@ -88,13 +82,15 @@ impl Profile {
             Profile::AzureSevSnp => {
                 "the vTPM quote's PCRs, from the AK that Azure's paravisor named in an SEV-SNP report signed by the chip (VCEK to AMD's pinned roots), with the paravisor's launch measurement pinned"
             }
+            Profile::AzureTdx => {
+                "the vTPM quote's PCRs, from the AK that Azure's paravisor named in a TD report, quoted by Intel's quoting enclave (PCK chain to Intel's pinned root, collateral, MRTD pinned)"
+            }
             Profile::AwsSevSnp => {
                 "the NitroTPM quote's PCRs, from the AK that an SEV-SNP report (VLEK or VCEK, to AMD's pinned roots) over the launch-measured guest binds (NitroTPM is outside the TEE: the PCRs are AWS's word)"
             }
             Profile::GcpSevSnp | Profile::GcpTdx => {
                 "the vTPM quote's PCRs, from the AK that Google certified (Google's vTPM is outside the TEE: this is Google's word), and the CPU's launch measurement in a report over that AK"
             }
-            _ => "nothing yet: Veil cannot verify this profile",
         }
     }
 }
@@ -140,14 +136,13 @@ mod tests {
     }
 
     #[test]
-    fn only_qemu_activates_and_each_verifiable_profile_takes_one_kind() {
+    fn only_qemu_activates_and_each_profile_takes_one_kind() {
         assert!(Profile::Qemu.activates_ak());
         assert!(!Profile::AzureSevSnp.activates_ak());
         assert_eq!(
             Profile::AzureSevSnp.evidence(),
-            Ok(EvidencePlatform::AzureSevSnp)
+            EvidencePlatform::AzureSevSnp
         );
-        assert!(Profile::AzureTdx.evidence().is_err());
         assert!(!Profile::AwsSevSnp.activates_ak());
         assert_eq!(Profile::GcpTdx.hardware(), Some("TDX"));
         assert_eq!(Profile::Qemu.hardware(), None);

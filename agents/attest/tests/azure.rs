@@ -326,15 +326,11 @@ fn a_profile_takes_its_own_evidence_kind_only_whatever_else_the_sections_allow()
 }
 
 #[test]
-fn a_profile_veil_cannot_verify_or_without_its_section_is_refused_when_read() {
+fn a_profile_without_its_section_or_an_unknown_one_is_refused_when_read() {
     for (text, needle) in [
         (
             r#"{"profile": "azure-sev-snp"}"#,
             "needs an \"azureSevSnp\" section",
-        ),
-        (
-            r#"{"profile": "azure-tdx"}"#,
-            "profile \"azure-tdx\" cannot be verified: Azure TDX",
         ),
         (r#"{"profile": "azure"}"#, "'azure' is not a profile"),
     ] {
@@ -373,5 +369,135 @@ fn the_vcek_comes_out_of_the_metadata_services_answer_and_bad_answers_are_named(
         let e = thim_vcek(bad).expect_err("bad answer");
         assert!(matches!(e, AzureError::Thim(_)), "{e}");
         assert!(e.to_string().contains(needle), "{e}");
+    }
+}
+
+fn tdx_evidence() -> veil_attest::azure::AzureTdxEvidence {
+    veil_attest::azure::AzureTdxEvidence {
+        hcl_report: data("tdx-hcl-report.bin"),
+        td_quote: data("tdx-td-quote.bin"),
+        quote: data("tdx-quote.bin"),
+        signature: data("tdx-quote.sig"),
+        pcrs: data("tdx-quote-pcrs.bin")
+            .chunks(32)
+            .enumerate()
+            .map(|(i, v)| (i as u32, Digest32(v.try_into().expect("32 bytes"))))
+            .collect(),
+    }
+}
+
+/// The recorded TD quote's MRTD (Azure's TDX paravisor).
+fn td_mrtd() -> String {
+    let q = veil_attest::tdx::TdQuote::parse(&data("tdx-td-quote.bin")).expect("TD quote");
+    hex::encode(q.mr_td)
+}
+
+#[test]
+fn an_azure_tdx_cvms_chain_holds_up_to_intels_verdict_on_its_td_quote() {
+    let ev = tdx_evidence();
+    let hcl = HclReport::parse(&ev.hcl_report).expect("HCL report");
+    assert_eq!(hcl.kind(), HclKind::Tdx);
+    // The TD quote the metadata service made binds the runtime data…
+    let q = veil_attest::tdx::TdQuote::parse(&ev.td_quote).expect("TD quote");
+    assert_eq!(q.report_data[..32], hcl.runtime_data_sha256());
+    assert_eq!(q.report_data[32..], [0; 32]);
+    // …whose AK signed the vTPM quote over the recorded nonce.
+    let runtime = hcl.runtime().expect("runtime data");
+    let pcrs = ev.pcrs.iter().map(|(i, v)| (*i, v.0)).collect();
+    veil_attest::azure::verify_rsa_quote(&runtime.ak, &ev.quote, &ev.signature, NONCE, &pcrs)
+        .expect("the AK's quote verifies");
+    // The Milan CVM's AK did not sign it.
+    let milan = HclReport::parse(&data("milan-hcl-report.bin"))
+        .expect("milan")
+        .runtime()
+        .expect("runtime");
+    let e = veil_attest::azure::verify_rsa_quote(&milan.ak, &ev.quote, &ev.signature, NONCE, &pcrs)
+        .expect_err("another AK");
+    assert!(matches!(e, AzureError::QuoteSignature(_)), "{e}");
+
+    // The whole check asks Intel's verdict on the TD quote first: with no collateral
+    // for this platform among the recorded data, that is where it stops, saying so.
+    let policy = veil_attest::tdx::TdxPolicy {
+        allowed_mrtd: vec![q.mr_td],
+        now: Some(1_751_328_000),
+        ..veil_attest::tdx::TdxPolicy::default()
+    };
+    let collateral = String::from_utf8(
+        std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/tdx/tdx_quote_collateral.json"
+        ))
+        .expect("collateral"),
+    )
+    .expect("UTF-8");
+    let tdx = veil_attest::tdx::TdxVerifier::new(policy)
+        .with_collateral_json(&collateral)
+        .expect("collateral parses");
+    let e = veil_attest::azure::verify_azure_tdx(&ev, &tdx, NONCE).expect_err("collateral");
+    assert!(matches!(e, AzureError::Tdx(_)), "{e}");
+    assert!(e.to_string().contains("Fmspc mismatch"), "{e}");
+
+    // An SEV-SNP CVM's HCL report under the TDX check.
+    let snp = veil_attest::azure::AzureTdxEvidence {
+        hcl_report: data("milan-hcl-report.bin"),
+        ..tdx_evidence()
+    };
+    let e = veil_attest::azure::verify_azure_tdx(&snp, &tdx, NONCE).expect_err("SNP");
+    assert!(
+        matches!(
+            e,
+            AzureError::WrongKind {
+                got: "SEV-SNP",
+                want: "TDX"
+            }
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn azure_tdx_evidence_has_its_own_kind_section_and_profile() {
+    let ev = Evidence::AzureTdx(tdx_evidence());
+    let bytes = ev.encode();
+    assert!(String::from_utf8_lossy(&bytes).contains(r#""kind":"azure-tdx""#));
+    assert_eq!(Evidence::decode(&bytes).expect("decodes"), ev);
+
+    let m = measurement("genoa");
+    let mrtd = td_mrtd();
+    // Under azure-sev-snp it is refused by kind.
+    let v = platform_verifier(&format!(
+        r#"{{"profile": "azure-sev-snp", "azureSevSnp": {{"product": "genoa", "measurements": ["{m}"]}},
+           "azureTdx": {{"mrtd": ["{mrtd}"]}}}}"#
+    ));
+    let e = v.verify(&ev, &[7; 32]).expect_err("wrong profile");
+    assert!(matches!(e, PlatformVerifyError::WrongProfile { .. }), "{e}");
+    // Without an azureTdx section it is not accepted at all.
+    let v = platform_verifier(&format!(
+        r#"{{"azureSevSnp": {{"product": "genoa", "measurements": ["{m}"]}}}}"#
+    ));
+    let e = v.verify(&ev, &[7; 32]).expect_err("no section");
+    assert!(e.to_string().contains("no \"azureTdx\" section"), "{e}");
+    // Under its profile it reaches Intel's verdict (no collateral here at all).
+    let v = platform_verifier(&format!(
+        r#"{{"profile": "azure-tdx", "azureTdx": {{"mrtd": ["{mrtd}"]}}}}"#
+    ));
+    let e = v.verify(&ev, &[7; 32]).expect_err("no collateral");
+    assert!(
+        matches!(e, PlatformVerifyError::AzureTdx(AzureError::Tdx(_))),
+        "{e}"
+    );
+
+    for (text, needle) in [
+        (
+            r#"{"profile": "azure-tdx"}"#,
+            "needs an \"azureTdx\" section",
+        ),
+        (
+            r#"{"azureTdx": {}}"#,
+            "\"azureTdx\" section needs its \"mrtd\"",
+        ),
+    ] {
+        let e = PlatformPolicy::from_json("site.json", text).expect_err(text);
+        assert!(e.to_string().contains(needle), "{text}: {e}");
     }
 }

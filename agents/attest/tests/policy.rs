@@ -66,6 +66,7 @@ fn snp_evidence_reaches_the_snp_verifier_only_where_the_policy_accepts_it() {
             require_zero_report_data_tail: false,
             ..SnpPolicy::default()
         }),
+        azure_tdx: None,
         azure_sev_snp: None,
         tdx: None,
         tdx_collateral: None,
@@ -200,6 +201,7 @@ fn accepting_recorded_snp(require_hardware: bool) -> PlatformPolicy {
             allowed_measurements: vec![measurement],
             ..SnpPolicy::default()
         }),
+        azure_tdx: None,
         azure_sev_snp: None,
         tdx: None,
         tdx_collateral: None,

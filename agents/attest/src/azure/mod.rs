@@ -42,6 +42,7 @@ use thiserror::Error;
 use crate::encoding::{Digest32, b64};
 use crate::evidence::{EvidencePlatform, Verified};
 use crate::snp::{SnpCertChain, SnpEvidence, SnpVerifiedInfo, SnpVerifier, SnpVerifyError};
+use crate::tdx::{TdxEvidence, TdxVerifier, TdxVerifyError};
 use crate::tpm::quote::{PcrValuesError, Quote};
 
 /// `HCLA`, little-endian, at the report's start.
@@ -107,6 +108,10 @@ pub enum AzureError {
         "the HCL report's SEV-SNP report is refused (its report_data must be the SHA-256 of the HCL report's runtime data): {0}"
     )]
     Snp(#[source] SnpVerifyError),
+    #[error(
+        "the TD quote of the HCL report is refused (its report_data must be the SHA-256 of the HCL report's runtime data): {0}"
+    )]
+    Tdx(#[source] TdxVerifyError),
     #[error("the instance metadata service's VCEK answer cannot be read: {0}")]
     Thim(String),
     #[error("the HCL report's runtime data cannot be read: {0}")]
@@ -372,6 +377,67 @@ pub fn verify_azure_snp(
         vm_configuration: runtime.vm_configuration.clone(),
         runtime,
     })
+}
+
+/// An Azure TDX CVM's evidence (kind `"azure-tdx"`): the HCL report (a TD report
+/// inside), the TD quote Azure's metadata service made of that TD report, and a quote
+/// by the vTPM AK over the verifier's nonce. The TD report is the one of this boot (no
+/// user data is written for it): the nonce's freshness comes from the AK's quote, the
+/// AK living in the paravisor inside the TD.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AzureTdxEvidence {
+    #[serde(with = "b64")]
+    pub hcl_report: Vec<u8>,
+    /// The TD quote (version 4) of the HCL report's TD report.
+    #[serde(with = "b64")]
+    pub td_quote: Vec<u8>,
+    #[serde(with = "b64")]
+    pub quote: Vec<u8>,
+    #[serde(with = "b64")]
+    pub signature: Vec<u8>,
+    pub pcrs: BTreeMap<u32, Digest32>,
+}
+
+/// Checks an Azure TDX CVM's chain: the TD quote (Intel's signature chain, collateral,
+/// MRTD and TCB under `tdx`'s policy) over the runtime data's hash, the AK the runtime
+/// data names, and that AK's quote over `nonce` with matching PCR values.
+pub fn verify_azure_tdx(
+    ev: &AzureTdxEvidence,
+    tdx: &TdxVerifier,
+    nonce: &[u8],
+) -> Result<Verified, AzureError> {
+    let hcl = HclReport::parse(&ev.hcl_report)?;
+    if hcl.kind() != HclKind::Tdx {
+        return Err(AzureError::WrongKind {
+            got: hcl.kind().name(),
+            want: HclKind::Tdx.name(),
+        });
+    }
+    let mut verified = tdx
+        .verify_tdx(
+            &TdxEvidence {
+                quote: ev.td_quote.clone(),
+                collateral: None,
+            },
+            &hcl.runtime_data_sha256(),
+        )
+        .map_err(AzureError::Tdx)?;
+    let runtime = hcl.runtime()?;
+    let pcrs: BTreeMap<u32, [u8; 32]> = ev.pcrs.iter().map(|(i, v)| (*i, v.0)).collect();
+    verify_rsa_quote(&runtime.ak, &ev.quote, &ev.signature, nonce, &pcrs)?;
+    let config = &runtime.vm_configuration;
+    verified.platform = EvidencePlatform::AzureTdx;
+    verified.pcrs = pcrs;
+    verified.azure = Some(AzureVerifiedInfo {
+        vm_unique_id: config
+            .get("vmUniqueId")
+            .and_then(|u| u.as_str())
+            .map(str::to_owned),
+        secure_boot: config.get("secure-boot") == Some(&serde_json::Value::Bool(true)),
+        report_is_fresh: false,
+    });
+    Ok(verified)
 }
 
 /// [`verify_azure_snp`] over the aTLS user data, as a [`Verified`] result.
