@@ -501,3 +501,28 @@ fn azure_tdx_evidence_has_its_own_kind_section_and_profile() {
         assert!(e.to_string().contains(needle), "{text}: {e}");
     }
 }
+
+#[test]
+fn the_td_quote_request_carries_the_td_report_and_the_answer_is_checked() {
+    let hcl = data("tdx-hcl-report.bin");
+    let report = HclReport::parse(&hcl).expect("HCL report");
+    let body: serde_json::Value =
+        serde_json::from_slice(&veil_attest::azure::td_quote_request(report.hw_report()))
+            .expect("JSON");
+    let sent = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(body["report"].as_str().expect("report"))
+        .expect("base64url");
+    assert_eq!(sent, &hcl[32..32 + 1024]);
+
+    let quote = data("tdx-td-quote.bin");
+    let answer = serde_json::json!({
+        "quote": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&quote)
+    });
+    let got =
+        veil_attest::azure::td_quote_from_answer(answer.to_string().as_bytes()).expect("quote");
+    assert_eq!(got, quote);
+    for bad in [&b"{}"[..], br#"{"quote": "!"}"#, br#"{"quote": "AAAA"}"#] {
+        let e = veil_attest::azure::td_quote_from_answer(bad).expect_err("bad answer");
+        assert!(matches!(e, AzureError::Imds(_)), "{e}");
+    }
+}

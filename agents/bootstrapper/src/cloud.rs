@@ -11,14 +11,19 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use veil_atls::{AttesterIssuer, EvidenceIssuer};
 use veil_attest::HardwareAttester;
-use veil_attest::azure::attester::{AzureSnpAttester, hcl_report_present};
-use veil_attest::azure::{THIM_VCEK_URL, thim_vcek};
+use veil_attest::azure::attester::{
+    AzureSnpAttester, AzureTdxAttester, hcl_report_present, read_hcl_report,
+};
+use veil_attest::azure::{
+    HclKind, HclReport, IMDS_TD_QUOTE_URL, THIM_VCEK_URL, td_quote_from_answer, td_quote_request,
+    thim_vcek,
+};
 use veil_attest::gcp::attester::{GcpAttester, ak_cert_present};
 use veil_attest::gcp::issuer_url;
 
@@ -28,15 +33,25 @@ const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 const HTTP_MAX_BYTES: usize = 64 * 1024;
 
 /// One plain HTTP GET with `headers`: the body of a 2xx answer. Used only for what
-/// the verifier checks against pinned roots (VCEKs, intermediates).
+/// the verifier checks against pinned roots (VCEKs, intermediates, TD quotes).
 pub async fn http_get(url: &str, headers: &[(&str, &str)]) -> Result<Bytes> {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let mut request = hyper::Request::get(url);
+    http_request(hyper::Method::GET, url, headers, Bytes::new()).await
+}
+
+/// [`http_get`] for any method, with a body.
+pub async fn http_request(
+    method: hyper::Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> Result<Bytes> {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut request = hyper::Request::builder().method(method).uri(url);
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
     let request = request
-        .body(Empty::new())
+        .body(Full::new(body))
         .with_context(|| format!("a request for {url}"))?;
     let response = tokio::time::timeout(HTTP_TIMEOUT, client.request(request))
         .await
@@ -63,6 +78,20 @@ pub async fn fetch_vcek(url: &str) -> Result<Vec<u8>> {
     thim_vcek(&body).with_context(|| format!("the answer of {url}"))
 }
 
+/// The TD quote of the TD report in the HCL report `hcl`, from Azure's metadata
+/// service at `url`.
+pub async fn fetch_td_quote(url: &str, hcl: &[u8]) -> Result<Vec<u8>> {
+    let report = HclReport::parse(hcl).map_err(|e| anyhow!("the Azure HCL report: {e}"))?;
+    let body = http_request(
+        hyper::Method::POST,
+        url,
+        &[("Metadata", "true"), ("Content-Type", "application/json")],
+        Bytes::from(td_quote_request(report.hw_report())),
+    )
+    .await?;
+    td_quote_from_answer(&body).with_context(|| format!("the answer of {url}"))
+}
+
 /// What a cloud node presents on its agent port, and its name for the console.
 pub struct CloudEvidence {
     pub platform: &'static str,
@@ -86,6 +115,19 @@ pub async fn attester(
         }
     };
     if found("an Azure HCL report", hcl_report_present(tcti)) {
+        let hcl = read_hcl_report(tcti).context("reading the Azure HCL report")?;
+        let kind = HclReport::parse(&hcl)
+            .map(|r| r.kind())
+            .map_err(|e| anyhow!("the Azure HCL report: {e}"))?;
+        if kind == HclKind::Tdx {
+            let td_quote = fetch_td_quote(IMDS_TD_QUOTE_URL, &hcl).await?;
+            let attester = AzureTdxAttester::open(tcti, pcrs, hcl, td_quote)
+                .context("opening the Azure vTPM's attestation key")?;
+            return Ok(Some(CloudEvidence {
+                platform: "azure-tdx",
+                issuer: Arc::new(AttesterIssuer(Mutex::new(attester))),
+            }));
+        }
         let vcek = fetch_vcek(THIM_VCEK_URL).await?;
         let attester = AzureSnpAttester::open(tcti, pcrs, vcek, None)
             .context("opening the Azure vTPM's attestation key")?;
@@ -132,8 +174,29 @@ mod tests {
         );
         let served = tokio::spawn(async move {
             let (mut s, _) = listener.accept().await.expect("accept");
-            let mut request = vec![0u8; 4096];
-            let n = s.read(&mut request).await.expect("read");
+            // The whole request: headers, then as many bytes as content-length says.
+            let mut request = Vec::new();
+            let mut chunk = [0u8; 4096];
+            loop {
+                let n = s.read(&mut chunk).await.expect("read");
+                request.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&request).to_ascii_lowercase();
+                let Some(end) = text.find("\r\n\r\n") else {
+                    if n == 0 {
+                        break;
+                    }
+                    continue;
+                };
+                let length = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                if n == 0 || request.len() >= end + 4 + length {
+                    break;
+                }
+            }
+            let n = request.len();
             let answer = format!(
                 "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                 body.len()
@@ -160,6 +223,39 @@ mod tests {
             "{request}"
         );
         assert!(request.contains("metadata: true"), "{request}");
+    }
+
+    #[tokio::test]
+    async fn the_td_report_is_posted_and_a_bad_quote_named() {
+        let hcl = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../attest/tests/data/azure/tdx-hcl-report.bin"
+        ))
+        .expect("recorded HCL report");
+        let quote = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../attest/tests/data/azure/tdx-td-quote.bin"
+        ))
+        .expect("recorded TD quote");
+        use base64::Engine as _;
+        let answer = serde_json::json!({
+            "quote": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&quote)
+        })
+        .to_string();
+        let (url, served) = metadata_test_double("200 OK", answer).await;
+        let got = fetch_td_quote(&url, &hcl).await.expect("TD quote");
+        assert_eq!(got, quote);
+        let request = served.await.expect("served");
+        assert!(request.starts_with("POST /metadata/THIM"), "{request}");
+        let report = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&hcl[32..32 + 1024]);
+        assert!(request.contains(&report), "the TD report is posted");
+
+        let (url, _served) = metadata_test_double("200 OK", r#"{"quote": "AAAA"}"#.into()).await;
+        let e = fetch_td_quote(&url, &hcl).await.expect_err("not a quote");
+        assert!(
+            format!("{e:#}").contains("TD quote answer cannot be read"),
+            "{e:#}"
+        );
     }
 
     #[tokio::test]

@@ -19,7 +19,7 @@ use tss_esapi::interface_types::resource_handles::NvAuth;
 use tss_esapi::structures::{NvPublic, Signature};
 
 use super::{
-    AzureSnpEvidence, HCL_AK_HANDLE, HCL_REPORT_NV_INDEX, HCL_USER_DATA_LEN,
+    AzureSnpEvidence, AzureTdxEvidence, HCL_AK_HANDLE, HCL_REPORT_NV_INDEX, HCL_USER_DATA_LEN,
     HCL_USER_DATA_NV_INDEX, HclReport,
 };
 use crate::encoding::Digest32;
@@ -162,6 +162,93 @@ impl AzureSnpAttester {
                 .map(|(i, v)| (i, Digest32(v)))
                 .collect(),
         })
+    }
+}
+
+/// The HCL report NV `0x01400001` holds now, at `tcti`.
+pub fn read_hcl_report(tcti: &str) -> Result<Vec<u8>, TpmAttestError> {
+    let mut ctx = open_context(tcti)?;
+    let bytes = read_nv(
+        &mut ctx,
+        HCL_REPORT_NV_INDEX,
+        "read the HCL report from NV 0x01400001",
+    )?;
+    HclReport::parse(&bytes).map_err(|e| TpmAttestError::Unexpected {
+        what: "HCL report",
+        reason: e.to_string(),
+    })?;
+    Ok(bytes)
+}
+
+/// An Azure TDX CVM's vTPM: the boot's HCL report with the TD quote the metadata
+/// service made of it, and per piece of evidence a quote by the AK over the user data.
+/// (A fresh TD quote per session would need the metadata service inside the TLS
+/// handshake; the AK lives in the paravisor inside the TD, so its quote is what makes
+/// the evidence fresh.)
+pub struct AzureTdxAttester {
+    ctx: Context,
+    ak: KeyHandle,
+    pcrs: Vec<u32>,
+    hcl_report: Vec<u8>,
+    td_quote: Vec<u8>,
+}
+
+impl std::fmt::Debug for AzureTdxAttester {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AzureTdxAttester")
+            .field("pcrs", &self.pcrs)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AzureTdxAttester {
+    /// Opens the vTPM at `tcti` and its AK at `0x81000003`, with the HCL report read
+    /// at boot and the TD quote of its TD report.
+    pub fn open(
+        tcti: &str,
+        pcrs: Vec<u32>,
+        hcl_report: Vec<u8>,
+        td_quote: Vec<u8>,
+    ) -> Result<Self, TpmAttestError> {
+        let AzureSnpAttester { ctx, ak, pcrs, .. } =
+            AzureSnpAttester::open(tcti, pcrs, Vec::new(), None)?;
+        Ok(AzureTdxAttester {
+            ctx,
+            ak,
+            pcrs,
+            hcl_report,
+            td_quote,
+        })
+    }
+
+    /// The evidence for `user_data`.
+    pub fn gather(&mut self, user_data: &[u8; 32]) -> Result<AzureTdxEvidence, TpmAttestError> {
+        let quoted = quote_pcrs(&mut self.ctx, self.ak, &self.pcrs, user_data)?;
+        let Signature::RsaSsa(rsa) = quoted.signature else {
+            return Err(TpmAttestError::Unexpected {
+                what: "quote signature",
+                reason: "the AK at 0x81000003 is not an RSASSA key".into(),
+            });
+        };
+        Ok(AzureTdxEvidence {
+            hcl_report: self.hcl_report.clone(),
+            td_quote: self.td_quote.clone(),
+            quote: quoted.attest,
+            signature: rsa.signature().value().to_vec(),
+            pcrs: quoted
+                .pcrs
+                .into_iter()
+                .map(|(i, v)| (i, Digest32(v)))
+                .collect(),
+        })
+    }
+}
+
+impl Attester for AzureTdxAttester {
+    type Error = TpmAttestError;
+
+    fn evidence(&mut self, user_data: &[u8; 32]) -> Result<Evidence, TpmAttestError> {
+        self.gather(user_data).map(Evidence::AzureTdx)
     }
 }
 

@@ -72,6 +72,31 @@ pub const HCL_USER_DATA_LEN: usize = 64;
 /// AMD's pinned roots by the verifier, so its source does not matter.
 pub const THIM_VCEK_URL: &str = "http://169.254.169.254/metadata/THIM/amd/certification";
 
+/// Where Azure's metadata service turns a TD report into a TD quote (POST).
+pub const IMDS_TD_QUOTE_URL: &str = "http://169.254.169.254/acc/tdquote";
+
+/// The body of a TD quote request for `td_report` (the HCL report's hardware report).
+pub fn td_quote_request(td_report: &[u8]) -> Vec<u8> {
+    serde_json::json!({ "report": URL_SAFE_NO_PAD.encode(td_report) })
+        .to_string()
+        .into_bytes()
+}
+
+/// The TD quote in the metadata service's answer: JSON whose `quote` is base64url.
+pub fn td_quote_from_answer(json: &[u8]) -> Result<Vec<u8>, AzureError> {
+    #[derive(Deserialize)]
+    struct Answer {
+        quote: String,
+    }
+    let bad = |s: String| AzureError::Imds(s);
+    let answer: Answer = serde_json::from_slice(json).map_err(|e| bad(e.to_string()))?;
+    let quote = URL_SAFE_NO_PAD
+        .decode(answer.quote.trim_end_matches('='))
+        .map_err(|e| bad(format!("quote: {e}")))?;
+    crate::tdx::TdQuote::parse(&quote).map_err(|e| bad(format!("quote: {e}")))?;
+    Ok(quote)
+}
+
 /// The VCEK (DER) in THIM's answer: JSON whose `vcekCert` is a PEM certificate.
 pub fn thim_vcek(json: &[u8]) -> Result<Vec<u8>, AzureError> {
     #[derive(Deserialize)]
@@ -114,6 +139,8 @@ pub enum AzureError {
     Tdx(#[source] TdxVerifyError),
     #[error("the instance metadata service's VCEK answer cannot be read: {0}")]
     Thim(String),
+    #[error("the instance metadata service's TD quote answer cannot be read: {0}")]
+    Imds(String),
     #[error("the HCL report's runtime data cannot be read: {0}")]
     RuntimeData(String),
     #[error("the vTPM quote is not signed by the AK that the HCL report names: {0}")]
