@@ -1,4 +1,5 @@
-//! CPU cost of verifying recorded SEV-SNP, TDX, Azure SEV-SNP CVM and GCE vTPM evidence (the real vectors under
+//! CPU cost of verifying recorded SEV-SNP (VCEK and AWS's VLEK), TDX, Azure SEV-SNP CVM
+//! and GCE vTPM evidence (the real vectors under
 //! tests/data/), so hardware we lack still gets a figure:
 //! `cargo run --release -p veil-attest --example recorded_bench [-- N]`.
 //! Prints the mean wall time per verification (single thread, after a warm-up).
@@ -80,6 +81,30 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         n,
         || veil_attest::azure::verify_azure_snp(&azure, &milan, b"challenge").is_ok(),
     );
+
+    let vlek_report = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/snp/aws-vlek-report-v5.bin"
+    ))?;
+    let mut vlek_user = [0u8; 32];
+    vlek_user.copy_from_slice(&vlek_report[0x50..0x70]);
+    let vlek = SnpEvidence {
+        report: vlek_report,
+        vcek: std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/snp/aws-vlek-v5.der"
+        ))?,
+        cert_chain: None,
+    };
+    // The recorded AWS report was asked for from VMPL 1 and fills all of report_data.
+    let vlek_verifier = SnpVerifier::new(SnpPolicy {
+        require_zero_report_data_tail: false,
+        max_vmpl: 1,
+        ..SnpPolicy::default()
+    })?;
+    time("AWS SEV-SNP report + VLEK chain (ASVK)", n, || {
+        vlek_verifier.verify_snp(&vlek, &vlek_user).is_ok()
+    });
 
     let (gcp, nonce) = gcp_evidence()?;
     // Inside the recorded AK certificate's validity (tests/data/gcp/README.md).

@@ -160,3 +160,29 @@ fn the_attester_takes_the_vlek_for_a_vlek_signed_report() {
     let e = attester.evidence(&user).expect_err("no VLEK");
     assert!(e.to_string().contains("no VLEK in auxblob"), "{e}");
 }
+
+/// The verifier remembers chains that held (a chip's VCEK comes with each report); a
+/// remembered chain lets nothing else through.
+#[test]
+fn a_remembered_chain_changes_no_verdict() {
+    let v = verifier(SnpProduct::Milan);
+    let (ev, user) = evidence("v5");
+    v.verify_snp(&ev, &user).expect("first");
+    v.verify_snp(&ev, &user).expect("again, from memory");
+    let mut flipped = ev.clone();
+    flipped.report[0x90] ^= 1;
+    let e = v
+        .verify_snp(&flipped, &user)
+        .map(|_| ())
+        .expect_err("report");
+    assert!(e.to_string().contains("signature"), "{e}");
+    let mut tampered = ev.clone();
+    let n = tampered.vcek.len() - 10;
+    tampered.vcek[n] ^= 1;
+    let e = v
+        .verify_snp(&tampered, &user)
+        .map(|_| ())
+        .expect_err("VLEK");
+    assert!(matches!(e, SnpVerifyError::ChainNotTrusted { .. }), "{e}");
+    v.verify_snp(&ev, &user).expect("the genuine one still");
+}

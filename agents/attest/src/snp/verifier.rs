@@ -228,7 +228,15 @@ pub struct SnpVerifier {
     ask_der: Vec<u8>,
     /// AMD's VLEK signing key, where pinned: reports a cloud signs with its VLEK.
     asvk: Option<(Certificate, Vec<u8>)>,
+    /// SHA-256 of (signer DER, VCEK/VLEK DER) pairs whose signature already held: a
+    /// chip's VCEK comes again with each of its reports, and its RSA-PSS check costs
+    /// more than the report's own signature. Only successes are kept, and the pinned
+    /// signer is part of the key, so nothing that failed once can pass later.
+    chains_seen: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<[u8; 32]>>>,
 }
+
+/// At most this many verified chains are remembered (then the memory starts over).
+const MAX_CHAINS_SEEN: usize = 4096;
 
 impl SnpVerifier {
     /// Loads and self-checks the pinned roots of `policy.product` (ARK self-signed, ARK
@@ -278,6 +286,7 @@ impl SnpVerifier {
             ark_der,
             ask_der,
             asvk,
+            chains_seen: Default::default(),
         })
     }
 
@@ -390,6 +399,18 @@ impl SnpVerifier {
             what: "VCEK certificate",
             reason: e.to_string(),
         })?;
+        let pair: [u8; 32] = Sha256::new()
+            .chain_update(signer_der)
+            .chain_update(&ev.vcek)
+            .finalize()
+            .into();
+        if self
+            .chains_seen
+            .lock()
+            .is_ok_and(|seen| seen.contains(&pair))
+        {
+            return Ok(vcek);
+        }
         (signer, &vcek)
             .verify()
             .map_err(|e| SnpVerifyError::ChainNotTrusted {
@@ -401,6 +422,12 @@ impl SnpVerifier {
                     describe_cert(&self.ark_der)
                 ),
             })?;
+        if let Ok(mut seen) = self.chains_seen.lock() {
+            if seen.len() >= MAX_CHAINS_SEEN {
+                seen.clear();
+            }
+            seen.insert(pair);
+        }
         Ok(vcek)
     }
 }
