@@ -463,6 +463,30 @@ pub enum PlatformVerifyError {
     },
 }
 
+/// The verifier of a policy section, or why evidence of that `platform` is refused.
+fn accepted<'a, T>(
+    verifier: &'a Option<T>,
+    platform: &'static str,
+    section: &'static str,
+) -> Result<&'a T, PlatformVerifyError> {
+    verifier
+        .as_ref()
+        .ok_or(PlatformVerifyError::NotAccepted { platform, section })
+}
+
+/// What a hardware report proved.
+struct HardwareFacts {
+    snp: Option<crate::snp::SnpVerifiedInfo>,
+    tdx: Option<crate::tdx::verifier::TdxVerifiedInfo>,
+}
+
+impl HardwareFacts {
+    fn into(self, verified: &mut Verified) {
+        verified.snp = self.snp;
+        verified.tdx = self.tdx;
+    }
+}
+
 /// Verifies evidence of whichever platform produced it: TPM quotes always (with the
 /// [`TpmVerifier`]'s EK CA and activated AKs), SEV-SNP and TDX only where the policy
 /// has a section for them.
@@ -587,17 +611,11 @@ impl PlatformVerifier {
     }
 
     fn snp(&self) -> Result<&SnpVerifier, PlatformVerifyError> {
-        self.snp.as_ref().ok_or(PlatformVerifyError::NotAccepted {
-            platform: "SEV-SNP",
-            section: "sevSnp",
-        })
+        accepted(&self.snp, "SEV-SNP", "sevSnp")
     }
 
     fn tdx(&self) -> Result<&TdxVerifier, PlatformVerifyError> {
-        self.tdx.as_ref().ok_or(PlatformVerifyError::NotAccepted {
-            platform: "TDX",
-            section: "tdx",
-        })
+        accepted(&self.tdx, "TDX", "tdx")
     }
 
     /// A TPM quote, and the hardware report that must bind its AK where one is
@@ -616,7 +634,7 @@ impl PlatformVerifier {
             };
         };
         let bound = ak_binding(expected_user_data, &tpm.ak_public);
-        self.verify_hardware(hardware, &bound, &mut verified)?;
+        self.verify_hardware(hardware, &bound)?.into(&mut verified);
         Ok(verified)
     }
 
@@ -633,54 +651,45 @@ impl PlatformVerifier {
             .as_ref()
             .ok_or(PlatformVerifyError::NoHardware)?;
         let bound = ak_binding(expected_user_data, &tpm.ak_public);
-        let mut checked = Verified {
-            platform: EvidencePlatform::Tpm,
-            user_data: *expected_user_data,
-            pcrs: BTreeMap::new(),
-            event_log: None,
-            systemd_log: None,
-            tpm: None,
-            tdx: None,
-            snp: None,
-            azure: None,
-            gcp: None,
-        };
-        self.verify_hardware(hardware, &bound, &mut checked)?;
+        let facts = self.verify_hardware(hardware, &bound)?;
         let mut verified = TpmVerifier::verify_quote_of_hardware_bound_ak(tpm, expected_user_data)?;
-        verified.snp = checked.snp;
-        verified.tdx = checked.tdx;
+        facts.into(&mut verified);
         Ok(verified)
     }
 
     /// A hardware report over `bound` (an AK and the caller's data), checked under the
-    /// policy's section for its kind; what it proved goes into `verified`.
+    /// policy's section for its kind: what it proved.
     fn verify_hardware(
         &self,
         hardware: &HardwareEvidence,
         bound: &[u8; 32],
-        verified: &mut Verified,
-    ) -> Result<(), PlatformVerifyError> {
+    ) -> Result<HardwareFacts, PlatformVerifyError> {
         let refused = |reason: String| PlatformVerifyError::Hardware {
             platform: hardware.platform_name(),
             reason,
         };
-        match hardware {
+        Ok(match hardware {
             HardwareEvidence::SevSnp(ev) => {
                 let (_, info) = self
                     .snp()?
                     .verify_snp(ev, bound)
                     .map_err(|e| refused(e.to_string()))?;
-                verified.snp = Some(info);
+                HardwareFacts {
+                    snp: Some(info),
+                    tdx: None,
+                }
             }
             HardwareEvidence::Tdx(ev) => {
                 let tdx = self
                     .tdx()?
                     .verify_tdx(ev, bound)
                     .map_err(|e| refused(e.to_string()))?;
-                verified.tdx = tdx.tdx;
+                HardwareFacts {
+                    snp: None,
+                    tdx: tdx.tdx,
+                }
             }
-        }
-        Ok(())
+        })
     }
 
     /// Google's AK certificate and quote, then the CPU's report over that certificate.
@@ -689,10 +698,7 @@ impl PlatformVerifier {
         ev: &crate::gcp::GcpVtpmEvidence,
         expected_user_data: &[u8; 32],
     ) -> Result<Verified, PlatformVerifyError> {
-        let gcp = self.gcp.as_ref().ok_or(PlatformVerifyError::NotAccepted {
-            platform: "GCE vTPM",
-            section: "gcp",
-        })?;
+        let gcp = accepted(&self.gcp, "GCE vTPM", "gcp")?;
         let (pcrs, info) = gcp.verify(ev, expected_user_data)?;
         let mut verified = Verified {
             platform: EvidencePlatform::GcpVtpm,
@@ -709,7 +715,7 @@ impl PlatformVerifier {
         match &ev.hardware {
             Some(hardware) => {
                 let bound = ak_binding(expected_user_data, &ev.ak_cert);
-                self.verify_hardware(hardware, &bound, &mut verified)?;
+                self.verify_hardware(hardware, &bound)?.into(&mut verified);
             }
             None if self.require_hardware => return Err(PlatformVerifyError::NoHardware),
             None => {}
@@ -757,23 +763,11 @@ impl Verifier for PlatformVerifier {
             // The paravisor's vTPM is inside the TEE: its quote carries the PCRs, and
             // counts as hardware evidence.
             Evidence::AzureSevSnp(ev) => {
-                let snp = self
-                    .azure_snp
-                    .as_ref()
-                    .ok_or(PlatformVerifyError::NotAccepted {
-                        platform: "Azure SEV-SNP",
-                        section: "azureSevSnp",
-                    })?;
+                let snp = accepted(&self.azure_snp, "Azure SEV-SNP", "azureSevSnp")?;
                 Ok(verify_azure_snp_evidence(ev, snp, expected_user_data)?)
             }
             Evidence::AzureTdx(ev) => {
-                let tdx = self
-                    .azure_tdx
-                    .as_ref()
-                    .ok_or(PlatformVerifyError::NotAccepted {
-                        platform: "Azure TDX",
-                        section: "azureTdx",
-                    })?;
+                let tdx = accepted(&self.azure_tdx, "Azure TDX", "azureTdx")?;
                 crate::azure::verify_azure_tdx(ev, tdx, expected_user_data)
                     .map_err(PlatformVerifyError::AzureTdx)
             }

@@ -13,6 +13,7 @@ use veil_attest::azure::{
 };
 use veil_attest::snp::{SnpPolicy, SnpProduct, SnpVerifier};
 use veil_attest::tpm::quote::Quote;
+use veil_attest::tpm::quote::QuoteBindingError;
 use veil_attest::tpm::{EkTrust, TpmVerifier};
 use veil_attest::{
     Digest32, Evidence, PlatformPolicy, PlatformVerifier, PlatformVerifyError, Verifier,
@@ -76,12 +77,18 @@ fn a_genoa_cvms_evidence_verifies_under_the_genoa_roots_only() {
 fn another_nonce_a_changed_pcr_or_a_changed_quote_is_refused() {
     let milan = verifier(SnpProduct::Milan);
     let e = verify_azure_snp(&evidence("milan"), &milan, b"another").expect_err("nonce");
-    assert!(matches!(e, AzureError::Nonce { .. }), "{e}");
+    assert!(
+        matches!(e, AzureError::Quote(QuoteBindingError::Nonce { .. })),
+        "{e}"
+    );
 
     let mut ev = evidence("milan");
     ev.pcrs.entry(7).and_modify(|v| v.0[0] ^= 1);
     let e = verify_azure_snp(&ev, &milan, NONCE).expect_err("pcr");
-    assert!(matches!(e, AzureError::PcrDigest { .. }), "{e}");
+    assert!(
+        matches!(e, AzureError::Quote(QuoteBindingError::PcrDigest { .. })),
+        "{e}"
+    );
 
     let mut ev = evidence("milan");
     let last = ev.quote.len() - 1;
@@ -206,7 +213,9 @@ fn under_the_azure_profile_everything_but_the_recorded_nonce_holds() {
     ));
     let ev = Evidence::AzureSevSnp(evidence("genoa"));
     let e = v.verify(&ev, &[7; 32]).expect_err("recorded nonce");
-    let PlatformVerifyError::Azure(AzureError::Nonce { expected, got }) = &e else {
+    let PlatformVerifyError::Azure(AzureError::Quote(QuoteBindingError::Nonce { expected, got })) =
+        &e
+    else {
         panic!("not the nonce: {e}");
     };
     assert_eq!(expected, &hex::encode([7; 32]));

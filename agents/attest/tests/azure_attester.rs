@@ -9,22 +9,22 @@
 //! refused: no AMD key signed it. The genuine hardware part is tested on recorded
 //! Azure evidence (tests/azure.rs).
 
+mod cloud_support;
 mod support;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use cloud_support::define_owner_nv;
 use sha2::{Digest, Sha256};
-use std::io::Write as _;
 use support::{LocalCa, Swtpm};
 use tss_esapi::Context;
 use tss_esapi::abstraction::{AsymmetricAlgorithmSelection, ak, ek, nv};
-use tss_esapi::attributes::NvIndexAttributes;
 use tss_esapi::handles::{NvIndexTpmHandle, ObjectHandle, PersistentTpmHandle};
 use tss_esapi::interface_types::algorithm::{HashingAlgorithm, SignatureSchemeAlgorithm};
 use tss_esapi::interface_types::dynamic_handles::Persistent;
 use tss_esapi::interface_types::key_bits::RsaKeyBits;
 use tss_esapi::interface_types::resource_handles::{NvAuth, Provision};
-use tss_esapi::structures::{NvPublic, Public};
+use tss_esapi::structures::Public;
 use tss_esapi::tcti_ldr::TctiNameConf;
 use veil_attest::azure::attester::{AzureSnpAttester, hcl_report_present};
 use veil_attest::azure::{
@@ -32,6 +32,7 @@ use veil_attest::azure::{
     verify_azure_snp, verify_rsa_quote,
 };
 use veil_attest::snp::{SnpPolicy, SnpProduct, SnpVerifier};
+use veil_attest::tpm::quote::QuoteBindingError;
 
 fn context(tpm: &Swtpm) -> Context {
     let tcti: TctiNameConf = tpm.tcti().parse().expect("tcti");
@@ -93,28 +94,7 @@ fn paravisor_test_double(tpm: &Swtpm, user_data: &[u8; 32]) {
         report.extend_from_slice(&v.to_le_bytes());
     }
     report.extend_from_slice(&runtime);
-    let attributes = NvIndexAttributes::builder()
-        .with_owner_write(true)
-        .with_owner_read(true)
-        .build()
-        .expect("attributes");
-    let public = NvPublic::builder()
-        .with_nv_index(NvIndexTpmHandle::new(HCL_REPORT_NV_INDEX).expect("index"))
-        .with_index_name_algorithm(HashingAlgorithm::Sha256)
-        .with_index_attributes(attributes)
-        .with_data_area_size(report.len())
-        .build()
-        .expect("NV public");
-    ctx.execute_with_nullauth_session(|ctx| {
-        let mut rw = nv::NvOpenOptions::NewIndex {
-            nv_public: public,
-            auth_handle: NvAuth::Owner,
-        }
-        .open(ctx)?;
-        rw.write_all(&report)
-            .map_err(|_| tss_esapi::Error::WrapperError(tss_esapi::WrapperErrorKind::InternalError))
-    })
-    .expect("write the HCL report to NV 0x01400001");
+    define_owner_nv(&mut ctx, HCL_REPORT_NV_INDEX, &report);
 }
 
 fn vcek() -> Vec<u8> {
@@ -158,7 +138,10 @@ fn the_node_writes_its_user_data_reads_the_report_and_quotes_with_the_named_ak()
         .expect("the quote verifies with HCLAkPub");
     let e = verify_rsa_quote(&runtime.ak, &ev.quote, &ev.signature, &[0; 32], &pcrs)
         .expect_err("another nonce");
-    assert!(matches!(e, AzureError::Nonce { .. }), "{e}");
+    assert!(
+        matches!(e, AzureError::Quote(QuoteBindingError::Nonce { .. })),
+        "{e}"
+    );
 
     // The test double's SNP report is not signed by AMD: the hardware part is refused.
     let snp = SnpVerifier::new(SnpPolicy {

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use veil_attest::gcp::{GcpError, GcpVerifier, GcpVtpmEvidence};
+use veil_attest::tpm::quote::QuoteBindingError;
 use veil_attest::tpm::{EkTrust, TpmVerifier};
 use veil_attest::{
     Digest32, Evidence, EvidencePlatform, PlatformPolicy, PlatformVerifier, PlatformVerifyError,
@@ -85,7 +86,10 @@ fn through_the_atls_verifier_the_evidence_is_bound_to_its_32_byte_user_data() {
     assert!(verified.tpm.is_none() && verified.snp.is_none());
     let e = v.verify(&ev, &[0; 32]).expect_err("another session");
     assert!(
-        matches!(e, PlatformVerifyError::Gcp(GcpError::Nonce { .. })),
+        matches!(
+            e,
+            PlatformVerifyError::Gcp(GcpError::Quote(QuoteBindingError::Nonce { .. }))
+        ),
         "{e}"
     );
     // Over the wire and back, as its own kind.
@@ -111,7 +115,10 @@ fn a_flipped_byte_in_the_quote_signature_pcrs_or_certificate_is_named() {
     let mut ev = evidence("amd");
     ev.pcrs.entry(4).and_modify(|v| v.0[0] ^= 1);
     let e = gcp().verify(&ev, &n).expect_err("pcr");
-    assert!(matches!(e, GcpError::PcrDigest { .. }), "{e}");
+    assert!(
+        matches!(e, GcpError::Quote(QuoteBindingError::PcrDigest { .. })),
+        "{e}"
+    );
 
     // Inside the certificate's signed part (its validity): Google's signature fails.
     let mut ev = evidence("amd");

@@ -7,21 +7,20 @@
 //! real, trusting that test CA; under Google's pinned root the same evidence is
 //! refused. Google's real chain is tested on recorded evidence (tests/gcp.rs).
 
+mod cloud_support;
 mod support;
 
-use std::io::Write as _;
 use std::process::Command;
 
+use cloud_support::define_owner_nv;
 use support::{LocalCa, Swtpm};
 use tss_esapi::Context;
-use tss_esapi::abstraction::nv;
-use tss_esapi::attributes::{NvIndexAttributes, ObjectAttributesBuilder};
-use tss_esapi::handles::NvIndexTpmHandle;
+use tss_esapi::attributes::ObjectAttributesBuilder;
 use tss_esapi::interface_types::algorithm::{HashingAlgorithm, PublicAlgorithm};
 use tss_esapi::interface_types::ecc::EccCurve;
-use tss_esapi::interface_types::resource_handles::{Hierarchy, NvAuth};
+use tss_esapi::interface_types::resource_handles::Hierarchy;
 use tss_esapi::structures::{
-    EccPoint, EccScheme, HashScheme, KeyDerivationFunctionScheme, NvPublic, Public, PublicBuilder,
+    EccPoint, EccScheme, HashScheme, KeyDerivationFunctionScheme, Public, PublicBuilder,
     PublicEccParametersBuilder, SymmetricDefinitionObject,
 };
 use tss_esapi::tcti_ldr::TctiNameConf;
@@ -30,35 +29,11 @@ use veil_attest::gcp::attester::{GcpAttester, ak_cert_present};
 use veil_attest::gcp::{
     GCP_ECC_AK_CERT_NV_INDEX, GCP_ECC_AK_TEMPLATE_NV_INDEX, GcpError, GcpVerifier,
 };
+use veil_attest::tpm::quote::QuoteBindingError;
 
 fn context(tpm: &Swtpm) -> Context {
     let tcti: TctiNameConf = tpm.tcti().parse().expect("tcti");
     Context::new(tcti).expect("open swtpm")
-}
-
-fn define_and_write(ctx: &mut Context, index: u32, data: &[u8]) {
-    let attributes = NvIndexAttributes::builder()
-        .with_owner_write(true)
-        .with_owner_read(true)
-        .build()
-        .expect("attributes");
-    let public = NvPublic::builder()
-        .with_nv_index(NvIndexTpmHandle::new(index).expect("index"))
-        .with_index_name_algorithm(HashingAlgorithm::Sha256)
-        .with_index_attributes(attributes)
-        .with_data_area_size(data.len())
-        .build()
-        .expect("NV public");
-    ctx.execute_with_nullauth_session(|ctx| {
-        let mut rw = nv::NvOpenOptions::NewIndex {
-            nv_public: public,
-            auth_handle: NvAuth::Owner,
-        }
-        .open(ctx)?;
-        rw.write_all(data)
-            .map_err(|_| tss_esapi::Error::WrapperError(tss_esapi::WrapperErrorKind::InternalError))
-    })
-    .unwrap_or_else(|e| panic!("write NV {index:#x}: {e}"));
 }
 
 fn openssl(dir: &std::path::Path, args: &[&str]) {
@@ -180,8 +155,8 @@ fn gce_provisioning_test_double(tpm: &Swtpm, dir: &std::path::Path) -> Vec<u8> {
     );
     let cert = std::fs::read(dir.join("ak-cert.der")).expect("AK certificate");
     let template = template.marshall().expect("marshal the template");
-    define_and_write(&mut ctx, GCP_ECC_AK_TEMPLATE_NV_INDEX, &template);
-    define_and_write(&mut ctx, GCP_ECC_AK_CERT_NV_INDEX, &cert);
+    define_owner_nv(&mut ctx, GCP_ECC_AK_TEMPLATE_NV_INDEX, &template);
+    define_owner_nv(&mut ctx, GCP_ECC_AK_CERT_NV_INDEX, &cert);
     std::fs::read(dir.join("ca.pem")).expect("CA")
 }
 
@@ -211,7 +186,10 @@ fn the_node_recreates_the_certified_ak_and_its_quote_verifies_under_the_issuing_
         .expect("test CA")
         .verify(&ev, &[0; 32])
         .expect_err("another nonce");
-    assert!(matches!(e, GcpError::Nonce { .. }), "{e}");
+    assert!(
+        matches!(e, GcpError::Quote(QuoteBindingError::Nonce { .. })),
+        "{e}"
+    );
 
     // The same evidence does not chain to Google's root.
     let e = GcpVerifier::pinned()

@@ -26,7 +26,8 @@ use crate::encoding::Digest32;
 use crate::evidence::{Attester, Evidence};
 use crate::snp::SnpCertChain;
 use crate::tpm::attester::{
-    TpmAttestError, nv_index_defined, open_context, quote_pcrs, read_nv, sha256_selection, tpm,
+    QuotedPcrs, TpmAttestError, nv_index_defined, open_context, quote_pcrs, read_nv,
+    sha256_selection, tpm,
 };
 
 /// An Azure CVM's vTPM, with its persistent AK.
@@ -143,19 +144,13 @@ impl AzureSnpAttester {
     pub fn gather(&mut self, user_data: &[u8; 32]) -> Result<AzureSnpEvidence, TpmAttestError> {
         self.write_user_data(user_data)?;
         let hcl_report = self.read_hcl_report()?;
-        let quoted = quote_pcrs(&mut self.ctx, self.ak, &self.pcrs, user_data)?;
-        let Signature::RsaSsa(rsa) = quoted.signature else {
-            return Err(TpmAttestError::Unexpected {
-                what: "quote signature",
-                reason: "the AK at 0x81000003 is not an RSASSA key".into(),
-            });
-        };
+        let (quoted, signature) = rsa_quote(&mut self.ctx, self.ak, &self.pcrs, user_data)?;
         Ok(AzureSnpEvidence {
             hcl_report,
             vcek: self.vcek.clone(),
             cert_chain: self.cert_chain.clone(),
             quote: quoted.attest,
-            signature: rsa.signature().value().to_vec(),
+            signature,
             pcrs: quoted
                 .pcrs
                 .into_iter()
@@ -163,6 +158,24 @@ impl AzureSnpAttester {
                 .collect(),
         })
     }
+}
+
+/// A quote by the AK at `0x81000003` (an RSASSA key), with its bare signature.
+fn rsa_quote(
+    ctx: &mut Context,
+    ak: KeyHandle,
+    pcrs: &[u32],
+    user_data: &[u8; 32],
+) -> Result<(QuotedPcrs, Vec<u8>), TpmAttestError> {
+    let quoted = quote_pcrs(ctx, ak, pcrs, user_data)?;
+    let Signature::RsaSsa(rsa) = &quoted.signature else {
+        return Err(TpmAttestError::Unexpected {
+            what: "quote signature",
+            reason: "the AK at 0x81000003 is not an RSASSA key".into(),
+        });
+    };
+    let signature = rsa.signature().value().to_vec();
+    Ok((quoted, signature))
 }
 
 /// The HCL report NV `0x01400001` holds now, at `tcti`.
@@ -223,18 +236,12 @@ impl AzureTdxAttester {
 
     /// The evidence for `user_data`.
     pub fn gather(&mut self, user_data: &[u8; 32]) -> Result<AzureTdxEvidence, TpmAttestError> {
-        let quoted = quote_pcrs(&mut self.ctx, self.ak, &self.pcrs, user_data)?;
-        let Signature::RsaSsa(rsa) = quoted.signature else {
-            return Err(TpmAttestError::Unexpected {
-                what: "quote signature",
-                reason: "the AK at 0x81000003 is not an RSASSA key".into(),
-            });
-        };
+        let (quoted, signature) = rsa_quote(&mut self.ctx, self.ak, &self.pcrs, user_data)?;
         Ok(AzureTdxEvidence {
             hcl_report: self.hcl_report.clone(),
             td_quote: self.td_quote.clone(),
             quote: quoted.attest,
-            signature: rsa.signature().value().to_vec(),
+            signature,
             pcrs: quoted
                 .pcrs
                 .into_iter()

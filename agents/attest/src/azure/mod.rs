@@ -43,7 +43,7 @@ use crate::encoding::{Digest32, b64};
 use crate::evidence::{EvidencePlatform, Verified};
 use crate::snp::{SnpCertChain, SnpEvidence, SnpVerifiedInfo, SnpVerifier, SnpVerifyError};
 use crate::tdx::{TdxEvidence, TdxVerifier, TdxVerifyError};
-use crate::tpm::quote::{PcrValuesError, Quote};
+use crate::tpm::quote::{Quote, QuoteBindingError, check_quote_binding};
 
 /// `HCLA`, little-endian, at the report's start.
 const HCL_SIGNATURE: u32 = u32::from_le_bytes(*b"HCLA");
@@ -145,16 +145,8 @@ pub enum AzureError {
     RuntimeData(String),
     #[error("the vTPM quote is not signed by the AK that the HCL report names: {0}")]
     QuoteSignature(String),
-    #[error("the vTPM quote is malformed: {0}")]
-    Quote(String),
-    #[error(
-        "the vTPM quote was made for nonce {got}, not {expected}: a replayed quote or another session"
-    )]
-    Nonce { expected: String, got: String },
-    #[error(
-        "the PCR values do not match the quote's digest (quoted {quoted}, computed {computed})"
-    )]
-    PcrDigest { quoted: String, computed: String },
+    #[error(transparent)]
+    Quote(#[from] QuoteBindingError),
 }
 
 /// Which hardware report an HCL report carries.
@@ -510,16 +502,5 @@ pub fn verify_rsa_quote(
     VerifyingKey::<Sha256>::new(ak.clone())
         .verify(attest, &sig)
         .map_err(|e| AzureError::QuoteSignature(e.to_string()))?;
-    let quote = Quote::parse(attest).map_err(|e| AzureError::Quote(e.to_string()))?;
-    if quote.extra_data != nonce {
-        return Err(AzureError::Nonce {
-            expected: hex::encode(nonce),
-            got: hex::encode(&quote.extra_data),
-        });
-    }
-    quote.check_pcr_values(pcrs).map_err(|e| match e {
-        PcrValuesError::Digest { quoted, computed } => AzureError::PcrDigest { quoted, computed },
-        e => AzureError::Quote(e.to_string()),
-    })?;
-    Ok(quote)
+    Ok(check_quote_binding(attest, nonce, pcrs)?)
 }

@@ -37,7 +37,7 @@ use x509_cert::der::Encode;
 
 use crate::cvm::HardwareEvidence;
 use crate::encoding::{Digest32, b64, b64_list};
-use crate::tpm::quote::{PcrValuesError, Quote};
+use crate::tpm::quote::{QuoteBindingError, check_quote_binding};
 use crate::tpm::signature::{EcdsaTpmSignature, verify_ecdsa};
 use crate::tpm::{EkCertError, EkTrust};
 
@@ -58,16 +58,8 @@ pub enum GcpError {
     AkKey(String),
     #[error("the vTPM quote is not signed by the certified AK: {0}")]
     QuoteSignature(String),
-    #[error("the vTPM quote is malformed: {0}")]
-    Quote(String),
-    #[error(
-        "the vTPM quote was made for nonce {got}, not {expected}: a replayed quote or another session"
-    )]
-    Nonce { expected: String, got: String },
-    #[error(
-        "the PCR values do not match the quote's digest (quoted {quoted}, computed {computed})"
-    )]
-    PcrDigest { quoted: String, computed: String },
+    #[error(transparent)]
+    Quote(#[from] QuoteBindingError),
 }
 
 /// A GCE vTPM's evidence (kind `"gcp-vtpm"`): the AK certificate and its
@@ -159,18 +151,8 @@ impl GcpVerifier {
             .map_err(|e| GcpError::AkKey(e.to_string()))?;
         verify_signature(&spki, &ev.quote, &ev.signature)?;
 
-        let quote = Quote::parse(&ev.quote).map_err(|e| GcpError::Quote(e.to_string()))?;
-        if quote.extra_data != nonce {
-            return Err(GcpError::Nonce {
-                expected: hex::encode(nonce),
-                got: hex::encode(&quote.extra_data),
-            });
-        }
         let pcrs: BTreeMap<u32, [u8; 32]> = ev.pcrs.iter().map(|(i, v)| (*i, v.0)).collect();
-        quote.check_pcr_values(&pcrs).map_err(|e| match e {
-            PcrValuesError::Digest { quoted, computed } => GcpError::PcrDigest { quoted, computed },
-            e => GcpError::Quote(e.to_string()),
-        })?;
+        check_quote_binding(&ev.quote, nonce, &pcrs)?;
         Ok((
             pcrs,
             GcpVerifiedInfo {

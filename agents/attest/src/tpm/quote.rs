@@ -172,6 +172,44 @@ impl Quote {
     }
 }
 
+/// Why a signed quote does not speak for this session and these PCR values.
+#[derive(Debug, thiserror::Error)]
+pub enum QuoteBindingError {
+    #[error("the vTPM quote is malformed: {0}")]
+    Malformed(String),
+    #[error(
+        "the vTPM quote was made for nonce {got}, not {expected}: a replayed quote or another session"
+    )]
+    Nonce { expected: String, got: String },
+    #[error(
+        "the PCR values do not match the quote's digest (quoted {quoted}, computed {computed})"
+    )]
+    PcrDigest { quoted: String, computed: String },
+}
+
+/// What follows a quote's signature check, where the AK is not an activated one
+/// (clouds' vTPMs): the quote parses, carries `nonce`, and covers exactly `pcrs`.
+pub fn check_quote_binding(
+    attest: &[u8],
+    nonce: &[u8],
+    pcrs: &std::collections::BTreeMap<u32, [u8; 32]>,
+) -> Result<Quote, QuoteBindingError> {
+    let quote = Quote::parse(attest).map_err(|e| QuoteBindingError::Malformed(e.to_string()))?;
+    if quote.extra_data != nonce {
+        return Err(QuoteBindingError::Nonce {
+            expected: hex::encode(nonce),
+            got: hex::encode(&quote.extra_data),
+        });
+    }
+    quote.check_pcr_values(pcrs).map_err(|e| match e {
+        PcrValuesError::Digest { quoted, computed } => {
+            QuoteBindingError::PcrDigest { quoted, computed }
+        }
+        e => QuoteBindingError::Malformed(e.to_string()),
+    })?;
+    Ok(quote)
+}
+
 /// SHA-256 over the PCR values concatenated in selection order (Part 3 §18.4.1).
 pub fn pcr_digest<'a>(values: impl IntoIterator<Item = &'a [u8; 32]>) -> [u8; 32] {
     let mut h = Sha256::new();
