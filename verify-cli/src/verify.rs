@@ -2,9 +2,11 @@
 //! what its TPM quoted with the reference measurements `veil measure` computed from the
 //! image it should run.
 //!
-//! The node's AK is trusted only after credential activation against an EK certificate
-//! that chains to the given TPM CA; the quote then arrives inside a one-way aTLS
-//! handshake, bound to a fresh nonce of ours and to the TLS key.
+//! Under the `qemu` profile (or none) the node's AK is trusted only after credential
+//! activation against an EK certificate that chains to the given TPM CA; under a cloud
+//! profile the cloud's evidence names the AK instead (`veil_attest::profile`). Either
+//! way the quote arrives inside a one-way aTLS handshake, bound to a fresh nonce of ours
+//! and to the TLS key.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
