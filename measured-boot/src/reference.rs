@@ -29,6 +29,11 @@ pub struct ReferenceMeasurements {
     /// PCR index → expectation. Keys are written as JSON strings ("4").
     pub pcrs: BTreeMap<u32, PcrReference>,
     pub image: ImageFacts,
+    /// Where the image is meant to run (`veil measure --profile`: `qemu`,
+    /// `azure-sev-snp`, …): a verifier holds nodes to it, with its policy and command
+    /// line, which must agree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
 }
 
 /// The expectation for one PCR.
@@ -161,6 +166,7 @@ impl ReferenceMeasurements {
         ReferenceMeasurements {
             pcrs,
             image: ImageFacts::from_uki(uki),
+            profile: None,
         }
     }
 

@@ -12,6 +12,11 @@ use std::path::PathBuf;
 pub struct Args {
     /// A disk image (raw or fixed VHD) or a UKI (PE) file.
     image: PathBuf,
+    /// Where the image is meant to run (qemu, azure-sev-snp, azure-tdx, gcp-sev-snp,
+    /// gcp-tdx, aws-sev-snp): written into the reference, so `veil verify` holds nodes
+    /// to that profile's evidence.
+    #[arg(long)]
+    profile: Option<veil_attest::Profile>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Output::Human)]
     output: Output,
@@ -21,7 +26,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let image = Image::open(&args.image)?;
     let expected = expected_pcrs(&image.uki)
         .with_context(|| format!("computing the PCRs of {}", args.image.display()))?;
-    let reference = ReferenceMeasurements::new(&expected, &image.uki);
+    let mut reference = ReferenceMeasurements::new(&expected, &image.uki);
+    reference.profile = args.profile.map(|p| p.name().to_owned());
     match args.output {
         Output::Json => println!("{}", reference.to_json()),
         Output::Human => print!("{}", table(&image, &reference)),
@@ -54,6 +60,9 @@ fn table(image: &Image, r: &ReferenceMeasurements) -> String {
     out.push_str(&format!("roothash:    {}\n", dash(&facts.roothash)));
     if let Some(usr) = &facts.usrhash {
         out.push_str(&format!("usrhash:     {usr}\n"));
+    }
+    if let Some(profile) = &r.profile {
+        out.push_str(&format!("profile:     {profile}\n"));
     }
     out.push_str(&format!(
         "\n{:>4}  {:<64}  policy\n",

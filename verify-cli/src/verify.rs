@@ -220,14 +220,32 @@ pub fn prepare(
             (PlatformPolicy::from_json(&name, &text)?, name, Some(text))
         }
     };
-    if let Some(profile) = args.profile {
+    // The policy, the command line and the reference may each name a profile; those
+    // that do must agree.
+    let from_reference = reference
+        .profile
+        .as_deref()
+        .map(str::parse::<Profile>)
+        .transpose()
+        .map_err(|e| anyhow!("{}: {e}", args.measurements.display()))?;
+    let measurements_name = args.measurements.display().to_string();
+    let mut named_by = policy_name.clone();
+    for (profile, source) in [
+        (args.profile, "--profile"),
+        (from_reference, measurements_name.as_str()),
+    ] {
+        let Some(profile) = profile else { continue };
         match policy.profile {
             Some(named) if named != profile => {
                 return Err(anyhow!(
-                    "--profile {profile} disagrees with {policy_name}, which names profile {named}"
+                    "{source} names profile {profile}, but {named_by} names profile {named}"
                 ));
             }
-            _ => policy.profile = Some(profile),
+            Some(_) => {}
+            None => {
+                policy.profile = Some(profile);
+                named_by = source.to_owned();
+            }
         }
     }
     let trust = match (

@@ -116,3 +116,35 @@ fn measure_table_and_errors() {
         "{err}"
     );
 }
+
+#[test]
+fn measure_records_a_profile_only_when_given_and_refuses_unknown_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("veil.raw");
+    std::fs::write(&path, disk_with_uki(&sample_uki())).unwrap();
+    let json = |extra: &[&str]| {
+        let mut args: Vec<&std::ffi::OsStr> = vec![
+            "measure".as_ref(),
+            path.as_os_str(),
+            "--output".as_ref(),
+            "json".as_ref(),
+        ];
+        args.extend(extra.iter().map(|a| std::ffi::OsStr::new(*a)));
+        veil(&args)
+    };
+    let plain: serde_json::Value = serde_json::from_slice(&json(&[]).stdout).unwrap();
+    assert!(plain.get("profile").is_none(), "{plain}");
+    let out = json(&["--profile", "gcp-tdx"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["profile"], "gcp-tdx");
+    assert_eq!(v["pcrs"], plain["pcrs"], "the profile changes no PCR");
+    let out = json(&["--profile", "azure"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("'azure' is not a profile"), "{stderr}");
+}

@@ -448,3 +448,63 @@ fn a_profile_is_named_in_the_report_and_a_node_of_another_kind_is_refused() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_profile_in_the_reference_holds_and_a_disagreeing_one_is_named() {
+    let n = node();
+    let good = reference(&n, &"00".repeat(32));
+    // The same reference, marked for Azure by `veil measure --profile azure-sev-snp`.
+    let mut marked: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&good).expect("reference")).expect("json");
+    marked["profile"] = "azure-sev-snp".into();
+    let azure_ref = n.dir.path().join("ref-azure.json");
+    std::fs::write(&azure_ref, marked.to_string()).expect("write");
+    let hcl = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../agents/attest/tests/data/azure/genoa-hcl-report.bin"
+    ))
+    .expect("recorded HCL report");
+    let policy = n.dir.path().join("azure.json");
+    std::fs::write(
+        &policy,
+        format!(
+            r#"{{"azureSevSnp": {{"product": "genoa", "measurements": ["{}"]}}}}"#,
+            hex::encode(&hcl[32 + 0x90..32 + 0x90 + 48])
+        ),
+    )
+    .expect("policy");
+    let policy_arg = policy.to_string_lossy().into_owned();
+    let run = |reference: &std::path::Path, args: &[&str]| {
+        support::command(env!("CARGO_BIN_EXE_veil"))
+            .arg("verify")
+            .args(args)
+            .args(["--node", &n.addr])
+            .arg("--measurements")
+            .arg(reference)
+            .output()
+            .expect("run veil")
+    };
+    // No --profile: the reference's holds, and this TPM node is refused by kind.
+    let out = run(&azure_ref, &["--policy", &policy_arg]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr
+            .contains("nodes under profile \"azure-sev-snp\" must present azure-sev-snp evidence"),
+        "{stderr}"
+    );
+    // A command line that says otherwise is refused before anything is asked.
+    let out = run(&azure_ref, &["--policy", &policy_arg, "--profile", "qemu"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("names profile azure-sev-snp, but --profile names profile qemu"),
+        "{stderr}"
+    );
+    // A reference naming no profile changes nothing (the matching node is OK).
+    let out = veil(&n, &["verify", "--output", "json"], &good);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
