@@ -212,7 +212,11 @@ pub fn prepare(
         )
     })?;
     let (mut policy, policy_name, policy_text) = match &args.policy {
-        None => (PlatformPolicy::default(), "no policy".to_owned(), None),
+        None => (
+            PlatformPolicy::default(),
+            "the policy (no --policy file was given)".to_owned(),
+            None,
+        ),
         Some(path) => {
             let name = path.display().to_string();
             let text = String::from_utf8(read(path, "platform policy")?)
