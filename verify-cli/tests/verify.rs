@@ -374,6 +374,26 @@ fn a_node_launched_without_an_init_secret_hash_is_refused_before_the_secret_is_s
     assert!(out.status.success());
 }
 
+/// A policy (in the node's dir) accepting Azure SEV-SNP CVMs with the paravisor's
+/// launch digest of the recorded Genoa evidence.
+fn azure_policy(node: &Node) -> std::path::PathBuf {
+    let hcl = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../agents/attest/tests/data/azure/genoa-hcl-report.bin"
+    ))
+    .expect("recorded HCL report");
+    let policy = node.dir.path().join("azure.json");
+    std::fs::write(
+        &policy,
+        format!(
+            r#"{{"azureSevSnp": {{"product": "genoa", "measurements": ["{}"]}}}}"#,
+            hex::encode(&hcl[32 + 0x90..32 + 0x90 + 48])
+        ),
+    )
+    .expect("policy");
+    policy
+}
+
 #[test]
 fn a_profile_is_named_in_the_report_and_a_node_of_another_kind_is_refused() {
     let n = node();
@@ -395,20 +415,7 @@ fn a_profile_is_named_in_the_report_and_a_node_of_another_kind_is_refused() {
 
     // Under azure-sev-snp this TPM node's evidence is refused for its kind; no TPM CA
     // is needed there (the paravisor's report names the AK), so none is given.
-    let hcl = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../agents/attest/tests/data/azure/genoa-hcl-report.bin"
-    ))
-    .expect("recorded HCL report");
-    let policy = n.dir.path().join("azure.json");
-    std::fs::write(
-        &policy,
-        format!(
-            r#"{{"azureSevSnp": {{"product": "genoa", "measurements": ["{}"]}}}}"#,
-            hex::encode(&hcl[32 + 0x90..32 + 0x90 + 48])
-        ),
-    )
-    .expect("policy");
+    let policy = azure_policy(&n);
     let bare = |args: &[&str]| {
         support::command(env!("CARGO_BIN_EXE_veil"))
             .args(args)
@@ -459,20 +466,7 @@ fn a_profile_in_the_reference_holds_and_a_disagreeing_one_is_named() {
     marked["profile"] = "azure-sev-snp".into();
     let azure_ref = n.dir.path().join("ref-azure.json");
     std::fs::write(&azure_ref, marked.to_string()).expect("write");
-    let hcl = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../agents/attest/tests/data/azure/genoa-hcl-report.bin"
-    ))
-    .expect("recorded HCL report");
-    let policy = n.dir.path().join("azure.json");
-    std::fs::write(
-        &policy,
-        format!(
-            r#"{{"azureSevSnp": {{"product": "genoa", "measurements": ["{}"]}}}}"#,
-            hex::encode(&hcl[32 + 0x90..32 + 0x90 + 48])
-        ),
-    )
-    .expect("policy");
+    let policy = azure_policy(&n);
     let policy_arg = policy.to_string_lossy().into_owned();
     let run = |reference: &std::path::Path, args: &[&str]| {
         support::command(env!("CARGO_BIN_EXE_veil"))
