@@ -137,15 +137,13 @@ pub async fn attester(
         }));
     }
     if found("a GCE AK certificate", ak_cert_present(tcti)) {
-        let mut attester = GcpAttester::open(tcti, pcrs.clone(), Vec::new(), hardware.clone())
+        let attester = GcpAttester::open(tcti, pcrs, Vec::new(), hardware)
             .context("opening the GCE vTPM's attestation key")?;
         let intermediates = match issuer_url(attester.ak_cert())? {
             Some(url) => vec![http_get(&url, &[]).await?.to_vec()],
             None => Vec::new(),
         };
-        drop(attester);
-        attester = GcpAttester::open(tcti, pcrs, intermediates, hardware)
-            .context("opening the GCE vTPM's attestation key")?;
+        let attester = attester.with_intermediates(intermediates);
         return Ok(Some(CloudEvidence {
             platform: "gcp-vtpm",
             issuer: Arc::new(AttesterIssuer(Mutex::new(attester))),

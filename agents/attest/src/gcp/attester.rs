@@ -89,6 +89,13 @@ impl GcpAttester {
         &self.ak_cert
     }
 
+    /// The intermediates (DER) to send with the evidence, once they are known (they are
+    /// found from the AK certificate, so after [`GcpAttester::open`]).
+    pub fn with_intermediates(mut self, intermediates: Vec<Vec<u8>>) -> Self {
+        self.intermediates = intermediates;
+        self
+    }
+
     /// The evidence for `user_data`.
     pub fn gather(&mut self, user_data: &[u8; 32]) -> Result<GcpVtpmEvidence, TpmAttestError> {
         let quoted = quote_pcrs(&mut self.ctx, self.ak, &self.pcrs, user_data)?;
