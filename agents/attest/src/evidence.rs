@@ -192,6 +192,54 @@ pub struct Verified {
     pub gcp: Option<GcpVerifiedInfo>,
 }
 
+/// Which TPM or vTPM a verified quote came from, the same across the machine's
+/// reboots: what a join service binds a member (and so its disk key) to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Machine {
+    /// SHA-256 of the EK public area: activated against its certificate, or (AWS's
+    /// NitroTPM, which has none) as named in evidence whose SEV-SNP report binds the
+    /// AK and the TLS key, so only the attested node itself could have chosen it.
+    Ek([u8; 32]),
+    /// SHA-256 of an AK that the cloud's own proof names and recreates every boot:
+    /// Azure's paravisor AK (bound by the hardware report), GCE's certified AK.
+    CloudAk {
+        platform: EvidencePlatform,
+        digest: [u8; 32],
+    },
+}
+
+impl std::fmt::Display for Machine {
+    /// The EK form is bare hex, as rosters have always kept it; the cloud forms name
+    /// their platform, so no two kinds of identity can ever compare equal.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Machine::Ek(d) => f.write_str(&hex::encode(d)),
+            Machine::CloudAk { platform, digest } => {
+                write!(f, "{platform}-ak:{}", hex::encode(digest))
+            }
+        }
+    }
+}
+
+impl Verified {
+    /// The machine this evidence came from, where the evidence names one that lasts
+    /// across reboots (TPM and cloud vTPM evidence; a bare CPU report names none).
+    pub fn machine(&self) -> Option<Machine> {
+        if let Some(tpm) = &self.tpm {
+            return Some(Machine::Ek(tpm.ek_public_sha256));
+        }
+        let digest = match (&self.azure, &self.gcp) {
+            (Some(azure), _) => azure.ak_sha256,
+            (None, Some(gcp)) => gcp.ak_spki_sha256,
+            (None, None) => return None,
+        };
+        Some(Machine::CloudAk {
+            platform: self.platform,
+            digest,
+        })
+    }
+}
+
 /// Produces evidence on this node.
 pub trait Attester {
     type Error: std::error::Error + Send + Sync + 'static;
@@ -213,6 +261,64 @@ pub trait Verifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn verified(platform: EvidencePlatform) -> Verified {
+        Verified {
+            platform,
+            user_data: [0; 32],
+            pcrs: BTreeMap::new(),
+            event_log: None,
+            systemd_log: None,
+            tpm: None,
+            tdx: None,
+            snp: None,
+            azure: None,
+            gcp: None,
+        }
+    }
+
+    #[test]
+    fn the_machine_is_the_ek_or_the_clouds_ak_and_kinds_never_compare_equal() {
+        let d = [0xab; 32];
+        let mut tpm = verified(EvidencePlatform::Tpm);
+        tpm.tpm = Some(TpmVerifiedInfo {
+            ak_name: vec![],
+            ek_public_sha256: d,
+            clock_info: ClockInfo {
+                clock: 0,
+                reset_count: 0,
+                restart_count: 0,
+                safe: true,
+            },
+            firmware_version: 0,
+        });
+        // Bare hex: what rosters written before cloud identities hold.
+        assert_eq!(tpm.machine().expect("EK").to_string(), hex::encode(d));
+
+        let mut azure = verified(EvidencePlatform::AzureSevSnp);
+        azure.azure = Some(AzureVerifiedInfo {
+            vm_unique_id: None,
+            secure_boot: true,
+            report_is_fresh: true,
+            ak_sha256: d,
+        });
+        let mut gcp = verified(EvidencePlatform::GcpVtpm);
+        gcp.gcp = Some(GcpVerifiedInfo {
+            ak_subject: String::new(),
+            ak_issuer: String::new(),
+            ak_spki_sha256: d,
+        });
+        let names: Vec<String> = [&tpm, &azure, &gcp]
+            .iter()
+            .map(|v| v.machine().expect("a machine").to_string())
+            .collect();
+        assert_eq!(names[1], format!("azure-sev-snp-ak:{}", hex::encode(d)));
+        assert_eq!(names[2], format!("gcp-vtpm-ak:{}", hex::encode(d)));
+        assert!(names[0] != names[1] && names[1] != names[2] && names[0] != names[2]);
+
+        // A bare CPU report names no machine that lasts across reboots.
+        assert_eq!(verified(EvidencePlatform::SevSnp).machine(), None);
+    }
 
     #[test]
     fn version_is_checked_before_the_body() {

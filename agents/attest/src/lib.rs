@@ -43,8 +43,8 @@ pub mod tsm;
 pub use cvm::{HardwareAttester, HardwareEvidence};
 pub use encoding::Digest32;
 pub use evidence::{
-    Attester, EVIDENCE_VERSION, Evidence, EvidenceError, EvidencePlatform, SnpVerifiedInfo,
-    TdxVerifiedInfo, TpmVerifiedInfo, Verified, Verifier,
+    Attester, EVIDENCE_VERSION, Evidence, EvidenceError, EvidencePlatform, Machine,
+    SnpVerifiedInfo, TdxVerifiedInfo, TpmVerifiedInfo, Verified, Verifier,
 };
 pub use pcr::{PcrBank, PcrError, read_sysfs_pcrs};
 pub use platform::{Platform, detect};

@@ -66,7 +66,11 @@ fn a_milan_cvms_evidence_verifies_from_amds_root_to_its_pcrs() {
 fn a_genoa_cvms_evidence_verifies_under_the_genoa_roots_only() {
     let ev = evidence("genoa");
     let nonce = Quote::parse(&ev.quote).expect("quote").extra_data;
-    verify_azure_snp(&ev, &verifier(SnpProduct::Genoa), &nonce).expect("verifies");
+    let genoa = verify_azure_snp(&ev, &verifier(SnpProduct::Genoa), &nonce).expect("verifies");
+    // Each VM's paravisor AK is its own: what a join service knows the VM by.
+    let milan = verify_azure_snp(&evidence("milan"), &verifier(SnpProduct::Milan), NONCE)
+        .expect("verifies");
+    assert_ne!(genoa.runtime.ak_sha256(), milan.runtime.ak_sha256());
     let e = verify_azure_snp(&ev, &verifier(SnpProduct::Milan), &nonce)
         .expect_err("a Genoa VCEK under Milan's roots");
     assert!(matches!(e, AzureError::Snp(_)), "{e}");

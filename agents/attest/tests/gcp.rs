@@ -84,6 +84,15 @@ fn through_the_atls_verifier_the_evidence_is_bound_to_its_32_byte_user_data() {
     assert_eq!(verified.platform, EvidencePlatform::GcpVtpm);
     assert_eq!(verified.pcrs.len(), 24);
     assert!(verified.tpm.is_none() && verified.snp.is_none());
+    // The machine is the certified AK: each VM's own, and named as GCE's.
+    let machine = verified.machine().expect("a vTPM names its machine");
+    let other = v
+        .verify(&Evidence::GcpVtpm(evidence("tdx")), &nonce("tdx"))
+        .expect("the other machine verifies")
+        .machine()
+        .expect("and names its machine");
+    assert_ne!(machine, other);
+    assert!(machine.to_string().starts_with("gcp-vtpm-ak:"), "{machine}");
     let e = v.verify(&ev, &[0; 32]).expect_err("another session");
     assert!(
         matches!(

@@ -157,21 +157,24 @@ pub fn start(
                     config.hardware.clone(),
                 )
                 .await;
-                let issuer: Arc<dyn EvidenceIssuer> = match cloud {
+                let cloud = match cloud {
                     Ok(Some(cloud)) => {
                         platform = cloud.platform;
                         println!("veil-attestation evidence={}", cloud.platform);
-                        cloud.issuer
+                        Some(cloud.issuer)
                     }
-                    Ok(None) => tpm.clone(),
+                    Ok(None) => None,
                     Err(e) => fail(format!("the cloud vTPM's evidence: {e:#}")),
                 };
+                let issuer: Arc<dyn EvidenceIssuer> = cloud.clone().unwrap_or_else(|| tpm.clone());
                 let node = root_dev.map(|dev| {
                     Node::new(tpm.clone(), dev)
                         .with_kubernetes(host.0, host.1)
                         .with_launch(launch)
                 });
-                if let (Some(node), Some(join)) = (&node, join) {
+                if let (Some(node), Some(mut join)) = (&node, join) {
+                    // The join service gets what verifiers get here.
+                    join.cloud_evidence = cloud;
                     tokio::spawn(crate::join::run(node.clone(), join));
                 }
                 serve(listener, tpm, issuer, platform, node).await

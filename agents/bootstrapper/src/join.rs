@@ -15,6 +15,10 @@
 //! with this node's own launch measurement, vendor root and a TCB no older
 //! (`veil_attest::peer`). The service has checked the joiner against the cluster's
 //! reference measurements in the same handshake.
+//!
+//! On a cloud's CVM the node presents its cloud's evidence ([`JoinConfig::cloud_evidence`])
+//! instead of the TPM quote: the cloud's own proof names the vTPM's AK, so the node
+//! activates nothing, and the service knows it by that AK.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -67,6 +71,10 @@ pub struct JoinConfig {
     /// made from this node's own report (`veil_attest::peer`). None on a node without
     /// SEV-SNP or TDX, which checks the service's TPM quote alone.
     pub service_hardware: Option<PlatformPolicy>,
+    /// On a cloud's CVM: the cloud's evidence (Azure's HCL report, GCE's certified
+    /// AK), presented instead of the TPM quote. Its own proof names the AK, so the
+    /// node activates nothing at the service.
+    pub cloud_evidence: Option<Arc<dyn EvidenceIssuer>>,
 }
 
 impl JoinConfig {
@@ -110,6 +118,7 @@ impl JoinConfig {
             role,
             cluster_id,
             service_hardware,
+            cloud_evidence: None,
         }))
     }
 }
@@ -332,7 +341,25 @@ pub async fn connect(tpm: &SharedTpm, config: &JoinConfig) -> Result<tonic::tran
         None => Arc::new(VerifierValidator(verifier)),
     };
 
-    // 2. Our AK, activated by the service.
+    // 2. Our AK, activated by the service, unless our cloud's proof names it.
+    let own: Arc<dyn EvidenceIssuer> = match &config.cloud_evidence {
+        Some(cloud) => cloud.clone(),
+        None => {
+            activate_own(tpm, plain).await?;
+            tpm.clone()
+        }
+    };
+
+    // 3. Mutual aTLS: the service refuses the handshake unless we match its reference.
+    let (channel, service) = veil_protocol::client::atls(ep, Some(own), validator)
+        .await
+        .with_context(|| format!("attesting to the join service at {ep}"))?;
+    check_service(tpm, &service, config.cluster_id.as_ref()).await?;
+    Ok(channel)
+}
+
+/// Credential activation of our TPM's AK at the service, over the plain channel.
+async fn activate_own(tpm: &SharedTpm, plain: tonic::transport::Channel) -> Result<()> {
     let identity = with_tpm(tpm, |att| Ok(att.identity().clone()))
         .await
         .map_err(status)?;
@@ -360,14 +387,7 @@ pub async fn connect(tpm: &SharedTpm, config: &JoinConfig) -> Result<tonic::tran
         })
         .await
         .map_err(|s| anyhow!("the join service refused our activation: {}", s.message()))?;
-
-    // 3. Mutual aTLS: the service refuses the handshake unless we match its reference.
-    let own: Arc<dyn EvidenceIssuer> = tpm.clone();
-    let (channel, service) = veil_protocol::client::atls(ep, Some(own), validator)
-        .await
-        .with_context(|| format!("attesting to the join service at {ep}"))?;
-    check_service(tpm, &service, config.cluster_id.as_ref()).await?;
-    Ok(channel)
+    Ok(())
 }
 
 /// Activation both ways, the mutual aTLS handshake, the service's check, the call

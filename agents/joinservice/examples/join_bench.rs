@@ -166,15 +166,15 @@ fn main() -> Result<(), BoxError> {
     let (service_trust, serving_tpm) = (trust.clone(), service_tpm.clone());
     runtime.spawn(async move {
         let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-        if let Err(e) = veil_joinservice::serve(
-            listener,
-            serving_tpm,
-            cluster,
-            service_trust,
-            limits,
-            kubernetes,
-        )
-        .await
+        let credentials = veil_joinservice::Credentials {
+            issuer: serving_tpm.clone(),
+            tpm: serving_tpm,
+            verifier: cluster
+                .verifier(service_trust)
+                .expect("the cluster's verifier"),
+        };
+        if let Err(e) =
+            veil_joinservice::serve(listener, credentials, cluster, limits, kubernetes).await
         {
             eprintln!("join service stopped: {e}");
         }
@@ -185,6 +185,7 @@ fn main() -> Result<(), BoxError> {
         role: Role::Worker,
         cluster_id: None,
         service_hardware: None,
+        cloud_evidence: None,
     };
     let mut latencies = Vec::with_capacity(args.n);
     for i in 0..args.n {
@@ -323,6 +324,7 @@ fn crowd(
                 role: Role::Worker,
                 cluster_id: None,
                 service_hardware: None,
+                cloud_evidence: None,
             };
             let joiner = joiner.clone();
             tasks.spawn(async move {

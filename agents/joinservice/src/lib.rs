@@ -12,6 +12,10 @@
 //!
 //! Where the cluster's platform policy accepts SEV-SNP or TDX, a joiner's quote may (or,
 //! with `requireHardware`, must) carry a hardware report over its AK, checked under it.
+//! Under a cloud profile the joiner's evidence is its cloud's (Azure's HCL report,
+//! GCE's certified AK, AWS's SEV-SNP report over the AK): that proof names the AK, so
+//! nothing is activated, and the member is known by the AK the cloud's proof names
+//! ([`veil_attest::Machine`]).
 //!
 //! What the service holds (the master secret and the reference measurements) lives on
 //! the node's encrypted state disk, where Init or Recover put it ([`Cluster::load`]).
@@ -28,7 +32,7 @@ use std::sync::Arc;
 use measured_boot::reference::ReferenceMeasurements;
 use thiserror::Error;
 use tonic::transport::Server;
-use veil_atls::ClientAuth;
+use veil_atls::{ClientAuth, EvidenceIssuer};
 use veil_attest::tpm::{EkTrust, TpmVerifier};
 use veil_attest::{PlatformPolicy, PlatformVerifier};
 use veil_keys::MasterSecret;
@@ -200,21 +204,44 @@ fn read_optional(path: &Path) -> Result<Option<String>, JoinServiceError> {
     }
 }
 
+impl Cluster {
+    /// How joiners' evidence is checked: TPM quotes under `trust` (the image's TPM CA)
+    /// and activated AKs, cloud and hardware evidence as the cluster's policy says.
+    pub fn verifier(&self, trust: EkTrust) -> Result<PlatformVerifier, JoinServiceError> {
+        Ok(PlatformVerifier::new(
+            TpmVerifier::new(trust),
+            &self.platform,
+            "the cluster's platform policy",
+        )?)
+    }
+}
+
+/// What the join service proves itself with, and checks joiners by.
+pub struct Credentials {
+    /// The node's TPM: where joiners activate the service's AK (the `qemu` profile).
+    pub tpm: SharedTpm,
+    /// What the join port's aTLS presents: the TPM's quote, or on a cloud's CVM the
+    /// cloud's evidence (whose own proof names the AK).
+    pub issuer: Arc<dyn EvidenceIssuer>,
+    /// Joiners' evidence is checked by it ([`Cluster::verifier`]).
+    pub verifier: PlatformVerifier,
+}
+
 /// Serves the join port on `listener` until it fails: activation both ways on plain
-/// HTTP/2, Join and Rejoin on mutual aTLS.
+/// HTTP/2 (for TPM evidence; a cloud's evidence needs none), Join and Rejoin on
+/// mutual aTLS.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    tpm: SharedTpm,
+    credentials: Credentials,
     cluster: Cluster,
-    trust: EkTrust,
     limits: Limits,
     kubernetes: Arc<dyn kubernetes::Kubernetes>,
 ) -> Result<(), JoinServiceError> {
-    let verifier = PlatformVerifier::new(
-        TpmVerifier::new(trust),
-        &cluster.platform,
-        "the cluster's platform policy",
-    )?;
+    let Credentials {
+        tpm,
+        issuer,
+        verifier,
+    } = credentials;
     let admission = Arc::new(Admission::new(verifier, limits.clone()));
     let validator = Arc::new(JoinerValidator::new(
         admission.clone(),
@@ -223,7 +250,7 @@ pub async fn serve(
     ));
     let (plain, atls) = veil_protocol::server::split(
         listener,
-        tpm.clone(),
+        issuer,
         // Optional: `veil remove` has nothing to attest; every call but Remove
         // requires a verified TPM (JoinService::attested), Remove the admin credential.
         ClientAuth::Optional(validator),

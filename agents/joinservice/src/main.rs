@@ -6,7 +6,8 @@ use clap::Parser;
 use tracing_subscriber::prelude::*;
 use veil_atls::AttesterIssuer;
 use veil_attest::tpm::{EkTrust, TpmAttester, TpmAttesterConfig};
-use veil_joinservice::{Cluster, Limits};
+use veil_joinservice::{Cluster, Credentials, Limits};
+use veil_protocol::activation::SharedTpm;
 use veil_protocol::paths::{CLUSTER_DIR, IMAGE_TPM_CA, IMAGE_TPM_INTERMEDIATE};
 
 #[derive(Parser)]
@@ -77,14 +78,13 @@ fn main() -> Result<()> {
             veil_joinservice::kubernetes::ControlPlane::on_this_node(cluster.settings.kubernetes.clone());
         sd_notify::notify(false, &[sd_notify::NotifyState::Ready])
             .context("notifying systemd of readiness")?;
-        veil_joinservice::serve(
-            listener,
-            Arc::new(AttesterIssuer(Mutex::new(attester))),
-            cluster,
-            trust,
-            Limits::default(),
-            kubernetes,
-        )
+        let tpm: SharedTpm = Arc::new(AttesterIssuer(Mutex::new(attester)));
+        let credentials = Credentials {
+            issuer: tpm.clone(),
+            tpm,
+            verifier: cluster.verifier(trust)?,
+        };
+        veil_joinservice::serve(listener, credentials, cluster, Limits::default(), kubernetes)
         .await
         .context("the join service stopped")
     })

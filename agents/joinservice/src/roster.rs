@@ -3,7 +3,8 @@
 //! are unique: a second node cannot take a member's name (its Kubernetes identity).
 //!
 //! A disk key goes only to the node that joined with that disk: each member is bound
-//! to its TPM (the SHA-256 of the EK its attestation key was activated against), and
+//! to its TPM ([`veil_attest::Machine`]: the SHA-256 of the EK its attestation key was
+//! activated against, or on a cloud of the vTPM AK the cloud's own proof names), and
 //! a member that reboots is known by its partition *and* that TPM (Rejoin). So an
 //! attested node cannot ask for another member's partition (by Join or Rejoin), nor
 //! for the control-plane node's own, and a copy of a member's disk attached to a
@@ -36,8 +37,9 @@ pub struct Member {
     pub role: String,
     /// The X25519 public key the member made (base64 in the file).
     pub wireguard_public_key: WgKey,
-    /// Hex SHA-256 of the member's EK public area: its TPM (empty for the
-    /// control-plane node itself, which never rejoins: it recovers).
+    /// Its TPM, as [`veil_attest::Machine`] writes it: hex SHA-256 of the EK public
+    /// area, or `PLATFORM-ak:HEX` for a cloud vTPM's AK (empty for the control-plane
+    /// node itself, which never rejoins: it recovers).
     pub tpm: String,
     /// Its mesh address: handed out at its first Join and kept for good.
     #[serde(default)]

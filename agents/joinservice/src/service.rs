@@ -122,10 +122,11 @@ impl JoinService {
         }
     }
 
-    /// The verified peer's address, the local address it reached, and its TPM (hex
-    /// SHA-256 of its EK), once its PCR 15 shows the standing `call` needs; a call
-    /// without verified evidence never gets here (the handshake requires it), but a
-    /// key is never released on an assumption.
+    /// The verified peer's address, the local address it reached, and its machine
+    /// ([`veil_attest::Machine`]: its EK, or the AK its cloud's proof names), once its
+    /// PCR 15 shows the standing `call` needs; a call without verified evidence never
+    /// gets here (the handshake requires it), but a key is never released on an
+    /// assumption.
     fn attested<T>(
         &self,
         request: &Request<T>,
@@ -134,9 +135,9 @@ impl JoinService {
     ) -> Result<(Option<IpAddr>, Option<SocketAddr>, String), Status> {
         let peer = request.extensions().get::<PeerInfo>();
         let verified = peer.and_then(|p| p.verified.as_ref());
-        let Some(tpm) = verified.and_then(|v| v.tpm.as_ref()) else {
+        let Some(machine) = verified.and_then(|v| v.machine()) else {
             return Err(Status::unauthenticated(format!(
-                "{call} needs a joiner verified by its TPM"
+                "{call} needs a joiner verified by its TPM or its cloud's vTPM"
             )));
         };
         let standing = verified.and_then(|v| Standing::of(v, &self.member_pcr));
@@ -157,11 +158,7 @@ impl JoinService {
         }
         let addr = peer.and_then(|p| p.addr).map(|a| a.ip());
         self.limiter.admit(addr, call)?;
-        Ok((
-            addr,
-            peer.and_then(|p| p.local),
-            hex::encode(tpm.ek_public_sha256),
-        ))
+        Ok((addr, peer.and_then(|p| p.local), machine.to_string()))
     }
 
     /// A member's place on the mesh and every member's entry. The control-plane node

@@ -2,6 +2,8 @@
 //! real swtpm: who gets a key, who is refused and why, and what a restart of the
 //! service in the middle of a join does.
 
+#[path = "../../attest/tests/cloud_support/mod.rs"]
+mod cloud_support;
 #[path = "../../attest/tests/support/mod.rs"]
 mod support;
 mod support_kubernetes;
@@ -12,10 +14,12 @@ use std::sync::{Arc, Mutex};
 
 use support::{LocalCa, Swtpm};
 use veil_atls::AttesterIssuer;
+use veil_attest::gcp::GcpVerifier;
+use veil_attest::gcp::attester::GcpAttester;
 use veil_attest::tpm::{TpmAttester, TpmAttesterConfig};
 use veil_bootstrapper::bootstrap::Admission;
 use veil_bootstrapper::join::{JoinConfig, Ticket, fetch_ticket};
-use veil_joinservice::{Cluster, Limits};
+use veil_joinservice::{Cluster, Credentials, Limits};
 use veil_keys::MasterSecret;
 use veil_protocol::activation::SharedTpm;
 use veil_protocol::pb::attestation::TpmIdentity;
@@ -62,6 +66,8 @@ struct Setup {
     kubernetes: Arc<support_kubernetes::TestControlPlane>,
     /// Extends of the service's PCRs besides PCR 15 (another boot than the joiner's).
     extends: &'static [(u32, [u8; 32])],
+    /// The root its GCE vTPM verifier trusts instead of Google's (a TEST DOUBLE CA).
+    gcp_root: Option<Vec<u8>>,
 }
 
 impl Default for Setup {
@@ -75,6 +81,7 @@ impl Default for Setup {
             platform: Default::default(),
             kubernetes: Default::default(),
             extends: &[],
+            gcp_root: None,
         }
     }
 }
@@ -154,10 +161,21 @@ impl Service {
             .enable_all()
             .build()
             .expect("runtime");
+        let mut verifier = cluster
+            .verifier(ca.trust())
+            .expect("the cluster's verifier");
+        if let Some(root) = &setup.gcp_root {
+            verifier = verifier.with_gcp(GcpVerifier::trusting(root).expect("test CA"));
+        }
+        let credentials = Credentials {
+            issuer: tpm.clone(),
+            tpm,
+            verifier,
+        };
         runtime.spawn(async move {
             let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-            let _ = veil_joinservice::serve(listener, tpm, cluster, ca.trust(), limits, kubernetes)
-                .await;
+            let _ =
+                veil_joinservice::serve(listener, credentials, cluster, limits, kubernetes).await;
         });
         Service {
             addr,
@@ -219,6 +237,7 @@ fn config(service: &Service, ca: &LocalCa) -> JoinConfig {
         role: Role::Worker,
         cluster_id: None,
         service_hardware: None,
+        cloud_evidence: None,
     }
 }
 
@@ -282,6 +301,79 @@ fn a_matching_node_joins_then_rejoins_with_its_disk_key_only() {
         t.cluster_id, None,
         "Rejoin gives the disk key and nothing else"
     );
+}
+
+/// A service whose cluster accepts GCE vTPM evidence, and a joiner on a cloud's CVM of
+/// GCE's shape: Google certifies its vTPM's AK (a TEST DOUBLE CA plays Google here,
+/// `cloud_support`, and the service trusts it in place of the pinned root). The
+/// returned config presents that evidence; the vTPM and its CA's files go with it.
+fn cloud_fixture(limits: Limits) -> (Fixture, JoinConfig, Swtpm, tempfile::TempDir) {
+    let vtpm = Swtpm::start(LocalCa::shared());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let google = cloud_support::gce_provisioning_test_double(&vtpm.tcti(), dir.path());
+    let f = fixture(Setup {
+        platform: veil_attest::PlatformPolicy::from_json("test policy", r#"{"gcp": {}}"#)
+            .expect("policy"),
+        gcp_root: Some(google),
+        limits,
+        ..Setup::default()
+    });
+    let attester = GcpAttester::open(&vtpm.tcti(), vec![4, 9, 11, 15], Vec::new(), None)
+        .expect("the certified AK");
+    // swtpm serves one connection at a time, and the vTPM's is the GCE attester's: the
+    // joiner's own PCRs (which it compares with the service's) come from the fixture's
+    // fresh swtpm, which holds the same values.
+    let cloud = JoinConfig {
+        cloud_evidence: Some(Arc::new(AttesterIssuer(Mutex::new(attester)))),
+        ..config(&f.service, LocalCa::shared())
+    };
+    (f, cloud, vtpm, dir)
+}
+
+fn fetch(f: &Fixture, config: &JoinConfig, how: Admission) -> anyhow::Result<Ticket> {
+    let wireguard = x25519_dalek::StaticSecret::from([7u8; 32]);
+    let name = veil_kube::NodeName::new("node1").expect("name");
+    client_runtime().block_on(fetch_ticket(
+        &f.joiner, config, how, UUID, &wireguard, &name,
+    ))
+}
+
+#[test]
+fn a_cloud_joiner_is_admitted_by_its_certified_ak_without_activation_and_rejoins_by_it() {
+    // No activation can start: a joiner that tried would be told the service is busy.
+    let (f, cloud, _vtpm, _dir) = cloud_fixture(Limits {
+        max_in_flight: 0,
+        ..Limits::default()
+    });
+    let t = fetch(&f, &cloud, Admission::Join).expect("a cloud joiner");
+    let expected = f.master.disk_key(UUID).expect("disk key");
+    assert_eq!(t.disk_key.as_slice(), expected.as_slice());
+    assert_eq!(t.cluster_id, Some(f.master.cluster_id()));
+    let t = fetch(&f, &cloud, Admission::Rejoin).expect("the same VM rejoins");
+    assert_eq!(t.disk_key.as_slice(), expected.as_slice());
+
+    // Whereas the fixture's TPM, certified by the image's CA, must activate its AK
+    // before it can speak at all.
+    let e = fetch(&f, &config(&f.service, LocalCa::shared()), Admission::Join)
+        .expect_err("a TPM joiner at a service with no activation slots");
+    let text = format!("{e:#}");
+    assert!(text.contains("too many joins in flight"), "{text}");
+}
+
+#[test]
+fn a_cloud_members_partition_goes_to_no_other_machine() {
+    let (f, cloud, _vtpm, _dir) = cloud_fixture(Limits::default());
+    fetch(&f, &cloud, Admission::Join).expect("a cloud joiner");
+    // The fixture's TPM passes every check but is another machine than the member's.
+    let e = fetch(
+        &f,
+        &config(&f.service, LocalCa::shared()),
+        Admission::Rejoin,
+    )
+    .expect_err("another machine asks for the cloud member's partition");
+    let text = format!("{e:#}");
+    assert!(text.contains("refused Rejoin"), "{text}");
+    assert!(text.contains("not to this node's TPM"), "{text}");
 }
 
 #[test]

@@ -307,6 +307,32 @@ pub struct Runtime {
 }
 
 impl Runtime {
+    /// SHA-256 over the AK's modulus and exponent (each big-endian, after its 4-byte
+    /// length): which vTPM this is, across the VM's reboots.
+    pub fn ak_sha256(&self) -> [u8; 32] {
+        use rsa::traits::PublicKeyParts;
+        let mut h = Sha256::new();
+        for part in [self.ak.n().to_bytes_be(), self.ak.e().to_bytes_be()] {
+            h.update((part.len() as u32).to_be_bytes());
+            h.update(&part);
+        }
+        h.finalize().into()
+    }
+
+    /// What the runtime data states, as [`Verified::azure`](crate::Verified) reports it.
+    fn facts(&self, report_is_fresh: bool) -> AzureVerifiedInfo {
+        let config = &self.vm_configuration;
+        AzureVerifiedInfo {
+            vm_unique_id: config
+                .get("vmUniqueId")
+                .and_then(|u| u.as_str())
+                .map(str::to_owned),
+            secure_boot: config.get("secure-boot") == Some(&serde_json::Value::Bool(true)),
+            report_is_fresh,
+            ak_sha256: self.ak_sha256(),
+        }
+    }
+
     /// Whether the runtime data carries `user_data` as Veil's attester writes it (the
     /// 32 bytes, then zeros): the hardware report is then as fresh as the quote.
     pub fn carries(&self, user_data: &[u8; 32]) -> bool {
@@ -360,6 +386,9 @@ pub struct AzureVerifiedInfo {
     pub secure_boot: bool,
     /// The hardware report carries this session's user data (not only the quote).
     pub report_is_fresh: bool,
+    /// SHA-256 of the paravisor's AK ([`Runtime::ak_sha256`]) that the hardware
+    /// report binds: the same key every boot of the VM, so it names its vTPM.
+    pub ak_sha256: [u8; 32],
 }
 
 /// Checks the chain: genuine SNP report (under `snp`'s policy: roots, measurement,
@@ -445,17 +474,9 @@ pub fn verify_azure_tdx(
     let runtime = hcl.runtime()?;
     let pcrs: BTreeMap<u32, [u8; 32]> = ev.pcrs.iter().map(|(i, v)| (*i, v.0)).collect();
     verify_rsa_quote(&runtime.ak, &ev.quote, &ev.signature, nonce, &pcrs)?;
-    let config = &runtime.vm_configuration;
     verified.platform = EvidencePlatform::AzureTdx;
     verified.pcrs = pcrs;
-    verified.azure = Some(AzureVerifiedInfo {
-        vm_unique_id: config
-            .get("vmUniqueId")
-            .and_then(|u| u.as_str())
-            .map(str::to_owned),
-        secure_boot: config.get("secure-boot") == Some(&serde_json::Value::Bool(true)),
-        report_is_fresh: false,
-    });
+    verified.azure = Some(runtime.facts(false));
     Ok(verified)
 }
 
@@ -466,7 +487,6 @@ pub fn verify_azure_snp_evidence(
     user_data: &[u8; 32],
 ) -> Result<Verified, AzureError> {
     let v = verify_azure_snp(ev, snp, user_data)?;
-    let config = &v.vm_configuration;
     Ok(Verified {
         platform: EvidencePlatform::AzureSevSnp,
         user_data: *user_data,
@@ -477,14 +497,7 @@ pub fn verify_azure_snp_evidence(
         tdx: None,
         snp: Some(v.snp),
         gcp: None,
-        azure: Some(AzureVerifiedInfo {
-            vm_unique_id: config
-                .get("vmUniqueId")
-                .and_then(|u| u.as_str())
-                .map(str::to_owned),
-            secure_boot: config.get("secure-boot") == Some(&serde_json::Value::Bool(true)),
-            report_is_fresh: v.runtime.carries(user_data),
-        }),
+        azure: Some(v.runtime.facts(v.runtime.carries(user_data))),
     })
 }
 

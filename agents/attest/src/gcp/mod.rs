@@ -92,6 +92,9 @@ pub struct GcpVerifiedInfo {
     /// The AK certificate's subject (GCE puts the zone, and the instance ID as CN).
     pub ak_subject: String,
     pub ak_issuer: String,
+    /// SHA-256 of the certified AK's SubjectPublicKeyInfo (DER): GCE recreates that
+    /// key from the same template every boot, so it names the vTPM across reboots.
+    pub ak_spki_sha256: [u8; 32],
 }
 
 /// Checks GCE vTPM evidence against Google's pinned root.
@@ -158,6 +161,7 @@ impl GcpVerifier {
             GcpVerifiedInfo {
                 ak_subject: cert.tbs_certificate.subject.to_string(),
                 ak_issuer: cert.tbs_certificate.issuer.to_string(),
+                ak_spki_sha256: <Sha256 as sha2::Digest>::digest(&spki).into(),
             },
         ))
     }
