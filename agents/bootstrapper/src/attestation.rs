@@ -151,7 +151,7 @@ pub fn start(
                 let tpm: SharedTpm = Arc::new(AttesterIssuer(Mutex::new(attester)));
                 // On a cloud's CVM the cloud's own evidence names the vTPM's AK: that
                 // is what verifiers get on this port.
-                let cloud = crate::cloud::attester(
+                let cloud = veil_cloud::attester(
                     &config.tcti,
                     config.pcrs.clone(),
                     config.hardware.clone(),

@@ -21,7 +21,6 @@
 
 pub mod attestation;
 pub mod bootstrap;
-pub mod cloud;
 pub mod join;
 pub mod kube;
 pub mod launch;

@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result};
 use clap::Parser;
 use tracing_subscriber::prelude::*;
-use veil_atls::AttesterIssuer;
+use veil_atls::{AttesterIssuer, EvidenceIssuer};
 use veil_attest::tpm::{EkTrust, TpmAttester, TpmAttesterConfig};
 use veil_joinservice::{Cluster, Credentials, Limits};
 use veil_protocol::activation::SharedTpm;
@@ -60,8 +60,14 @@ fn main() -> Result<()> {
         (args.tpm_intermediate.exists()).then_some(args.tpm_intermediate.as_path()),
     )
     .context("loading the TPM CA for joiners")?;
-    let attester = TpmAttester::open(&TpmAttesterConfig::with_tcti(&args.tcti))
-        .with_context(|| format!("opening the TPM ({})", args.tcti))?;
+    let mut config = TpmAttesterConfig::with_tcti(&args.tcti);
+    // In a confidential VM the service's quotes carry a hardware report over its AK, as
+    // the bootstrapper's do: joiners in one require it (veil_attest::peer).
+    let platform = veil_attest::detect(std::path::Path::new("/"));
+    config.hardware =
+        veil_attest::HardwareAttester::for_platform(&platform, std::path::Path::new("/"));
+    let attester =
+        TpmAttester::open(&config).with_context(|| format!("opening the TPM ({})", args.tcti))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -79,8 +85,21 @@ fn main() -> Result<()> {
         sd_notify::notify(false, &[sd_notify::NotifyState::Ready])
             .context("notifying systemd of readiness")?;
         let tpm: SharedTpm = Arc::new(AttesterIssuer(Mutex::new(attester)));
+        // On a cloud's CVM the join port presents the cloud's evidence, as the agent
+        // port does: that is what a joiner there can check.
+        let issuer: Arc<dyn EvidenceIssuer> =
+            match veil_cloud::attester(&args.tcti, config.pcrs.clone(), config.hardware.clone())
+                .await
+                .context("the cloud vTPM's evidence")?
+            {
+                Some(cloud) => {
+                    tracing::info!(evidence = cloud.platform, "the join port presents the cloud's evidence");
+                    cloud.issuer
+                }
+                None => tpm.clone(),
+            };
         let credentials = Credentials {
-            issuer: tpm.clone(),
+            issuer,
             tpm,
             verifier: cluster.verifier(trust)?,
         };

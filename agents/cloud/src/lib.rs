@@ -1,40 +1,82 @@
-//! On a cloud's confidential VM, the evidence the agent port presents instead of the
-//! plain TPM quote: on Azure the paravisor's HCL report with the vTPM's quote (and the
-//! VCEK from the instance metadata service), on GCP Google's certified AK with its
+//! A Veil node's cloud evidence: on a cloud's confidential VM, what the node presents
+//! instead of the plain TPM quote, to verifiers on its agent port and to the join
+//! service when it joins (and, on a control-plane node, what the join port presents):
+//! on Azure the paravisor's HCL report with the vTPM's quote (and the VCEK, or the TD
+//! quote, from the instance metadata service), on GCP Google's certified AK with its
 //! quote and the CPU's report (and the AK certificate's intermediate).
 //!
 //! Which cloud is found from the TPM's NV (the paravisor's report, Google's AK
 //! certificate). That only picks what to present: a verifier decides by the evidence
-//! and its profile, so a host that fakes or hides these indices gains nothing.
+//! and its profile, so a host that fakes or hides these indices gains nothing. What
+//! is fetched over plain HTTP (certificates, TD quotes) is checked by the verifier
+//! against pinned roots; nothing fetched here is believed by the node itself.
+//!
+//! The HTTP client is hyper's own (already in the tree through tonic): one bounded
+//! request at a time needs no more.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use thiserror::Error;
 use veil_atls::{AttesterIssuer, EvidenceIssuer};
 use veil_attest::HardwareAttester;
 use veil_attest::azure::attester::{
     AzureSnpAttester, AzureTdxAttester, hcl_report_present, read_hcl_report,
 };
 use veil_attest::azure::{
-    HclKind, HclReport, IMDS_TD_QUOTE_URL, THIM_VCEK_URL, td_quote_from_answer, td_quote_request,
-    thim_vcek,
+    AzureError, HclKind, HclReport, IMDS_TD_QUOTE_URL, THIM_VCEK_URL, td_quote_from_answer,
+    td_quote_request, thim_vcek,
 };
 use veil_attest::gcp::attester::{GcpAttester, ak_cert_present};
-use veil_attest::gcp::issuer_url;
+use veil_attest::gcp::{GcpError, issuer_url};
+use veil_attest::tpm::TpmAttestError;
 
 /// How long a metadata or certificate server may take.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Certificates and THIM's answer are a few KiB.
 const HTTP_MAX_BYTES: usize = 64 * 1024;
 
+#[derive(Debug, Error)]
+pub enum CloudError {
+    #[error("a request for {url} cannot be made: {reason}")]
+    Request { url: String, reason: String },
+    #[error("{url} did not answer within {HTTP_TIMEOUT:?}")]
+    Timeout { url: String },
+    #[error("asking {url}: {reason}")]
+    Transport { url: String, reason: String },
+    #[error("reading {url}'s answer (at most {HTTP_MAX_BYTES} bytes): {reason}")]
+    Body { url: String, reason: String },
+    #[error("{url} answered {status}: {excerpt}")]
+    Status {
+        url: String,
+        status: String,
+        excerpt: String,
+    },
+    #[error("the answer of {url}: {source}")]
+    Answer {
+        url: String,
+        #[source]
+        source: AzureError,
+    },
+    #[error("the Azure HCL report: {0}")]
+    Hcl(#[source] AzureError),
+    #[error("{what}: {source}")]
+    Tpm {
+        what: &'static str,
+        #[source]
+        source: TpmAttestError,
+    },
+    #[error("the GCE AK certificate: {0}")]
+    Gcp(#[source] GcpError),
+}
+
 /// One plain HTTP GET with `headers`: the body of a 2xx answer. Used only for what
 /// the verifier checks against pinned roots (VCEKs, intermediates, TD quotes).
-pub async fn http_get(url: &str, headers: &[(&str, &str)]) -> Result<Bytes> {
+pub async fn http_get(url: &str, headers: &[(&str, &str)]) -> Result<Bytes, CloudError> {
     http_request(hyper::Method::GET, url, headers, Bytes::new()).await
 }
 
@@ -44,7 +86,7 @@ pub async fn http_request(
     url: &str,
     headers: &[(&str, &str)],
     body: Bytes,
-) -> Result<Bytes> {
+) -> Result<Bytes, CloudError> {
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let mut request = hyper::Request::builder().method(method).uri(url);
     for (name, value) in headers {
@@ -52,36 +94,51 @@ pub async fn http_request(
     }
     let request = request
         .body(Full::new(body))
-        .with_context(|| format!("a request for {url}"))?;
+        .map_err(|e| CloudError::Request {
+            url: url.to_owned(),
+            reason: e.to_string(),
+        })?;
     let response = tokio::time::timeout(HTTP_TIMEOUT, client.request(request))
         .await
-        .map_err(|_| anyhow!("{url} did not answer within {HTTP_TIMEOUT:?}"))?
-        .with_context(|| format!("asking {url}"))?;
+        .map_err(|_| CloudError::Timeout {
+            url: url.to_owned(),
+        })?
+        .map_err(|e| CloudError::Transport {
+            url: url.to_owned(),
+            reason: e.to_string(),
+        })?;
     let status = response.status();
     let body = Limited::new(response.into_body(), HTTP_MAX_BYTES)
         .collect()
         .await
-        .map_err(|e| anyhow!("reading {url}'s answer (at most {HTTP_MAX_BYTES} bytes): {e}"))?
+        .map_err(|e| CloudError::Body {
+            url: url.to_owned(),
+            reason: e.to_string(),
+        })?
         .to_bytes();
     if !status.is_success() {
-        return Err(anyhow!(
-            "{url} answered {status}: {}",
-            String::from_utf8_lossy(&body[..body.len().min(200)])
-        ));
+        return Err(CloudError::Status {
+            url: url.to_owned(),
+            status: status.to_string(),
+            excerpt: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
+        });
     }
     Ok(body)
 }
 
 /// The chip's VCEK (DER), from Azure's metadata service at `url`.
-pub async fn fetch_vcek(url: &str) -> Result<Vec<u8>> {
+pub async fn fetch_vcek(url: &str) -> Result<Vec<u8>, CloudError> {
     let body = http_get(url, &[("Metadata", "true")]).await?;
-    thim_vcek(&body).with_context(|| format!("the answer of {url}"))
+    thim_vcek(&body).map_err(|source| CloudError::Answer {
+        url: url.to_owned(),
+        source,
+    })
 }
 
 /// The TD quote of the TD report in the HCL report `hcl`, from Azure's metadata
 /// service at `url`.
-pub async fn fetch_td_quote(url: &str, hcl: &[u8]) -> Result<Vec<u8>> {
-    let report = HclReport::parse(hcl).map_err(|e| anyhow!("the Azure HCL report: {e}"))?;
+pub async fn fetch_td_quote(url: &str, hcl: &[u8]) -> Result<Vec<u8>, CloudError> {
+    let report = HclReport::parse(hcl).map_err(CloudError::Hcl)?;
     let body = http_request(
         hyper::Method::POST,
         url,
@@ -89,10 +146,13 @@ pub async fn fetch_td_quote(url: &str, hcl: &[u8]) -> Result<Vec<u8>> {
         Bytes::from(td_quote_request(report.hw_report())),
     )
     .await?;
-    td_quote_from_answer(&body).with_context(|| format!("the answer of {url}"))
+    td_quote_from_answer(&body).map_err(|source| CloudError::Answer {
+        url: url.to_owned(),
+        source,
+    })
 }
 
-/// What a cloud node presents on its agent port, and its name for the console.
+/// What a cloud node presents, and its name for the console.
 pub struct CloudEvidence {
     pub platform: &'static str,
     pub issuer: Arc<dyn EvidenceIssuer>,
@@ -106,7 +166,7 @@ pub async fn attester(
     tcti: &str,
     pcrs: Vec<u32>,
     hardware: Option<HardwareAttester>,
-) -> Result<Option<CloudEvidence>> {
+) -> Result<Option<CloudEvidence>, CloudError> {
     let found = |what: &str, r: Result<bool, _>| match r {
         Ok(found) => found,
         Err(e) => {
@@ -114,15 +174,16 @@ pub async fn attester(
             false
         }
     };
+    let tpm = |what: &'static str| move |source| CloudError::Tpm { what, source };
     if found("an Azure HCL report", hcl_report_present(tcti)) {
-        let hcl = read_hcl_report(tcti).context("reading the Azure HCL report")?;
+        let hcl = read_hcl_report(tcti).map_err(tpm("reading the Azure HCL report"))?;
         let kind = HclReport::parse(&hcl)
             .map(|r| r.kind())
-            .map_err(|e| anyhow!("the Azure HCL report: {e}"))?;
+            .map_err(CloudError::Hcl)?;
         if kind == HclKind::Tdx {
             let td_quote = fetch_td_quote(IMDS_TD_QUOTE_URL, &hcl).await?;
             let attester = AzureTdxAttester::open(tcti, pcrs, hcl, td_quote)
-                .context("opening the Azure vTPM's attestation key")?;
+                .map_err(tpm("opening the Azure vTPM's attestation key"))?;
             return Ok(Some(CloudEvidence {
                 platform: "azure-tdx",
                 issuer: Arc::new(AttesterIssuer(Mutex::new(attester))),
@@ -130,7 +191,7 @@ pub async fn attester(
         }
         let vcek = fetch_vcek(THIM_VCEK_URL).await?;
         let attester = AzureSnpAttester::open(tcti, pcrs, vcek, None)
-            .context("opening the Azure vTPM's attestation key")?;
+            .map_err(tpm("opening the Azure vTPM's attestation key"))?;
         return Ok(Some(CloudEvidence {
             platform: "azure-sev-snp",
             issuer: Arc::new(AttesterIssuer(Mutex::new(attester))),
@@ -138,8 +199,8 @@ pub async fn attester(
     }
     if found("a GCE AK certificate", ak_cert_present(tcti)) {
         let attester = GcpAttester::open(tcti, pcrs, Vec::new(), hardware)
-            .context("opening the GCE vTPM's attestation key")?;
-        let intermediates = match issuer_url(attester.ak_cert())? {
+            .map_err(tpm("opening the GCE vTPM's attestation key"))?;
+        let intermediates = match issuer_url(attester.ak_cert()).map_err(CloudError::Gcp)? {
             Some(url) => vec![http_get(&url, &[]).await?.to_vec()],
             None => Vec::new(),
         };
