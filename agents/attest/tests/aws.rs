@@ -8,11 +8,12 @@
 mod support;
 
 use support::{LocalCa, Swtpm};
-use veil_attest::snp::SnpEvidence;
+use veil_attest::peer::cloud_policy_like_own;
+use veil_attest::snp::{SnpEvidence, SnpProduct};
 use veil_attest::tpm::{EkTrust, TpmAttester, TpmAttesterConfig, TpmVerifier, TpmVerifyError};
 use veil_attest::{
     Attester, Evidence, HardwareEvidence, PlatformPolicy, PlatformVerifier, PlatformVerifyError,
-    Verifier,
+    Profile, Verifier,
 };
 
 const NONCE: [u8; 32] = [0x24; 32];
@@ -100,4 +101,54 @@ fn under_the_aws_profile_the_snp_report_must_bind_the_ak_and_comes_first() {
     let e = PlatformPolicy::from_json("aws.json", r#"{"profile": "aws-sev-snp"}"#)
         .expect_err("no sevSnp");
     assert!(e.to_string().contains("needs a \"sevSnp\" section"), "{e}");
+}
+
+/// A joiner on AWS derives what its join service must show from its own evidence
+/// (`veil_attest::peer`): a quote whose AK its SEV-SNP report binds, under the AWS
+/// profile, with its own launch digest and generation (from its VLEK). A TPM whose EK
+/// is certified is not a cloud's: it activates, and derives nothing here.
+#[test]
+fn a_joiner_on_aws_asks_its_service_for_a_report_like_its_own() {
+    let tpm = Swtpm::start(LocalCa::shared());
+    let mut own = quote(&tpm);
+    let certified = Evidence::Tpm(own.clone());
+    let e = cloud_policy_like_own(&certified).expect_err("a certified EK");
+    assert!(
+        e.to_string()
+            .contains("activated against its EK certificate"),
+        "{e}"
+    );
+
+    own.ek_cert.clear();
+    let report = data("aws-vlek-report-v5.bin");
+    own.hardware = Some(HardwareEvidence::SevSnp(SnpEvidence {
+        report: report.clone(),
+        vcek: data("aws-vlek-v5.der"),
+        cert_chain: None,
+    }));
+    let policy = cloud_policy_like_own(&Evidence::Tpm(own.clone())).expect("policy");
+    assert_eq!(policy.profile, Some(Profile::AwsSevSnp));
+    let snp = policy.sev_snp.as_ref().expect("a sevSnp section");
+    assert_eq!(snp.product, SnpProduct::Milan, "the VLEK's generation");
+    assert_eq!(
+        snp.allowed_measurements,
+        vec![<[u8; 48]>::try_from(&report[0x90..0xc0]).expect("48 bytes")]
+    );
+    let v = PlatformVerifier::new(TpmVerifier::new(EkTrust::default()), &policy, "derived")
+        .expect("a policy the verifier takes");
+    assert!(!v.activates_ak());
+    // The recorded report binds another session's data, not this AK: refused there.
+    let e = v
+        .verify(&Evidence::Tpm(own), &NONCE)
+        .expect_err("binds something else");
+    assert!(e.to_string().contains("report_data"), "{e}");
+
+    // Without a report there is nothing a cloud vouches for.
+    let mut bare = quote(&tpm);
+    bare.ek_cert.clear();
+    let e = cloud_policy_like_own(&Evidence::Tpm(bare)).expect_err("no report");
+    assert!(
+        e.to_string().contains("neither an EK certificate nor"),
+        "{e}"
+    );
 }

@@ -11,12 +11,13 @@ use base64::Engine as _;
 use veil_attest::azure::{
     AzureError, AzureSnpEvidence, HclKind, HclReport, thim_vcek, verify_azure_snp,
 };
+use veil_attest::peer::cloud_policy_like_own;
 use veil_attest::snp::{SnpPolicy, SnpProduct, SnpVerifier};
 use veil_attest::tpm::quote::Quote;
 use veil_attest::tpm::quote::QuoteBindingError;
 use veil_attest::tpm::{EkTrust, TpmVerifier};
 use veil_attest::{
-    Digest32, Evidence, PlatformPolicy, PlatformVerifier, PlatformVerifyError, Verifier,
+    Digest32, Evidence, PlatformPolicy, PlatformVerifier, PlatformVerifyError, Profile, Verifier,
 };
 
 fn data(name: &str) -> Vec<u8> {
@@ -538,4 +539,44 @@ fn the_td_quote_request_carries_the_td_report_and_the_answer_is_checked() {
         let e = veil_attest::azure::td_quote_from_answer(bad).expect_err("bad answer");
         assert!(matches!(e, AzureError::Imds(_)), "{e}");
     }
+}
+
+/// A joiner on an Azure SEV-SNP CVM derives what its join service must show from its
+/// own evidence (`veil_attest::peer`): Azure's kind, under the Azure profile, with its
+/// own paravisor's launch measurement and generation. A service on another host
+/// generation or with another paravisor is refused; one like it gets as far as the
+/// recorded nonce.
+#[test]
+fn a_joiner_on_azure_asks_its_service_for_evidence_like_its_own() {
+    let policy = cloud_policy_like_own(&Evidence::AzureSevSnp(evidence("genoa"))).expect("policy");
+    assert_eq!(policy.profile, Some(Profile::AzureSevSnp));
+    let snp = policy
+        .azure_sev_snp
+        .as_ref()
+        .expect("an azureSevSnp section");
+    assert_eq!(snp.product, SnpProduct::Genoa);
+    assert_eq!(
+        hex::encode(snp.allowed_measurements[0]),
+        measurement("genoa")
+    );
+    let ek = EkTrust::from_pem(include_bytes!("data/snp/milan_ark.pem")).expect("a root");
+    let v = PlatformVerifier::new(TpmVerifier::new(ek), &policy, "derived").expect("verifier");
+    assert!(!v.activates_ak());
+    let e = v
+        .verify(&Evidence::AzureSevSnp(evidence("genoa")), &[7; 32])
+        .expect_err("recorded nonce");
+    assert!(
+        matches!(
+            e,
+            PlatformVerifyError::Azure(AzureError::Quote(QuoteBindingError::Nonce { .. }))
+        ),
+        "{e}"
+    );
+    let e = v
+        .verify(&Evidence::AzureSevSnp(evidence("milan")), &[7; 32])
+        .expect_err("another host generation");
+    assert!(
+        matches!(e, PlatformVerifyError::Azure(AzureError::Snp(_))),
+        "{e}"
+    );
 }

@@ -9,11 +9,13 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use veil_attest::gcp::{GcpError, GcpVerifier, GcpVtpmEvidence};
+use veil_attest::peer::cloud_policy_like_own;
+use veil_attest::snp::SnpEvidence;
 use veil_attest::tpm::quote::QuoteBindingError;
 use veil_attest::tpm::{EkTrust, TpmVerifier};
 use veil_attest::{
-    Digest32, Evidence, EvidencePlatform, PlatformPolicy, PlatformVerifier, PlatformVerifyError,
-    Verifier,
+    Digest32, Evidence, EvidencePlatform, HardwareEvidence, PlatformPolicy, PlatformVerifier,
+    PlatformVerifyError, Profile, Verifier,
 };
 
 fn data(name: &str) -> Vec<u8> {
@@ -234,4 +236,41 @@ fn the_intermediate_is_named_by_the_certificates_issuer_url() {
     // A non-certificate is an error, not a panic.
     let e = veil_attest::gcp::issuer_url(b"not DER").expect_err("garbage");
     assert!(matches!(e, GcpError::AkCert(_)), "{e}");
+}
+
+/// A joiner on GCE derives what its join service must show from its own evidence
+/// (`veil_attest::peer`): Google's certified AK, and where its own evidence carries
+/// the CPU's report, a report like it under the matching profile. Without one (the
+/// recorded machines had no configfs-tsm) Google's certificate is all it can ask for.
+#[test]
+fn a_joiner_on_gce_asks_its_service_for_evidence_like_its_own() {
+    let policy = cloud_policy_like_own(&Evidence::GcpVtpm(evidence("amd"))).expect("policy");
+    assert!(policy.gcp && policy.profile.is_none() && !policy.require_hardware);
+    let v = PlatformVerifier::new(TpmVerifier::new(EkTrust::default()), &policy, "derived")
+        .expect("verifier")
+        .with_gcp(gcp());
+    v.verify(&Evidence::GcpVtpm(evidence("tdx")), &nonce("tdx"))
+        .expect("another GCE VM's evidence");
+
+    // With the CPU's report in its own evidence (a recorded Milan report stands in for
+    // the one configfs-tsm gives on GCE): that report's kind, measurement and profile.
+    let report = hex::decode(include_str!("data/snp/report_milan.hex").trim()).expect("hex");
+    let mut own = evidence("amd");
+    own.hardware = Some(HardwareEvidence::SevSnp(SnpEvidence {
+        report: report.clone(),
+        vcek: include_bytes!("data/snp/vcek_milan.der").to_vec(),
+        cert_chain: None,
+    }));
+    let policy = cloud_policy_like_own(&Evidence::GcpVtpm(own)).expect("policy");
+    assert_eq!(policy.profile, Some(Profile::GcpSevSnp));
+    assert!(policy.gcp && policy.require_hardware);
+    let snp = policy.sev_snp.as_ref().expect("a sevSnp section");
+    assert_eq!(snp.allowed_measurements[0].as_slice(), &report[0x90..0xc0]);
+    let v = PlatformVerifier::new(TpmVerifier::new(EkTrust::default()), &policy, "derived")
+        .expect("verifier")
+        .with_gcp(gcp());
+    let e = v
+        .verify(&Evidence::GcpVtpm(evidence("tdx")), &nonce("tdx"))
+        .expect_err("no CPU report");
+    assert!(matches!(e, PlatformVerifyError::NoHardware), "{e}");
 }

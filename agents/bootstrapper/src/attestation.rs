@@ -148,6 +148,7 @@ pub fn start(
                 let listener = tokio::net::TcpListener::from_std(listener)
                     .context("registering the agent port's listener")?;
                 tracing::info!(port, "attestation endpoint serving");
+                let aws_like = attester.identity().ek_cert.is_empty() && config.hardware.is_some();
                 let tpm: SharedTpm = Arc::new(AttesterIssuer(Mutex::new(attester)));
                 // On a cloud's CVM the cloud's own evidence names the vTPM's AK: that
                 // is what verifiers get on this port.
@@ -173,8 +174,14 @@ pub fn start(
                         .with_launch(launch)
                 });
                 if let (Some(node), Some(mut join)) = (&node, join) {
-                    // The join service gets what verifiers get here.
-                    join.cloud_evidence = cloud;
+                    // The join service gets what verifiers get here. On AWS that is
+                    // the TPM's quote, which the SEV-SNP report binds: a NitroTPM has
+                    // no EK certificate to activate against.
+                    join.cloud_evidence = match cloud {
+                        Some(cloud) => Some(cloud),
+                        None if aws_like => Some(tpm.clone()),
+                        None => None,
+                    };
                     tokio::spawn(crate::join::run(node.clone(), join));
                 }
                 serve(listener, tpm, issuer, platform, node).await

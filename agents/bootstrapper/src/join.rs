@@ -72,9 +72,13 @@ pub struct JoinConfig {
     /// SEV-SNP or TDX, which checks the service's TPM quote alone.
     pub service_hardware: Option<PlatformPolicy>,
     /// On a cloud's CVM: the cloud's evidence (Azure's HCL report, GCE's certified
-    /// AK), presented instead of the TPM quote. Its own proof names the AK, so the
-    /// node activates nothing at the service.
+    /// AK; on AWS the TPM quote with the SEV-SNP report that binds its AK), presented
+    /// instead of the TPM quote. Its own proof names the AK, so the node activates
+    /// nothing, and it requires the service's evidence to be like it.
     pub cloud_evidence: Option<Arc<dyn EvidenceIssuer>>,
+    /// Replaces the GCE vTPM verifier with Google's pinned root (None on a node: tests
+    /// give one trusting a CA that plays Google).
+    pub gcp: Option<veil_attest::gcp::GcpVerifier>,
 }
 
 impl JoinConfig {
@@ -119,6 +123,7 @@ impl JoinConfig {
             cluster_id,
             service_hardware,
             cloud_evidence: None,
+            gcp: None,
         }))
     }
 }
@@ -330,15 +335,36 @@ pub async fn connect(tpm: &SharedTpm, config: &JoinConfig) -> Result<tonic::tran
     let ep = config.endpoint.as_str();
     let plain = veil_protocol::client::plain(ep).await?;
 
-    // 1. The service's AK, activated by us.
-    let mut verifier = TpmVerifier::new(config.trust.clone());
-    verifier.add_trusted_ak(activate_peer(plain.clone(), ep, &verifier).await?);
-    let validator: Arc<dyn veil_atls::EvidenceValidator> = match &config.service_hardware {
-        Some(policy) => Arc::new(VerifierValidator(
-            PlatformVerifier::new(verifier, policy, "this node's policy for its join service")
-                .context("the join service's hardware policy")?,
-        )),
-        None => Arc::new(VerifierValidator(verifier)),
+    // 1. The service's AK, activated by us; on a cloud, named by the cloud's proof in
+    //    evidence like our own.
+    let validator: Arc<dyn veil_atls::EvidenceValidator> = match &config.cloud_evidence {
+        Some(own) => {
+            let mut verifier = PlatformVerifier::new(
+                TpmVerifier::new(config.trust.clone()),
+                &service_policy_like(own.clone()).await?,
+                "this node's policy for its join service (like its own cloud evidence)",
+            )
+            .context("the join service's cloud policy")?;
+            if let Some(gcp) = &config.gcp {
+                verifier = verifier.with_gcp(gcp.clone());
+            }
+            Arc::new(VerifierValidator(verifier))
+        }
+        None => {
+            let mut verifier = TpmVerifier::new(config.trust.clone());
+            verifier.add_trusted_ak(activate_peer(plain.clone(), ep, &verifier).await?);
+            match &config.service_hardware {
+                Some(policy) => Arc::new(VerifierValidator(
+                    PlatformVerifier::new(
+                        verifier,
+                        policy,
+                        "this node's policy for its join service",
+                    )
+                    .context("the join service's hardware policy")?,
+                )),
+                None => Arc::new(VerifierValidator(verifier)),
+            }
+        }
     };
 
     // 2. Our AK, activated by the service, unless our cloud's proof names it.
@@ -356,6 +382,24 @@ pub async fn connect(tpm: &SharedTpm, config: &JoinConfig) -> Result<tonic::tran
         .with_context(|| format!("attesting to the join service at {ep}"))?;
     check_service(tpm, &service, config.cluster_id.as_ref()).await?;
     Ok(channel)
+}
+
+/// What the join service's evidence must show, from our own cloud evidence
+/// (`veil_attest::peer::cloud_policy_like_own`): its kind, profile and launch
+/// measurement. Any data will do for ours: only its launch-time fields are used.
+async fn service_policy_like(own: Arc<dyn EvidenceIssuer>) -> Result<PlatformPolicy> {
+    let encoded = tokio::task::spawn_blocking(move || own.issue(&[0; 32]))
+        .await
+        .context("the task reading our own evidence")?
+        .map_err(|e| anyhow!("our own cloud evidence: {e}"))?;
+    let own = veil_attest::Evidence::decode(&encoded).context("our own cloud evidence")?;
+    let policy = veil_attest::peer::cloud_policy_like_own(&own)
+        .context("deriving what the join service's evidence must show")?;
+    tracing::info!(
+        accepts = %policy.accepts(),
+        "the join service must show cloud evidence like this node's"
+    );
+    Ok(policy)
 }
 
 /// Credential activation of our TPM's AK at the service, over the plain channel.

@@ -186,6 +186,7 @@ fn main() -> Result<(), BoxError> {
         cluster_id: None,
         service_hardware: None,
         cloud_evidence: None,
+        gcp: None,
     };
     let mut latencies = Vec::with_capacity(args.n);
     for i in 0..args.n {
@@ -325,6 +326,7 @@ fn crowd(
                 cluster_id: None,
                 service_hardware: None,
                 cloud_evidence: None,
+                gcp: None,
             };
             let joiner = joiner.clone();
             tasks.spawn(async move {

@@ -66,8 +66,10 @@ struct Setup {
     kubernetes: Arc<support_kubernetes::TestControlPlane>,
     /// Extends of the service's PCRs besides PCR 15 (another boot than the joiner's).
     extends: &'static [(u32, [u8; 32])],
-    /// The root its GCE vTPM verifier trusts instead of Google's (a TEST DOUBLE CA).
-    gcp_root: Option<Vec<u8>>,
+    /// On a GCE-shaped CVM: its vTPM is provisioned by the TEST DOUBLE CA in this
+    /// directory (`cloud_support`), the join port presents that vTPM's evidence, and
+    /// its GCE verifier trusts that CA instead of Google's root.
+    gcp_ca: Option<std::path::PathBuf>,
 }
 
 impl Default for Setup {
@@ -81,7 +83,7 @@ impl Default for Setup {
             platform: Default::default(),
             kubernetes: Default::default(),
             extends: &[],
-            gcp_root: None,
+            gcp_ca: None,
         }
     }
 }
@@ -109,6 +111,8 @@ struct Service {
     addr: String,
     runtime: Option<tokio::runtime::Runtime>,
     _tpm: Swtpm,
+    /// Its GCE-shaped vTPM, when the join port presents that.
+    _vtpm: Option<Swtpm>,
     _roster: tempfile::TempDir,
 }
 
@@ -164,11 +168,16 @@ impl Service {
         let mut verifier = cluster
             .verifier(ca.trust())
             .expect("the cluster's verifier");
-        if let Some(root) = &setup.gcp_root {
-            verifier = verifier.with_gcp(GcpVerifier::trusting(root).expect("test CA"));
+        let mut issuer: Arc<dyn veil_atls::EvidenceIssuer> = tpm.clone();
+        let mut vtpm = None;
+        if let Some(dir) = &setup.gcp_ca {
+            let (gce, root) = gce_vtpm(dir, setup.member.then(|| master.cluster_id()));
+            verifier = verifier.with_gcp(GcpVerifier::trusting(&root).expect("test CA"));
+            issuer = gce_evidence(&gce);
+            vtpm = Some(gce);
         }
         let credentials = Credentials {
-            issuer: tpm.clone(),
+            issuer,
             tpm,
             verifier,
         };
@@ -181,6 +190,7 @@ impl Service {
             addr,
             runtime: Some(runtime),
             _tpm: swtpm,
+            _vtpm: vtpm,
             _roster: roster_dir,
         }
     }
@@ -238,6 +248,7 @@ fn config(service: &Service, ca: &LocalCa) -> JoinConfig {
         cluster_id: None,
         service_hardware: None,
         cloud_evidence: None,
+        gcp: None,
     }
 }
 
@@ -303,28 +314,43 @@ fn a_matching_node_joins_then_rejoins_with_its_disk_key_only() {
     );
 }
 
-/// A service whose cluster accepts GCE vTPM evidence, and a joiner on a cloud's CVM of
-/// GCE's shape: Google certifies its vTPM's AK (a TEST DOUBLE CA plays Google here,
-/// `cloud_support`, and the service trusts it in place of the pinned root). The
-/// returned config presents that evidence; the vTPM and its CA's files go with it.
-fn cloud_fixture(limits: Limits) -> (Fixture, JoinConfig, Swtpm, tempfile::TempDir) {
+/// A vTPM provisioned as GCE provisions one, certified by the TEST DOUBLE CA in `dir`
+/// (`cloud_support`), with PCR 15 extended by `member`'s id; and that CA (PEM).
+fn gce_vtpm(dir: &std::path::Path, member: Option<veil_keys::ClusterId>) -> (Swtpm, Vec<u8>) {
     let vtpm = Swtpm::start(LocalCa::shared());
+    let root = cloud_support::gce_provisioning_test_double(&vtpm.tcti(), dir);
+    if let Some(cluster) = member {
+        extend(&open(&vtpm), 15, &cluster.0);
+    }
+    (vtpm, root)
+}
+
+/// What a GCE-shaped node presents: its certified AK's quote of PCRs 0 to 15. (swtpm
+/// serves one connection at a time: this holds the vTPM's.)
+fn gce_evidence(vtpm: &Swtpm) -> Arc<dyn veil_atls::EvidenceIssuer> {
+    let attester = GcpAttester::open(&vtpm.tcti(), (0..16).collect(), Vec::new(), None)
+        .expect("the certified AK");
+    Arc::new(AttesterIssuer(Mutex::new(attester)))
+}
+
+/// A service and a joiner, both on GCE-shaped CVMs whose vTPMs one TEST DOUBLE CA
+/// certifies (it plays Google; both sides trust it in place of the pinned root). The
+/// returned config presents the joiner's cloud evidence; the vTPM and the CA's files
+/// go with it. The joiner's own PCRs (which it compares with the service's) are read
+/// from the fixture's fresh swtpm, which holds what the fresh vTPM does.
+fn cloud_fixture(limits: Limits) -> (Fixture, JoinConfig, Swtpm, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let google = cloud_support::gce_provisioning_test_double(&vtpm.tcti(), dir.path());
     let f = fixture(Setup {
         platform: veil_attest::PlatformPolicy::from_json("test policy", r#"{"gcp": {}}"#)
             .expect("policy"),
-        gcp_root: Some(google),
+        gcp_ca: Some(dir.path().to_owned()),
         limits,
         ..Setup::default()
     });
-    let attester = GcpAttester::open(&vtpm.tcti(), vec![4, 9, 11, 15], Vec::new(), None)
-        .expect("the certified AK");
-    // swtpm serves one connection at a time, and the vTPM's is the GCE attester's: the
-    // joiner's own PCRs (which it compares with the service's) come from the fixture's
-    // fresh swtpm, which holds the same values.
+    let (vtpm, root) = gce_vtpm(dir.path(), None);
     let cloud = JoinConfig {
-        cloud_evidence: Some(Arc::new(AttesterIssuer(Mutex::new(attester)))),
+        cloud_evidence: Some(gce_evidence(&vtpm)),
+        gcp: Some(GcpVerifier::trusting(&root).expect("test CA")),
         ..config(&f.service, LocalCa::shared())
     };
     (f, cloud, vtpm, dir)
@@ -362,18 +388,27 @@ fn a_cloud_joiner_is_admitted_by_its_certified_ak_without_activation_and_rejoins
 
 #[test]
 fn a_cloud_members_partition_goes_to_no_other_machine() {
-    let (f, cloud, _vtpm, _dir) = cloud_fixture(Limits::default());
+    let (f, cloud, _vtpm, dir) = cloud_fixture(Limits::default());
     fetch(&f, &cloud, Admission::Join).expect("a cloud joiner");
-    // The fixture's TPM passes every check but is another machine than the member's.
-    let e = fetch(
-        &f,
-        &config(&f.service, LocalCa::shared()),
-        Admission::Rejoin,
-    )
-    .expect_err("another machine asks for the cloud member's partition");
+    // Another VM of the same cloud passes every check, but its vTPM's AK is its own.
+    let (other, root) = gce_vtpm(dir.path(), None);
+    let other = JoinConfig {
+        cloud_evidence: Some(gce_evidence(&other)),
+        gcp: Some(GcpVerifier::trusting(&root).expect("test CA")),
+        ..config(&f.service, LocalCa::shared())
+    };
+    let e = fetch(&f, &other, Admission::Rejoin)
+        .expect_err("another VM asks for the cloud member's partition");
     let text = format!("{e:#}");
     assert!(text.contains("refused Rejoin"), "{text}");
     assert!(text.contains("not to this node's TPM"), "{text}");
+
+    // A joiner that knows only TPM quotes cannot check a cloud's join service, and
+    // says why.
+    let e = fetch(&f, &config(&f.service, LocalCa::shared()), Admission::Join)
+        .expect_err("a TPM-only joiner");
+    let text = format!("{e:#}");
+    assert!(text.contains("it is gcp-vtpm evidence"), "{text}");
 }
 
 #[test]

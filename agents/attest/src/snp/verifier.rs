@@ -327,8 +327,8 @@ impl SnpVerifier {
         Ok((report, info))
     }
 
-    /// The product whose pinned ASK signed `vcek_der`, if any: how a node learns which
-    /// generation it runs on from its own evidence.
+    /// The product whose pinned ASK (or, for a cloud's VLEK, ASVK) signed `vcek_der`,
+    /// if any: how a node learns which generation it runs on from its own evidence.
     pub fn product_of_vcek(vcek_der: &[u8]) -> Option<SnpProduct> {
         let probe = SnpEvidence {
             report: Vec::new(),
@@ -342,7 +342,11 @@ impl SnpVerifier {
                     product,
                     ..SnpPolicy::default()
                 })
-                .is_ok_and(|v| v.check_chain(&probe, SIGNED_BY_VCEK).is_ok())
+                .is_ok_and(|v| {
+                    [SIGNED_BY_VCEK, SIGNED_BY_VLEK]
+                        .into_iter()
+                        .any(|key| v.check_chain(&probe, key).is_ok())
+                })
             })
     }
 

@@ -344,9 +344,12 @@ impl Verifier for TpmVerifier {
         match evidence {
             Evidence::Tpm(ev) => self.verify_tpm(ev, expected_user_data),
             #[allow(unreachable_patterns)]
-            _ => Err(TpmVerifyError::Unsupported {
+            other => Err(TpmVerifyError::Unsupported {
                 what: "evidence",
-                reason: "not TPM evidence".into(),
+                reason: format!(
+                    "it is {} evidence, and only TPM quotes of activated AKs are taken here",
+                    other.platform()
+                ),
             }),
         }
     }

@@ -66,7 +66,8 @@ fn openssl(dir: &std::path::Path, args: &[&str]) {
 }
 
 /// The TEST DOUBLE of GCE's provisioning: the AK template and, for the key it makes, a
-/// certificate from a test CA. Returns the test CA's certificate (PEM).
+/// certificate from a test CA (made in `dir` by the first call there; later calls with
+/// the same `dir` certify under the same CA). Returns the test CA's certificate (PEM).
 pub fn gce_provisioning_test_double(tcti: &str, dir: &std::path::Path) -> Vec<u8> {
     let attributes = ObjectAttributesBuilder::new()
         .with_fixed_tpm(true)
@@ -127,28 +128,30 @@ pub fn gce_provisioning_test_double(tcti: &str, dir: &std::path::Path) -> Vec<u8
             "pkey", "-pubin", "-inform", "DER", "-in", "ak.der", "-out", "ak.pem",
         ],
     );
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "30",
-            "-subj",
-            "/CN=Test EK-AK CA (plays Google)",
-            "-addext",
-            "basicConstraints=critical,CA:true",
-            "-addext",
-            "keyUsage=critical,keyCertSign",
-        ],
-    );
+    if !dir.join("ca.pem").exists() {
+        openssl(
+            dir,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "30",
+                "-subj",
+                "/CN=Test EK-AK CA (plays Google)",
+                "-addext",
+                "basicConstraints=critical,CA:true",
+                "-addext",
+                "keyUsage=critical,keyCertSign",
+            ],
+        );
+    }
     openssl(
         dir,
         &[
