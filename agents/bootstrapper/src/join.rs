@@ -85,27 +85,45 @@ impl JoinConfig {
     /// The join configuration under `root`, if the node was given a join endpoint;
     /// the cluster to join comes from `launch`, the launch configuration the node
     /// read once and measures (never read again from fw_cfg, which could differ).
+    /// On a cloud the endpoint and role come from `cloud`, the launch settings in the
+    /// instance's user data, instead of fw_cfg.
     pub fn discover(
         root: &Path,
         launch: &veil_protocol::launch::LaunchConfig,
+        cloud: Option<&veil_protocol::launch::CloudLaunch>,
         platform: &Platform,
     ) -> Result<Option<JoinConfig>> {
-        let Ok(raw) = std::fs::read(root.join(FW_CFG_JOIN_ENDPOINT)) else {
-            return Ok(None);
-        };
-        let endpoint = String::from_utf8(raw)
-            .ok()
-            .map(|s| s.trim().to_owned())
-            .filter(|s| !s.is_empty() && s.len() < 256 && !s.contains(char::is_whitespace))
-            .context("the join endpoint in fw_cfg is not a HOST:PORT")?;
-        let role = match std::fs::read_to_string(root.join(FW_CFG_ROLE)) {
-            Ok(r) if r.trim() == "control-plane" => Role::ControlPlane,
-            Ok(r) if r.trim() == "worker" => Role::Worker,
-            Ok(r) => bail!(
-                "the role in fw_cfg is '{}', not worker or control-plane",
-                r.trim()
-            ),
-            Err(_) => Role::Worker,
+        let (endpoint, role) = match cloud {
+            Some(cloud) => {
+                let Some(endpoint) = &cloud.join_endpoint else {
+                    return Ok(None);
+                };
+                let role = match cloud.role.as_deref() {
+                    Some("control-plane") => Role::ControlPlane,
+                    _ => Role::Worker,
+                };
+                (endpoint.clone(), role)
+            }
+            None => {
+                let Ok(raw) = std::fs::read(root.join(FW_CFG_JOIN_ENDPOINT)) else {
+                    return Ok(None);
+                };
+                let endpoint = String::from_utf8(raw)
+                    .ok()
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty() && s.len() < 256 && !s.contains(char::is_whitespace))
+                    .context("the join endpoint in fw_cfg is not a HOST:PORT")?;
+                let role = match std::fs::read_to_string(root.join(FW_CFG_ROLE)) {
+                    Ok(r) if r.trim() == "control-plane" => Role::ControlPlane,
+                    Ok(r) if r.trim() == "worker" => Role::Worker,
+                    Ok(r) => bail!(
+                        "the role in fw_cfg is '{}', not worker or control-plane",
+                        r.trim()
+                    ),
+                    Err(_) => Role::Worker,
+                };
+                (endpoint, role)
+            }
         };
         let under_root = |p: &str| root.join(p.trim_start_matches('/'));
         let intermediate = under_root(paths::IMAGE_TPM_INTERMEDIATE);

@@ -63,12 +63,20 @@ fn main() -> Result<()> {
                 }
                 // What the operator launched the node with: read once, measured before
                 // it is used, and the same value used everywhere.
-                let launch = veil_protocol::launch::LaunchConfig::read(&args.root)
-                    .context("reading the node's launch configuration")?;
+                // On a cloud from the instance's user data, else from fw_cfg.
+                let cloud = veil_bootstrapper::launch::from_cloud(&args.root);
+                let launch = match &cloud {
+                    Some(c) => c.launch,
+                    None => veil_protocol::launch::LaunchConfig::read(&args.root)
+                        .context("reading the node's launch configuration")?,
+                };
                 // A join endpoint makes the node try to join while it waits for Init.
                 let join = match &root_dev {
                     Some(_) => veil_bootstrapper::join::JoinConfig::discover(
-                        &args.root, &launch, &platform,
+                        &args.root,
+                        &launch,
+                        cloud.as_ref(),
+                        &platform,
                     )
                     .unwrap_or_else(|e| {
                         tracing::error!("cannot join: {e:#}");

@@ -14,6 +14,8 @@
 //! The HTTP client is hyper's own (already in the tree through tonic): one bounded
 //! request at a time needs no more.
 
+pub mod user_data;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -53,7 +55,7 @@ pub enum CloudError {
     #[error("{url} answered {status}: {excerpt}")]
     Status {
         url: String,
-        status: String,
+        status: hyper::StatusCode,
         excerpt: String,
     },
     #[error("the answer of {url}: {source}")]
@@ -72,6 +74,10 @@ pub enum CloudError {
     },
     #[error("the GCE AK certificate: {0}")]
     Gcp(#[source] GcpError),
+    #[error("the instance's user data from {url}: {reason}")]
+    UserData { url: String, reason: String },
+    #[error(transparent)]
+    Launch(#[from] veil_protocol::launch::LaunchError),
 }
 
 /// One plain HTTP GET with `headers`: the body of a 2xx answer. Used only for what
@@ -119,11 +125,24 @@ pub async fn http_request(
     if !status.is_success() {
         return Err(CloudError::Status {
             url: url.to_owned(),
-            status: status.to_string(),
+            status,
             excerpt: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
         });
     }
     Ok(body)
+}
+
+/// [`http_get`], where a 404 means there is nothing (no user data, say).
+pub async fn http_get_optional(
+    url: &str,
+    headers: &[(&str, &str)],
+) -> Result<Option<Bytes>, CloudError> {
+    match http_get(url, headers).await {
+        Err(CloudError::Status { status, .. }) if status == hyper::StatusCode::NOT_FOUND => {
+            Ok(None)
+        }
+        other => other.map(Some),
+    }
 }
 
 /// The chip's VCEK (DER), from Azure's metadata service at `url`.
@@ -214,7 +233,7 @@ pub async fn attester(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -224,46 +243,57 @@ mod tests {
         status: &'static str,
         body: String,
     ) -> (String, tokio::task::JoinHandle<String>) {
+        let (base, served) = metadata_test_double_of(vec![(status, body)]).await;
+        let served =
+            tokio::spawn(async move { served.await.expect("served").pop().expect("one request") });
+        (format!("{base}/metadata/THIM/amd/certification"), served)
+    }
+
+    /// The same TEST DOUBLE for several requests in turn (one connection each, as the
+    /// client closes them): its base URL, and the requests it was sent.
+    pub(crate) async fn metadata_test_double_of(
+        answers: Vec<(&'static str, String)>,
+    ) -> (String, tokio::task::JoinHandle<Vec<String>>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
-        let url = format!(
-            "http://{}/metadata/THIM/amd/certification",
-            listener.local_addr().expect("addr")
-        );
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
         let served = tokio::spawn(async move {
-            let (mut s, _) = listener.accept().await.expect("accept");
-            // The whole request: headers, then as many bytes as content-length says.
-            let mut request = Vec::new();
-            let mut chunk = [0u8; 4096];
-            loop {
-                let n = s.read(&mut chunk).await.expect("read");
-                request.extend_from_slice(&chunk[..n]);
-                let text = String::from_utf8_lossy(&request).to_ascii_lowercase();
-                let Some(end) = text.find("\r\n\r\n") else {
-                    if n == 0 {
+            let mut requests = Vec::new();
+            for (status, body) in answers {
+                let (mut s, _) = listener.accept().await.expect("accept");
+                // The whole request: headers, then as many bytes as content-length says.
+                let mut request = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let n = s.read(&mut chunk).await.expect("read");
+                    request.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&request).to_ascii_lowercase();
+                    let Some(end) = text.find("\r\n\r\n") else {
+                        if n == 0 {
+                            break;
+                        }
+                        continue;
+                    };
+                    let length = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    if n == 0 || request.len() >= end + 4 + length {
                         break;
                     }
-                    continue;
-                };
-                let length = text
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .and_then(|v| v.trim().parse::<usize>().ok())
-                    .unwrap_or(0);
-                if n == 0 || request.len() >= end + 4 + length {
-                    break;
                 }
+                let answer = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                s.write_all(answer.as_bytes()).await.expect("write");
+                requests.push(String::from_utf8_lossy(&request).into_owned());
             }
-            let n = request.len();
-            let answer = format!(
-                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            s.write_all(answer.as_bytes()).await.expect("write");
-            String::from_utf8_lossy(&request[..n]).into_owned()
+            requests
         });
-        (url, served)
+        (base, served)
     }
 
     #[tokio::test]

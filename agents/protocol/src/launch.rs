@@ -15,6 +15,11 @@
 //! which cluster a joiner was told to look for. A host that changes them only stops
 //! the node from being initialized or joining (which it can always do).
 //!
+//! On a cloud there is no fw_cfg: the same settings come in the instance's user data
+//! ([`CloudLaunch`], fetched by `veil-cloud`), with the join service's address and the
+//! node's role beside them. They are measured the same way; the address and role, as
+//! with fw_cfg, are hints that steer nothing a verifier relies on.
+//!
 //! PCR 14 is free on a Veil node: it is shim's (MOK) in the PC client registry, and
 //! Veil boots its UKI without shim.
 
@@ -42,6 +47,8 @@ pub enum LaunchError {
         path: String,
         value: String,
     },
+    #[error("the launch settings in the instance's user data, line {line}: {reason}")]
+    UserData { line: usize, reason: String },
     #[error("cannot read the launch configuration's {what} ({path}): {source}")]
     Io {
         what: &'static str,
@@ -49,6 +56,123 @@ pub enum LaunchError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// First line of Veil's launch settings in a cloud's user data.
+pub const USER_DATA_FORMAT: &str = "veil-launch/v1";
+
+/// The most user data Veil reads (clouds allow up to 64 KiB; Veil's is a few lines).
+pub const MAX_USER_DATA: usize = 4096;
+
+/// A cloud instance's launch settings, from its user data:
+///
+/// ```text
+/// veil-launch/v1
+/// init-secret-hash=<64 hex digits>   (the first control-plane node only)
+/// cluster-id=<64 hex digits>         (joiners)
+/// join-endpoint=<host>:<port>        (joiners)
+/// role=worker|control-plane          (joiners; worker if absent)
+/// ```
+///
+/// Every key is optional, none may repeat, and nothing else is allowed (a typo is an
+/// error, not an absent setting). User data that does not begin with
+/// [`USER_DATA_FORMAT`] is someone else's (cloud-init's, say): no settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CloudLaunch {
+    pub launch: LaunchConfig,
+    pub join_endpoint: Option<String>,
+    pub role: Option<String>,
+}
+
+impl CloudLaunch {
+    /// Veil's settings in `user_data`, None if it is not Veil's.
+    pub fn parse(user_data: &[u8]) -> Result<Option<CloudLaunch>, LaunchError> {
+        let bad = |line: usize, reason: String| LaunchError::UserData { line, reason };
+        if user_data.len() > MAX_USER_DATA {
+            return Err(bad(
+                0,
+                format!("{} bytes, more than {MAX_USER_DATA}", user_data.len()),
+            ));
+        }
+        let text = std::str::from_utf8(user_data).map_err(|e| bad(0, format!("not UTF-8: {e}")))?;
+        let mut lines = text.lines().enumerate();
+        match lines.next() {
+            Some((_, first)) if first.trim() == USER_DATA_FORMAT => {}
+            _ => return Ok(None),
+        }
+        let mut out = CloudLaunch::default();
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, line) in lines {
+            let n = i + 1;
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (key, value) = line
+                .split_once('=')
+                .ok_or_else(|| bad(n, format!("'{}' is not key=value", excerpt(line))))?;
+            let (key, value) = (key.trim(), value.trim());
+            if !seen.insert(key.to_owned()) {
+                return Err(bad(n, format!("'{}' is given twice", excerpt(key))));
+            }
+            let digest = |what: &str| {
+                hex::decode(value)
+                    .ok()
+                    .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                    .ok_or_else(|| {
+                        bad(
+                            n,
+                            format!("{what} '{}' is not 64 hex digits", excerpt(value)),
+                        )
+                    })
+            };
+            match key {
+                "init-secret-hash" => out.launch.init_secret_hash = Some(digest(key)?),
+                "cluster-id" => out.launch.cluster_id = Some(digest(key)?),
+                "join-endpoint" => {
+                    let ok = value.len() < 256
+                        && !value.contains(char::is_whitespace)
+                        && value.rsplit_once(':').is_some_and(|(host, port)| {
+                            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0)
+                        });
+                    if !ok {
+                        return Err(bad(
+                            n,
+                            format!("join-endpoint '{}' is not HOST:PORT", excerpt(value)),
+                        ));
+                    }
+                    out.join_endpoint = Some(value.to_owned());
+                }
+                "role" => match value {
+                    "worker" | "control-plane" => out.role = Some(value.to_owned()),
+                    _ => {
+                        return Err(bad(
+                            n,
+                            format!(
+                                "role '{}' is neither worker nor control-plane",
+                                excerpt(value)
+                            ),
+                        ));
+                    }
+                },
+                _ => {
+                    return Err(bad(
+                        n,
+                        format!(
+                            "unknown key '{}' (known: init-secret-hash, cluster-id, join-endpoint, role)",
+                            excerpt(key)
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(Some(out))
+    }
+}
+
+/// At most 80 characters of what the host wrote, for an error message.
+fn excerpt(s: &str) -> String {
+    s.chars().take(80).collect()
 }
 
 /// What the node was launched with; every field may be absent.
@@ -175,5 +299,61 @@ mod tests {
         assert!(text.contains("init secret hash"), "{text}");
         assert!(text.contains("opt/veil/init-secret-hash"), "{text}");
         assert!(text.contains("'cdcd'"), "{text}");
+    }
+
+    #[test]
+    fn cloud_user_data_gives_the_same_settings_and_names_what_is_wrong() {
+        let text = format!(
+            "veil-launch/v1\n# a joiner\ncluster-id={}\njoin-endpoint=10.0.0.4:7001\nrole=worker\n",
+            "01".repeat(32)
+        );
+        let got = CloudLaunch::parse(text.as_bytes())
+            .expect("parses")
+            .expect("Veil's");
+        assert_eq!(got.launch.cluster_id, Some([1; 32]));
+        assert_eq!(got.launch.init_secret_hash, None);
+        assert_eq!(got.join_endpoint.as_deref(), Some("10.0.0.4:7001"));
+        assert_eq!(got.role.as_deref(), Some("worker"));
+        // Measured exactly as the same values from fw_cfg would be.
+        let fw_cfg = LaunchConfig {
+            init_secret_hash: None,
+            cluster_id: Some([1; 32]),
+        };
+        assert_eq!(got.launch.event(), fw_cfg.event());
+
+        // Someone else's user data (cloud-init's) is no settings at all.
+        assert_eq!(
+            CloudLaunch::parse(b"#cloud-config\nusers: []\n").expect("not ours"),
+            None
+        );
+        assert_eq!(CloudLaunch::parse(b"").expect("empty"), None);
+
+        for (text, says) in [
+            (
+                "veil-launch/v1\ncluster-id=abcd\n",
+                "line 2: cluster-id 'abcd' is not 64 hex digits",
+            ),
+            ("veil-launch/v1\nrole=boss\n", "role 'boss' is neither"),
+            (
+                "veil-launch/v1\njoin-endpoint=10.0.0.4\n",
+                "is not HOST:PORT",
+            ),
+            (
+                "veil-launch/v1\njoin-endpoint=10.0.0.4:0\n",
+                "is not HOST:PORT",
+            ),
+            (
+                "veil-launch/v1\nrole=worker\nrole=worker\n",
+                "line 3: 'role' is given twice",
+            ),
+            ("veil-launch/v1\nclusterid=00\n", "unknown key 'clusterid'"),
+            ("veil-launch/v1\njust words\n", "is not key=value"),
+        ] {
+            let e = CloudLaunch::parse(text.as_bytes()).expect_err(text);
+            assert!(e.to_string().contains(says), "{text:?}: {e}");
+        }
+        let huge = format!("veil-launch/v1\n{}", "#".repeat(MAX_USER_DATA));
+        let e = CloudLaunch::parse(huge.as_bytes()).expect_err("too large");
+        assert!(e.to_string().contains("more than 4096"), "{e}");
     }
 }
