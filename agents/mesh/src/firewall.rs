@@ -1,9 +1,16 @@
-//! The mesh's fail-closed rules (nftables, table `ip veil-mesh`): between nodes,
+//! The mesh's fail-closed rules (nftables, table `inet veil-mesh`): between nodes,
 //! only WireGuard and the attested-TLS ports cross the underlay; everything else
 //! between nodes goes through `wg0` or nowhere.
 //!
 //! The underlay is the cloud's network the nodes share: the node segment when the node
-//! knows it (a local QEMU node's, from fw_cfg), and every peer's WireGuard endpoint.
+//! knows it (a local QEMU node's, from fw_cfg), and every peer's WireGuard endpoint;
+//! and over IPv6 the whole link-local range, `fe80::/10`. Veil uses no IPv6 between
+//! nodes, but the kernel gives every NIC a link-local address, so without it any
+//! service listening on `::` would be reachable in the clear by whatever shares the
+//! link (the cloud's host, another VM). Of IPv6 on the link only what configures the
+//! NIC (neighbour discovery, router advertisements, DHCPv6's client exchange) passes
+//! besides WireGuard and aTLS; none of it carries the node's data.
+//!
 //! With it the rules
 //!
 //! - accept from the underlay only WireGuard (UDP to [`LISTEN_PORT`]), the given TCP
@@ -17,7 +24,9 @@
 //!   such traffic is dropped instead of following the default route out).
 //!
 //! Traffic to anywhere else (the operator's forwarded ports, a registry, the
-//! Internet) is not the mesh's business and passes.
+//! Internet, over IPv4 or IPv6) is not the mesh's business and passes. (In an `inet`
+//! table an `ip …` match implies IPv4 and an `ip6 …` match IPv6: each family's
+//! "not the underlay" rule lets only its own packets through.)
 
 use std::fmt::Write;
 
@@ -25,8 +34,11 @@ use ipnet::Ipv4Net;
 
 use crate::wg::LISTEN_PORT;
 
-/// The nftables table the rules live in.
+/// The nftables table the rules live in (family `inet`: IPv4 and IPv6).
 pub const TABLE: &str = "veil-mesh";
+
+/// IPv6's underlay: the link-local range, which every NIC on the link has.
+pub const LINK_LOCAL6: &str = "fe80::/10";
 
 /// What the rules are built from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,7 +72,7 @@ impl Firewall<'_> {
         // `table` then `delete table`: works whether or not the table exists.
         let _ = writeln!(
             r,
-            "table ip {TABLE}\ndelete table ip {TABLE}\ntable ip {TABLE} {{"
+            "table inet {TABLE}\ndelete table inet {TABLE}\ntable inet {TABLE} {{"
         );
         let _ = writeln!(r, "\tset underlay {{\n\t\ttype ipv4_addr; flags interval;");
         if !underlay.is_empty() {
@@ -68,6 +80,10 @@ impl Firewall<'_> {
             let _ = writeln!(r, "\t\telements = {{ {} }}", elements.join(", "));
         }
         let _ = writeln!(r, "\t}}");
+        let _ = writeln!(
+            r,
+            "\tset underlay6 {{\n\t\ttype ipv6_addr; flags interval;\n\t\telements = {{ {LINK_LOCAL6} }}\n\t}}"
+        );
         let mesh_only = self
             .mesh_subnet
             .map(|m| format!("\t\tip daddr {m} oifname != \"{wg}\" counter drop\n"))
@@ -78,7 +94,10 @@ impl Firewall<'_> {
              \t\ttype filter hook input priority filter; policy accept;\n\
              \t\tiifname \"lo\" accept\n\
              \t\tip saddr != @underlay accept\n\
+             \t\tip6 saddr != @underlay6 accept\n\
              \t\tct state established,related accept\n\
+             \t\ticmpv6 type {{ nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert }} accept\n\
+             \t\tudp sport 547 udp dport 546 accept\n\
              \t\tudp dport {LISTEN_PORT} accept\n\
              \t\ttcp dport {{ {ports} }} accept\n\
              \t\tcounter drop\n\
@@ -88,7 +107,10 @@ impl Firewall<'_> {
              \t\toifname \"lo\" accept\n\
              {mesh_only}\
              \t\tip daddr != @underlay accept\n\
+             \t\tip6 daddr != @underlay6 accept\n\
              \t\tct state established,related accept\n\
+             \t\ticmpv6 type {{ nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert }} accept\n\
+             \t\tudp sport 546 udp dport 547 accept\n\
              \t\tudp sport {LISTEN_PORT} accept\n\
              \t\ttcp dport {{ {ports} }} accept\n\
              \t\tcounter drop\n\
@@ -98,6 +120,8 @@ impl Firewall<'_> {
              {mesh_only}\
              \t\tip daddr @underlay counter drop\n\
              \t\tip saddr @underlay counter drop\n\
+             \t\tip6 daddr @underlay6 counter drop\n\
+             \t\tip6 saddr @underlay6 counter drop\n\
              \t}}\n\
              }}\n"
         );
@@ -172,8 +196,94 @@ mod tests {
         let r = firewall(&["10.76.0.11/32", "10.76.0.0/24", "10.76.0.0/24"], None);
         assert!(r.contains("elements = { 10.76.0.0/24 }"), "{r}");
         let r = firewall(&[], None);
-        assert!(!r.contains("elements"), "{r}");
+        assert!(
+            r.contains("type ipv4_addr; flags interval;\n\t}"),
+            "an IPv4 set with no elements: {r}"
+        );
+        assert_eq!(r.matches("elements").count(), 1, "IPv6's only: {r}");
         assert!(!r.contains("10.90."), "{r}");
-        assert!(r.starts_with("table ip veil-mesh\ndelete table ip veil-mesh\n"));
+        assert!(r.starts_with("table inet veil-mesh\ndelete table inet veil-mesh\n"));
+        // Link-local IPv6 is underlay from the start, before any peer is known.
+        assert!(
+            r.contains("type ipv6_addr; flags interval;\n\t\telements = { fe80::/10 }"),
+            "{r}"
+        );
+    }
+
+    #[test]
+    fn link_local_ipv6_gets_only_wireguard_atls_and_what_configures_the_nic() {
+        let r = firewall(&["10.76.0.0/24"], Some("10.90.0.0/16"));
+        let input = &r[r.find("chain input").expect("input")..r.find("chain output").expect("out")];
+        // IPv6 from elsewhere passes, as IPv4 from elsewhere does; from the link it
+        // meets the same WireGuard/aTLS rules and the same drop.
+        let order: Vec<usize> = [
+            "ip saddr != @underlay accept",
+            "ip6 saddr != @underlay6 accept",
+            "ct state established,related accept",
+            "icmpv6 type { nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert } accept",
+            "udp sport 547 udp dport 546 accept",
+            "udp dport 51820 accept",
+            "counter drop",
+        ]
+        .iter()
+        .map(|rule| {
+            input
+                .find(rule)
+                .unwrap_or_else(|| panic!("{rule} in {input}"))
+        })
+        .collect();
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "{input}");
+        let output =
+            &r[r.find("chain output").expect("out")..r.find("chain forward").expect("fwd")];
+        assert!(
+            output.contains("ip6 daddr != @underlay6 accept"),
+            "{output}"
+        );
+        assert!(
+            output.contains("udp sport 546 udp dport 547 accept"),
+            "{output}"
+        );
+        // No ICMPv6 echo either way: only neighbour discovery's types.
+        assert!(!r.contains("echo"), "{r}");
+        let forward = &r[r.find("chain forward").expect("fwd")..];
+        assert!(
+            forward.contains("ip6 daddr @underlay6 counter drop"),
+            "{forward}"
+        );
+        assert!(
+            forward.contains("ip6 saddr @underlay6 counter drop"),
+            "{forward}"
+        );
+    }
+
+    /// The ruleset as nft itself reads it (ci/host.packages installs nft): a rule nft
+    /// refused would leave a node without the table.
+    #[test]
+    fn nft_accepts_the_ruleset() {
+        let dir = std::env::temp_dir().join(format!("veil-nft-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("tempdir");
+        // Before the node is in a cluster (no peers yet), and once it is.
+        for (i, rules) in [
+            firewall(&[], None),
+            firewall(&["10.76.0.0/24", "192.168.7.9/32"], Some("10.90.0.0/16")),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let file = dir.join(format!("mesh-{i}.nft"));
+            std::fs::write(&file, rules).expect("write");
+            // A network namespace of its own: checking never touches the host's tables.
+            let out = std::process::Command::new("unshare")
+                .args(["-n", "nft", "-c", "-f"])
+                .arg(&file)
+                .output()
+                .expect("run unshare -n nft (ci/setup-host installs nftables)");
+            assert!(
+                out.status.success(),
+                "nft refuses the rules: {}\n{rules}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
