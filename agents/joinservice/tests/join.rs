@@ -348,12 +348,17 @@ fn cloud_fixture(limits: Limits) -> (Fixture, JoinConfig, Swtpm, tempfile::TempD
         ..Setup::default()
     });
     let (vtpm, root) = gce_vtpm(dir.path(), None);
-    let cloud = JoinConfig {
-        cloud_evidence: Some(gce_evidence(&vtpm)),
-        gcp: Some(GcpVerifier::trusting(&root).expect("test CA")),
-        ..config(&f.service, LocalCa::shared())
-    };
+    let cloud = cloud_joiner(&f.service, &vtpm, &root);
     (f, cloud, vtpm, dir)
+}
+
+/// A joiner that presents `vtpm`'s GCE-shaped evidence and trusts `root` for Google.
+fn cloud_joiner(service: &Service, vtpm: &Swtpm, root: &[u8]) -> JoinConfig {
+    JoinConfig {
+        cloud_evidence: Some(gce_evidence(vtpm)),
+        gcp: Some(GcpVerifier::trusting(root).expect("test CA")),
+        ..config(service, LocalCa::shared())
+    }
 }
 
 fn fetch(f: &Fixture, config: &JoinConfig, how: Admission) -> anyhow::Result<Ticket> {
@@ -391,12 +396,8 @@ fn a_cloud_members_partition_goes_to_no_other_machine() {
     let (f, cloud, _vtpm, dir) = cloud_fixture(Limits::default());
     fetch(&f, &cloud, Admission::Join).expect("a cloud joiner");
     // Another VM of the same cloud passes every check, but its vTPM's AK is its own.
-    let (other, root) = gce_vtpm(dir.path(), None);
-    let other = JoinConfig {
-        cloud_evidence: Some(gce_evidence(&other)),
-        gcp: Some(GcpVerifier::trusting(&root).expect("test CA")),
-        ..config(&f.service, LocalCa::shared())
-    };
+    let (other_vtpm, root) = gce_vtpm(dir.path(), None);
+    let other = cloud_joiner(&f.service, &other_vtpm, &root);
     let e = fetch(&f, &other, Admission::Rejoin)
         .expect_err("another VM asks for the cloud member's partition");
     let text = format!("{e:#}");
