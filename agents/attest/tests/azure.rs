@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use base64::Engine as _;
 use veil_attest::azure::{
     AzureError, AzureSnpEvidence, HclKind, HclReport, thim_vcek, verify_azure_snp,
+    verify_azure_tdx,
 };
 use veil_attest::peer::cloud_policy_like_own;
 use veil_attest::snp::{SnpPolicy, SnpProduct, SnpVerifier};
@@ -429,34 +430,54 @@ fn an_azure_tdx_cvms_chain_holds_up_to_intels_verdict_on_its_td_quote() {
         .expect_err("another AK");
     assert!(matches!(e, AzureError::QuoteSignature(_)), "{e}");
 
-    // The whole check asks Intel's verdict on the TD quote first: with no collateral
-    // for this platform among the recorded data, that is where it stops, saying so.
-    let policy = veil_attest::tdx::TdxPolicy {
-        allowed_mrtd: vec![q.mr_td],
-        now: Some(1_751_328_000),
-        ..veil_attest::tdx::TdxPolicy::default()
+    // The whole check asks Intel's verdict on the TD quote first. Collateral for
+    // another platform is refused as such.
+    let verifier = |collateral: &str, now: u64| {
+        let policy = veil_attest::tdx::TdxPolicy {
+            allowed_mrtd: vec![q.mr_td],
+            now: Some(now),
+            ..veil_attest::tdx::TdxPolicy::default()
+        };
+        veil_attest::tdx::TdxVerifier::new(policy)
+            .with_collateral_json(collateral)
+            .expect("collateral parses")
     };
-    let collateral = String::from_utf8(
-        std::fs::read(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/data/tdx/tdx_quote_collateral.json"
-        ))
-        .expect("collateral"),
-    )
-    .expect("UTF-8");
-    let tdx = veil_attest::tdx::TdxVerifier::new(policy)
-        .with_collateral_json(&collateral)
-        .expect("collateral parses");
-    let e = veil_attest::azure::verify_azure_tdx(&ev, &tdx, NONCE).expect_err("collateral");
+    let read = |path: &str| {
+        std::fs::read_to_string(format!("{}/tests/data/{path}", env!("CARGO_MANIFEST_DIR")))
+            .expect("collateral")
+    };
+    let other = read("tdx/tdx_quote_collateral.json");
+    let e = verify_azure_tdx(&ev, &verifier(&other, 1_751_328_000), NONCE)
+        .expect_err("another platform's collateral");
     assert!(matches!(e, AzureError::Tdx(_)), "{e}");
     assert!(e.to_string().contains("Fmspc mismatch"), "{e}");
+
+    // With Intel's collateral for this platform (FMSPC 00806F050000, signed by Intel,
+    // valid 2025-05-27 to 06-26), at a time inside it: the PCK chain, the QE report,
+    // the quote's signature and the TCB level all hold, and the verdict is on the TD
+    // itself. Azure's paravisor TD runs without SEPT_VE_DISABLE (it takes #VE for the
+    // guest it partitions), and dcap-qvl refuses such a TD outright: so does Veil.
+    let own = read("azure/tdx-collateral-00806f050000.json");
+    let june_2025 = 1_748_736_000;
+    let e = verify_azure_tdx(&ev, &verifier(&own, june_2025), NONCE).expect_err("the TD");
+    assert!(matches!(e, AzureError::Tdx(_)), "{e}");
+    assert!(e.to_string().contains("SEPT_VE_DISABLE is not enabled"), "{e}");
+    // Outside the collateral's dates, or with its TCB info changed, it never gets there.
+    let e = verify_azure_tdx(&ev, &verifier(&own, june_2025 + 60 * 86_400), NONCE)
+        .expect_err("expired collateral");
+    assert!(!e.to_string().contains("SEPT_VE_DISABLE"), "{e}");
+    let forged = own.replacen("\\\"tcbEvaluationDataNumber\\\":17", "\\\"tcbEvaluationDataNumber\\\":18", 1);
+    assert_ne!(forged, own, "the TCB info holds an evaluation number to change");
+    let e = verify_azure_tdx(&ev, &verifier(&forged, june_2025), NONCE)
+        .expect_err("changed TCB info");
+    assert!(!e.to_string().contains("SEPT_VE_DISABLE"), "{e}");
 
     // An SEV-SNP CVM's HCL report under the TDX check.
     let snp = veil_attest::azure::AzureTdxEvidence {
         hcl_report: data("milan-hcl-report.bin"),
         ..tdx_evidence()
     };
-    let e = veil_attest::azure::verify_azure_tdx(&snp, &tdx, NONCE).expect_err("SNP");
+    let e = verify_azure_tdx(&snp, &verifier(&own, june_2025), NONCE).expect_err("SNP");
     assert!(
         matches!(
             e,
