@@ -9,8 +9,7 @@ use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use veil_attest::azure::{
-    AzureError, AzureSnpEvidence, HclKind, HclReport, thim_vcek, verify_azure_snp,
-    verify_azure_tdx,
+    AzureError, AzureSnpEvidence, HclKind, HclReport, thim_vcek, verify_azure_snp, verify_azure_tdx,
 };
 use veil_attest::peer::cloud_policy_like_own;
 use veil_attest::snp::{SnpPolicy, SnpProduct, SnpVerifier};
@@ -461,15 +460,25 @@ fn an_azure_tdx_cvms_chain_holds_up_to_intels_verdict_on_its_td_quote() {
     let june_2025 = 1_748_736_000;
     let e = verify_azure_tdx(&ev, &verifier(&own, june_2025), NONCE).expect_err("the TD");
     assert!(matches!(e, AzureError::Tdx(_)), "{e}");
-    assert!(e.to_string().contains("SEPT_VE_DISABLE is not enabled"), "{e}");
+    assert!(
+        e.to_string().contains("SEPT_VE_DISABLE is not enabled"),
+        "{e}"
+    );
     // Outside the collateral's dates, or with its TCB info changed, it never gets there.
     let e = verify_azure_tdx(&ev, &verifier(&own, june_2025 + 60 * 86_400), NONCE)
         .expect_err("expired collateral");
     assert!(!e.to_string().contains("SEPT_VE_DISABLE"), "{e}");
-    let forged = own.replacen("\\\"tcbEvaluationDataNumber\\\":17", "\\\"tcbEvaluationDataNumber\\\":18", 1);
-    assert_ne!(forged, own, "the TCB info holds an evaluation number to change");
-    let e = verify_azure_tdx(&ev, &verifier(&forged, june_2025), NONCE)
-        .expect_err("changed TCB info");
+    let forged = own.replacen(
+        "\\\"tcbEvaluationDataNumber\\\":17",
+        "\\\"tcbEvaluationDataNumber\\\":18",
+        1,
+    );
+    assert_ne!(
+        forged, own,
+        "the TCB info holds an evaluation number to change"
+    );
+    let e =
+        verify_azure_tdx(&ev, &verifier(&forged, june_2025), NONCE).expect_err("changed TCB info");
     assert!(!e.to_string().contains("SEPT_VE_DISABLE"), "{e}");
 
     // An SEV-SNP CVM's HCL report under the TDX check.

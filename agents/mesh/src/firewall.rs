@@ -137,6 +137,19 @@ mod tests {
         s.parse().expect("net")
     }
 
+    /// Every rule of `rules` is in `chain`, in that order.
+    fn in_order(chain: &str, rules: &[&str]) {
+        let at: Vec<usize> = rules
+            .iter()
+            .map(|rule| {
+                chain
+                    .find(rule)
+                    .unwrap_or_else(|| panic!("{rule} in {chain}"))
+            })
+            .collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "{chain}");
+    }
+
     fn firewall(underlay: &[&str], mesh: Option<&str>) -> String {
         Firewall {
             interface: "wg0",
@@ -156,21 +169,16 @@ mod tests {
         );
         // In: WireGuard, aTLS, replies; the rest from the underlay is dropped.
         let input = &r[r.find("chain input").expect("input")..r.find("chain output").expect("out")];
-        let order: Vec<usize> = [
-            "ip saddr != @underlay accept",
-            "ct state established,related accept",
-            "udp dport 51820 accept",
-            "tcp dport { 7443, 7444 } accept",
-            "counter drop",
-        ]
-        .iter()
-        .map(|rule| {
-            input
-                .find(rule)
-                .unwrap_or_else(|| panic!("{rule} in {input}"))
-        })
-        .collect();
-        assert!(order.windows(2).all(|w| w[0] < w[1]), "{input}");
+        in_order(
+            input,
+            &[
+                "ip saddr != @underlay accept",
+                "ct state established,related accept",
+                "udp dport 51820 accept",
+                "tcp dport { 7443, 7444 } accept",
+                "counter drop",
+            ],
+        );
         // Out: the same, from WireGuard's port.
         let output =
             &r[r.find("chain output").expect("out")..r.find("chain forward").expect("fwd")];
@@ -216,23 +224,18 @@ mod tests {
         let input = &r[r.find("chain input").expect("input")..r.find("chain output").expect("out")];
         // IPv6 from elsewhere passes, as IPv4 from elsewhere does; from the link it
         // meets the same WireGuard/aTLS rules and the same drop.
-        let order: Vec<usize> = [
-            "ip saddr != @underlay accept",
-            "ip6 saddr != @underlay6 accept",
-            "ct state established,related accept",
-            "icmpv6 type { nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert } accept",
-            "udp sport 547 udp dport 546 accept",
-            "udp dport 51820 accept",
-            "counter drop",
-        ]
-        .iter()
-        .map(|rule| {
-            input
-                .find(rule)
-                .unwrap_or_else(|| panic!("{rule} in {input}"))
-        })
-        .collect();
-        assert!(order.windows(2).all(|w| w[0] < w[1]), "{input}");
+        in_order(
+            input,
+            &[
+                "ip saddr != @underlay accept",
+                "ip6 saddr != @underlay6 accept",
+                "ct state established,related accept",
+                "icmpv6 type { nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert } accept",
+                "udp sport 547 udp dport 546 accept",
+                "udp dport 51820 accept",
+                "counter drop",
+            ],
+        );
         let output =
             &r[r.find("chain output").expect("out")..r.find("chain forward").expect("fwd")];
         assert!(
