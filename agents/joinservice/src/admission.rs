@@ -32,6 +32,10 @@ pub enum AdmissionError {
     UnknownChallenge(String),
     #[error("the joiner's AK is not in the TPM its EK certificate names: {0}")]
     WrongAnswer(#[source] veil_attest::tpm::TpmVerifyError),
+    #[error(
+        "this cluster's profile ({0}) names each joiner's AK through its cloud's own proof: there is nothing to activate; present that evidence in the handshake"
+    )]
+    NoActivation(String),
 }
 
 struct Pending {
@@ -72,13 +76,19 @@ impl Admission {
         &self,
         identity: &AkIdentity,
     ) -> Result<(ChallengeId, CredentialChallenge), AdmissionError> {
-        let (challenge, activation) = self
-            .verifier
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .tpm()
-            .challenge(identity)
-            .map_err(AdmissionError::NotTrusted)?;
+        let (challenge, activation) = {
+            let verifier = self.verifier.read().unwrap_or_else(|p| p.into_inner());
+            // Under a cloud profile no activated AK would ever count: the certificate
+            // chain and RSA work are not done for anyone who asks.
+            if !verifier.activates_ak() {
+                let profile = verifier.profile().map_or("none", |p| p.name());
+                return Err(AdmissionError::NoActivation(profile.to_owned()));
+            }
+            verifier
+                .tpm()
+                .challenge(identity)
+                .map_err(AdmissionError::NotTrusted)?
+        };
         let ek: [u8; 32] = Sha256::digest(&identity.ek_public).into();
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         let ttl = self.limits.activation_ttl;

@@ -38,6 +38,7 @@ impl JoinActivationService {
 fn refused(e: AdmissionError) -> Status {
     match e {
         AdmissionError::Busy(_) => Status::unavailable(e.to_string()),
+        AdmissionError::NoActivation(_) => Status::failed_precondition(e.to_string()),
         _ => Status::permission_denied(e.to_string()),
     }
 }

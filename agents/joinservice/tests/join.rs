@@ -658,6 +658,42 @@ fn one_peer_calling_too_often_is_told_to_wait() {
 }
 
 #[test]
+fn under_a_cloud_profile_the_service_activates_nothing_and_says_why() {
+    let policy = veil_attest::PlatformPolicy::from_json(
+        "test policy",
+        &format!(
+            r#"{{"profile": "gcp-sev-snp", "gcp": {{}},
+                 "sevSnp": {{"product": "milan", "measurements": ["{}"]}}}}"#,
+            "a5".repeat(48)
+        ),
+    )
+    .expect("policy");
+    let f = fixture(Setup {
+        platform: policy,
+        ..Setup::default()
+    });
+    let identity = f.joiner.0.lock().expect("lock").identity().clone();
+    let got = challenges(&f.service, &[identity]);
+    let e = got[0]
+        .as_ref()
+        .expect_err("no activation under gcp-sev-snp");
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    assert!(
+        e.message().contains("profile (gcp-sev-snp)"),
+        "{}",
+        e.message()
+    );
+    assert!(
+        e.message().contains("nothing to activate"),
+        "{}",
+        e.message()
+    );
+    // A TPM joiner therefore gets nowhere, and is told so.
+    let e = ticket(&f.service, &f.joiner, Admission::Join).expect_err("a TPM joiner");
+    assert!(format!("{e:#}").contains("nothing to activate"), "{e:#}");
+}
+
+#[test]
 fn a_replayed_ek_certificate_cannot_fill_the_challenge_slots() {
     let master = MasterSecret::generate();
     let many = NonZeroU32::new(10_000).expect("n");
