@@ -97,11 +97,6 @@ pub fn start(
     launch: veil_protocol::launch::LaunchConfig,
 ) -> Result<()> {
     let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
-    let mut platform = match &config.hardware {
-        None => "tpm",
-        Some(veil_attest::HardwareAttester::SevSnp(_)) => "sev-snp+vtpm",
-        Some(veil_attest::HardwareAttester::Tdx(_)) => "tdx+vtpm",
-    };
     listener
         .set_nonblocking(true)
         .context("making the agent port's listener non-blocking")?;
@@ -148,43 +143,29 @@ pub fn start(
                 let listener = tokio::net::TcpListener::from_std(listener)
                     .context("registering the agent port's listener")?;
                 tracing::info!(port, "attestation endpoint serving");
-                let aws_like = attester.identity().ek_cert.is_empty() && config.hardware.is_some();
                 let tpm: SharedTpm = Arc::new(AttesterIssuer(Mutex::new(attester)));
                 // On a cloud's CVM the cloud's own evidence names the vTPM's AK: that
                 // is what verifiers get on this port.
-                let cloud = veil_cloud::attester(
-                    &config.tcti,
-                    config.pcrs.clone(),
-                    config.hardware.clone(),
-                )
-                .await;
-                let cloud = match cloud {
-                    Ok(Some(cloud)) => {
-                        platform = cloud.platform;
-                        println!("veil-attestation evidence={}", cloud.platform);
-                        Some(cloud.issuer)
-                    }
-                    Ok(None) => None,
-                    Err(e) => fail(format!("the cloud vTPM's evidence: {e:#}")),
-                };
-                let issuer: Arc<dyn EvidenceIssuer> = cloud.clone().unwrap_or_else(|| tpm.clone());
+                let presented = veil_cloud::presented(&config, tpm.clone())
+                    .await
+                    .unwrap_or_else(|e| fail(format!("the cloud vTPM's evidence: {e:#}")));
+                if presented.from_cloud {
+                    println!("veil-attestation evidence={}", presented.platform);
+                }
                 let node = root_dev.map(|dev| {
                     Node::new(tpm.clone(), dev)
                         .with_kubernetes(host.0, host.1)
                         .with_launch(launch)
                 });
                 if let (Some(node), Some(mut join)) = (&node, join) {
-                    // The join service gets what verifiers get here. On AWS that is
-                    // the TPM's quote, which the SEV-SNP report binds: a NitroTPM has
-                    // no EK certificate to activate against.
-                    join.cloud_evidence = match cloud {
-                        Some(cloud) => Some(cloud),
-                        None if aws_like => Some(tpm.clone()),
-                        None => None,
-                    };
+                    // The join service gets what verifiers get here when that needs
+                    // no activation (veil_cloud::Presented::without_activation).
+                    join.cloud_evidence = presented
+                        .without_activation
+                        .then(|| presented.issuer.clone());
                     tokio::spawn(crate::join::run(node.clone(), join));
                 }
-                serve(listener, tpm, issuer, platform, node).await
+                serve(listener, tpm, presented.issuer, presented.platform, node).await
             });
             if let Err(e) = served {
                 fail(format!("the attestation endpoint stopped: {e:#}"));

@@ -232,6 +232,55 @@ pub async fn attester(
     Ok(None)
 }
 
+/// What a node presents on its aTLS ports (the agent port, a control-plane node's
+/// join port) and to a join service when it joins.
+pub struct Presented {
+    /// What verifiers get: the cloud's evidence, or the TPM's own quote.
+    pub issuer: Arc<dyn EvidenceIssuer>,
+    /// Its name for the console and the logs ("tpm", "sev-snp+vtpm", "azure-sev-snp", …).
+    pub platform: &'static str,
+    /// Whether it is the cloud's own evidence (Azure's, GCE's).
+    pub from_cloud: bool,
+    /// Whether it stands without credential activation at a join service: a cloud's
+    /// evidence names its AK itself, and on AWS the TPM quote is bound by the SEV-SNP
+    /// report over the AK (NitroTPM has no EK certificate to activate against).
+    pub without_activation: bool,
+}
+
+/// Picks what this node presents, the one choice the bootstrapper and the join
+/// service share: the cloud's evidence when the TPM is a cloud's vTPM, else `tpm`'s
+/// quotes (configured by `config`, with its hardware report in a CVM).
+pub async fn presented(
+    config: &veil_attest::tpm::TpmAttesterConfig,
+    tpm: veil_protocol::activation::SharedTpm,
+) -> Result<Presented, CloudError> {
+    if let Some(cloud) =
+        attester(&config.tcti, config.pcrs.clone(), config.hardware.clone()).await?
+    {
+        return Ok(Presented {
+            issuer: cloud.issuer,
+            platform: cloud.platform,
+            from_cloud: true,
+            without_activation: true,
+        });
+    }
+    let no_ek_cert = tpm
+        .0
+        .lock()
+        .map(|a| a.identity().ek_cert.is_empty())
+        .unwrap_or(false);
+    Ok(Presented {
+        issuer: tpm,
+        platform: match &config.hardware {
+            None => "tpm",
+            Some(HardwareAttester::SevSnp(_)) => "sev-snp+vtpm",
+            Some(HardwareAttester::Tdx(_)) => "tdx+vtpm",
+        },
+        from_cloud: false,
+        without_activation: no_ek_cert && config.hardware.is_some(),
+    })
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

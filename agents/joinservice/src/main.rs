@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result};
 use clap::Parser;
 use tracing_subscriber::prelude::*;
-use veil_atls::{AttesterIssuer, EvidenceIssuer};
+use veil_atls::AttesterIssuer;
 use veil_attest::tpm::{EkTrust, TpmAttester, TpmAttesterConfig};
 use veil_joinservice::{Cluster, Credentials, Limits};
 use veil_protocol::activation::SharedTpm;
@@ -87,17 +87,13 @@ fn main() -> Result<()> {
         let tpm: SharedTpm = Arc::new(AttesterIssuer(Mutex::new(attester)));
         // On a cloud's CVM the join port presents the cloud's evidence, as the agent
         // port does: that is what a joiner there can check.
-        let issuer: Arc<dyn EvidenceIssuer> =
-            match veil_cloud::attester(&args.tcti, config.pcrs.clone(), config.hardware.clone())
-                .await
-                .context("the cloud vTPM's evidence")?
-            {
-                Some(cloud) => {
-                    tracing::info!(evidence = cloud.platform, "the join port presents the cloud's evidence");
-                    cloud.issuer
-                }
-                None => tpm.clone(),
-            };
+        let presented = veil_cloud::presented(&config, tpm.clone())
+            .await
+            .context("the cloud vTPM's evidence")?;
+        if presented.from_cloud {
+            tracing::info!(evidence = presented.platform, "the join port presents the cloud's evidence");
+        }
+        let issuer = presented.issuer;
         let credentials = Credentials {
             issuer,
             tpm,
