@@ -35,6 +35,7 @@ pub mod platform;
 pub mod policy;
 pub mod profile;
 pub mod reference;
+mod signature;
 pub mod snp;
 pub mod tdx;
 pub mod tpm;

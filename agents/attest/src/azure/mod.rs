@@ -32,8 +32,6 @@ use std::collections::BTreeMap;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use rsa::pkcs1v15::{Signature, VerifyingKey};
-use rsa::signature::Verifier as _;
 use rsa::{BigUint, RsaPublicKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -510,10 +508,8 @@ pub fn verify_rsa_quote(
     nonce: &[u8],
     pcrs: &BTreeMap<u32, [u8; 32]>,
 ) -> Result<Quote, AzureError> {
-    let sig = Signature::try_from(signature)
-        .map_err(|e| AzureError::QuoteSignature(format!("{} bytes: {e}", signature.len())))?;
-    VerifyingKey::<Sha256>::new(ak.clone())
-        .verify(attest, &sig)
-        .map_err(|e| AzureError::QuoteSignature(e.to_string()))?;
+    crate::signature::rsa_pkcs1(ak, crate::signature::RsaHash::Sha256, attest, signature).map_err(
+        |e| AzureError::QuoteSignature(format!("{} signature bytes: {e}", signature.len())),
+    )?;
     Ok(check_quote_binding(attest, nonce, pcrs)?)
 }

@@ -27,9 +27,7 @@ use std::time::SystemTime;
 
 use p256::ecdsa::VerifyingKey as EcdsaKey;
 use rsa::RsaPublicKey;
-use rsa::pkcs1v15;
 use rsa::pkcs8::DecodePublicKey;
-use rsa::signature::Verifier as _;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use thiserror::Error;
@@ -228,8 +226,6 @@ fn verify_signature(spki: &[u8], message: &[u8], signature: &[u8]) -> Result<(),
     if sig.len() != len {
         return Err(bad(format!("{} signature bytes, not {len}", sig.len())));
     }
-    let sig = pkcs1v15::Signature::try_from(sig).map_err(|e| bad(e.to_string()))?;
-    pkcs1v15::VerifyingKey::<Sha256>::new(key)
-        .verify(message, &sig)
+    crate::signature::rsa_pkcs1(&key, crate::signature::RsaHash::Sha256, message, sig)
         .map_err(|e| bad(e.to_string()))
 }

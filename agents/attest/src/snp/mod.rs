@@ -19,9 +19,11 @@
 //! "crypto_nossl"]`: report parsing and RSA-PSS certificate-chain checks in pure Rust
 //! (`rsa`, `p384`, `x509-cert`), the same RustCrypto stack the TPM verifier already uses,
 //! and no OpenSSL. `sev`'s `openssl` and `crypto_nossl` features must never be mixed in
-//! one build. The report signature itself is verified here with `p384` over the *raw*
-//! signed bytes (`report[0..0x2a0]`): `sev` re-encodes its parsed struct before hashing,
-//! which would drop reserved bytes and make the check depend on its encoder.
+//! one build. The report signature itself is verified here over the *raw* signed bytes
+//! (`report[0..0x2a0]`): `sev` re-encodes its parsed struct before hashing, which would
+//! drop reserved bytes and make the check depend on its encoder. `p384` parses the key
+//! and the scalars (for clear errors), ring checks the signature (faster; see
+//! `crate::signature`).
 //!
 //! # Pinned roots
 //!

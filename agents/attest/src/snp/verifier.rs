@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 
-use p384::ecdsa::signature::Verifier as _;
 use sev::certs::snp::{Certificate, Verifiable};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
@@ -470,6 +469,10 @@ impl Verifier for SnpVerifier {
 }
 
 /// Checks the report's ECDSA P-384 signature over its raw first 0x2a0 bytes.
+///
+/// The key and the scalars are parsed with `p384` first, so a key that is no point on
+/// the curve, or a scalar out of range, is named as such; the signature itself is then
+/// checked by ring ([`crate::signature`]).
 pub fn check_signature(report: &SnpReport, vcek: &Certificate) -> Result<(), SnpVerifyError> {
     let key = p384::ecdsa::VerifyingKey::from_sec1_bytes(vcek.public_key_sec1()).map_err(|e| {
         SnpVerifyError::BadSignature {
@@ -482,10 +485,17 @@ pub fn check_signature(report: &SnpReport, vcek: &Certificate) -> Result<(), Snp
             reason: format!("signature scalars out of range: {e}"),
         }
     })?;
-    key.verify(report.signed_bytes(), &sig)
-        .map_err(|e| SnpVerifyError::BadSignature {
-            reason: format!("ECDSA P-384/SHA-384 check failed: {e}"),
-        })
+    crate::signature::p384_fixed(
+        &key,
+        report.signed_bytes(),
+        &sig.r().to_bytes(),
+        &sig.s().to_bytes(),
+    )
+    .map_err(|e| SnpVerifyError::BadSignature {
+        reason: format!(
+            "ECDSA P-384/SHA-384 check failed ({e}): the report was not signed by this VCEK"
+        ),
+    })
 }
 
 /// The VCEK certificate's AMD extensions must describe the report's chip and TCB:

@@ -9,14 +9,14 @@
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use p256::ecdsa::signature::Verifier as _;
 use rsa::pkcs8::DecodePublicKey;
-use rsa::{BigUint, RsaPublicKey, pkcs1v15};
-use sha2::{Sha256, Sha384, Sha512};
+use rsa::{BigUint, RsaPublicKey};
 use thiserror::Error;
 use x509_cert::Certificate;
 use x509_cert::der::{Decode, Encode};
 use x509_cert::ext::pkix::BasicConstraints;
+
+use crate::signature::{RsaHash, p256_der, rsa_pkcs1};
 
 const OID_RSA_SHA256: &str = "1.2.840.113549.1.1.11";
 const OID_RSA_SHA384: &str = "1.2.840.113549.1.1.12";
@@ -264,19 +264,18 @@ fn verify_signed_by(cert: &Certificate, issuer: &Certificate) -> Result<(), EkCe
         OID_RSA_SHA256 | OID_RSA_SHA384 | OID_RSA_SHA512 => {
             let key = RsaPublicKey::from_public_key_der(&spki)
                 .map_err(|e| bad(format!("issuer key is not RSA: {e}")))?;
-            let sig = pkcs1v15::Signature::try_from(sig).map_err(|e| bad(e.to_string()))?;
-            let res = match oid.as_str() {
-                OID_RSA_SHA256 => pkcs1v15::VerifyingKey::<Sha256>::new(key).verify(&tbs, &sig),
-                OID_RSA_SHA384 => pkcs1v15::VerifyingKey::<Sha384>::new(key).verify(&tbs, &sig),
-                _ => pkcs1v15::VerifyingKey::<Sha512>::new(key).verify(&tbs, &sig),
+            let hash = match oid.as_str() {
+                OID_RSA_SHA256 => RsaHash::Sha256,
+                OID_RSA_SHA384 => RsaHash::Sha384,
+                _ => RsaHash::Sha512,
             };
-            res.map_err(|e| bad(e.to_string()))
+            rsa_pkcs1(&key, hash, &tbs, sig).map_err(|e| bad(e.to_string()))
         }
         OID_ECDSA_SHA256 => {
             let key = p256::ecdsa::VerifyingKey::from_public_key_der(&spki)
                 .map_err(|e| bad(format!("issuer key is not P-256: {e}")))?;
-            let sig = p256::ecdsa::DerSignature::try_from(sig).map_err(|e| bad(e.to_string()))?;
-            key.verify(&tbs, &sig).map_err(|e| bad(e.to_string()))
+            p256::ecdsa::DerSignature::try_from(sig).map_err(|e| bad(e.to_string()))?;
+            p256_der(&key, &tbs, sig).map_err(|e| bad(e.to_string()))
         }
         other => Err(not_trusted(format!(
             "'{subject}' is signed with unsupported algorithm {other}"

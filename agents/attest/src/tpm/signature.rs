@@ -1,7 +1,6 @@
 //! TPMT_SIGNATURE parsing (TPM 2.0 Library Part 2 §11.3.4) and verification of a quote's
 //! ECDSA P-256 / SHA-256 signature with the AK's public key.
 
-use p256::ecdsa::signature::Verifier as _;
 use p256::ecdsa::{Signature as EcdsaSignature, VerifyingKey};
 use p256::{EncodedPoint, FieldBytes};
 
@@ -89,8 +88,9 @@ pub fn verify_ecdsa(
     let (Some(r), Some(s)) = (pad32(&sig.r), pad32(&sig.s)) else {
         return Err(invalid);
     };
-    let signature = EcdsaSignature::from_scalars(r, s).map_err(|_| invalid.clone())?;
-    key.verify(message, &signature).map_err(|_| invalid)
+    // In range (1..n) for both, or it is no signature at all.
+    EcdsaSignature::from_scalars(r, s).map_err(|_| invalid.clone())?;
+    crate::signature::p256_fixed(key, message, &r, &s).map_err(|_| invalid)
 }
 
 /// Left-pads a big-endian integer to 32 bytes; TPMs may drop leading zero bytes.
