@@ -374,6 +374,16 @@ cluster_checks() {
         probe=$("$VEIL_ROOT/ci/segment-probe" "$b_seg" 7443 10250 2>&1 | tr '\n' ' ') || true
         expect "...and the worker's agent port (aTLS) but not its kubelet: $probe" \
             test "$probe" = "7443 answers 10250 silent "
+        # QEMU's user-mode network sends router advertisements, as a cloud's may: the
+        # node takes no IPv6 address or route from them (80-veil.network), and its
+        # NICs carry no IPv6 at all (only the loopback's ::1 stays).
+        local v6
+        if v6=$(k exec mesh-server -- sh -c 'ip -6 addr; ip -6 route' 2>&1); then
+            expect "the control-plane node took no IPv6 address or route from the network: $(grep -E 'inet6|default' <<<"$v6" | tr -s ' \n' ' ')" \
+                bash -c "grep -q '::1/128' <<<'$v6' && ! grep -E 'inet6|default' <<<'$v6' | grep -v -q '::1/128'"
+        else
+            bad "listing the control-plane node's IPv6 addresses: $v6"
+        fi
         k delete pod mesh-server mesh-client --wait=false >/dev/null 2>&1 || true
     else
         bad "the test image is pushed to the host's registry"

@@ -4,12 +4,14 @@
 //!
 //! The underlay is the cloud's network the nodes share: the node segment when the node
 //! knows it (a local QEMU node's, from fw_cfg), and every peer's WireGuard endpoint;
-//! and over IPv6 the whole link-local range, `fe80::/10`. Veil uses no IPv6 between
-//! nodes, but the kernel gives every NIC a link-local address, so without it any
-//! service listening on `::` would be reachable in the clear by whatever shares the
-//! link (the cloud's host, another VM). Of IPv6 on the link only what configures the
-//! NIC (neighbour discovery, router advertisements, DHCPv6's client exchange) passes
-//! besides WireGuard and aTLS; none of it carries the node's data.
+//! and over IPv6 the whole link-local range, `fe80::/10`. Veil uses no IPv6: the
+//! image's network configuration gives the NICs no IPv6 address at all (no link-local
+//! one, nothing from router advertisements). These rules are the second line, should
+//! one appear: any service listening on `::` would otherwise be reachable in the clear
+//! by whatever shares the link (the cloud's host, another VM). Of IPv6 on the link
+//! only what configures a NIC (neighbour discovery, router advertisements, DHCPv6's
+//! client exchange) would pass besides WireGuard and aTLS; none of it carries the
+//! node's data.
 //!
 //! With it the rules
 //!
