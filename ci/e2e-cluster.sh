@@ -201,6 +201,34 @@ spec:
 EOF
 }
 
+# nft_reader NODE: a privileged pod in NODE's PID namespace, to read its nftables
+# counters with the node's own nft (nsenter into PID 1's namespaces).
+nft_reader() {
+    cat <<EOF
+apiVersion: v1
+kind: Pod
+metadata: {name: nft-reader}
+spec:
+  nodeName: $1
+  hostPID: true
+  tolerations: [{operator: Exists}]
+  containers:
+  - name: nsenter
+    image: $image
+    imagePullPolicy: IfNotPresent
+    securityContext: {privileged: true}
+    command: [/bin/sh, -c, 'exec sleep 100000']
+EOF
+}
+# outside_drops: the packets dropped so far by the control-plane node's rules for
+# traffic from outside the node to its mesh address and to its pods: "MESH PODS".
+outside_drops() {
+    local mesh pods
+    mesh=$(k exec nft-reader -- nsenter -t 1 -m -n /usr/sbin/nft list chain inet veil-mesh input | grep 'ip daddr .* iifname != ' | grep -o 'packets [0-9]*' | cut -d' ' -f2 || true)
+    pods=$(k exec nft-reader -- nsenter -t 1 -m -n /usr/sbin/nft list chain ip veil-pods forward | grep 'ip daddr .* iifname != ' | grep -o 'packets [0-9]*' | cut -d' ' -f2 || true)
+    echo "${mesh:-none} ${pods:-none}"
+}
+
 # wireguard_both_ways PCAP A B: the segment capture holds WireGuard transport data
 # (message type 4: sent only once a handshake completed, so both ends agree on keys
 # and preshared key) from A to B and from B to A.
@@ -374,6 +402,26 @@ cluster_checks() {
         probe=$("$VEIL_ROOT/ci/segment-probe" "$b_seg" 7443 10250 2>&1 | tr '\n' ' ') || true
         expect "...and the worker's agent port (aTLS) but not its kubelet: $probe" \
             test "$probe" = "7443 answers 10250 silent "
+        # Whoever routes to a node from outside the underlay (the cloud's host may use
+        # any source address): its packets for the node's mesh address (etcd, the
+        # API server, kubelet) and for a pod on it are dropped on arrival. The node
+        # would answer such a packet by its default route, not on the segment, so the
+        # rules' own counters show it: before and after the probe, read on the node
+        # (a privileged pod entering its namespaces: the image has no shell).
+        local echo_ip before after
+        echo_ip=$(k get pod echo -o jsonpath='{.status.podIP}')
+        nft_reader boot | k apply -f - >/dev/null
+        if k wait --for=condition=Ready pod/nft-reader --timeout=300s >/dev/null && [ -n "$echo_ip" ]; then
+            before=$(outside_drops)
+            "$VEIL_ROOT/ci/segment-probe" --wait 3 --src 192.0.2.66 --via "$a_seg" 10.90.0.1 2379 6443 10250 >/dev/null || true
+            "$VEIL_ROOT/ci/segment-probe" --wait 3 --src 192.0.2.66 --via "$a_seg" "$echo_ip" 8080 >/dev/null || true
+            after=$(outside_drops)
+            expect "from outside the underlay, the control-plane node's mesh address (etcd, API server, kubelet) and its pod take nothing: drops by the mesh rule and the pod rule $before -> $after" \
+                bash -c "read -r m0 p0 <<<'$before'; read -r m1 p1 <<<'$after'; [ \"\$m1\" -ge \$((m0 + 3)) ] && [ \"\$p1\" -gt \"\$p0\" ]"
+        else
+            bad "a privileged pod reads the control-plane node's rules: $(k get pod nft-reader -o wide 2>&1 | tail -n 1)"
+        fi
+        k delete pod nft-reader --wait=false >/dev/null 2>&1 || true
         # QEMU's user-mode network sends router advertisements, as a cloud's may: the
         # node takes no IPv6 address or route from them (80-veil.network), and its
         # NICs carry no IPv6 at all (only the loopback's ::1 stays).

@@ -329,6 +329,7 @@ pub fn apply_firewall(segment: Option<ipnet::Ipv4Net>, mesh: Option<(MeshPlan, &
         mesh_subnet: mesh.map(|(plan, _)| plan.subnet()),
         underlay,
         tcp_ports: &[veil_protocol::AGENT_PORT, veil_protocol::JOIN_PORT],
+        inner_interfaces: &[veil_kube::cni::BRIDGE],
     };
     match veil_kube::runtime::nft(&firewall.rules(), "the mesh's rules") {
         Ok(()) => println!(

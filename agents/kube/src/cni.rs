@@ -12,7 +12,10 @@
 //! nothing addressed to the Service network is forwarded as it is: kube-proxy
 //! translates it to an endpoint first, and until it has (or if it never does) the
 //! packet is dropped rather than sent to the cloud's network, where anyone could
-//! answer for a Service address.
+//! answer for a Service address. Inbound, pod addresses (and the bridge's own) take
+//! traffic only from the bridge and the mesh, or what kube-proxy translated (a
+//! NodePort): Linux would otherwise route a packet the cloud's host addresses to a pod
+//! straight from the cloud's network, in the clear, past every peer check.
 
 use std::path::Path;
 use std::process::Command;
@@ -87,10 +90,15 @@ pub fn rules(network: &Network, tunnel: &str) -> String {
          \t\ttype nat hook postrouting priority srcnat; policy accept;\n\
          \t\tip saddr {pods} ip daddr != {pods} masquerade\n\
          \t}}\n\
+         \tchain input {{\n\
+         \t\ttype filter hook input priority filter; policy accept;\n\
+         \t\tip daddr {pods} iifname != {{ \"{BRIDGE}\", \"{tunnel}\", \"lo\" }} counter drop\n\
+         \t}}\n\
          \tchain forward {{\n\
          \t\ttype filter hook forward priority filter; policy accept;\n\
          \t\tip daddr {services} drop\n\
          \t\tip daddr {pods} oifname != {{ \"{BRIDGE}\", \"{tunnel}\" }} counter drop\n\
+         \t\tip daddr {pods} iifname != {{ \"{BRIDGE}\", \"{tunnel}\" }} ct status ! dnat counter drop\n\
          \t}}\n\
          \tchain output {{\n\
          \t\ttype filter hook output priority filter; policy accept;\n\
@@ -172,5 +180,43 @@ mod tests {
         assert!(rules.contains(
             "ip daddr 10.244.0.0/16 oifname != { \"cni0\", \"wg0\", \"lo\" } counter drop"
         ));
+    }
+
+    #[test]
+    fn pod_addresses_take_traffic_only_from_the_bridge_and_the_mesh() {
+        let rules = rules(&Network::default(), "wg0");
+        let chain = |name: &str| {
+            let at = rules.find(&format!("chain {name} {{")).expect(name);
+            let end = rules[at..].find("\t}").expect("chain end");
+            rules[at..at + end].to_owned()
+        };
+        // Forwarded to a pod from a NIC: only what kube-proxy translated (a NodePort).
+        assert!(chain("forward").contains(
+            "ip daddr 10.244.0.0/16 iifname != { \"cni0\", \"wg0\" } ct status ! dnat counter drop"
+        ));
+        // The node's own address on the bridge is no way in either.
+        assert!(chain("input").contains(
+            "ip daddr 10.244.0.0/16 iifname != { \"cni0\", \"wg0\", \"lo\" } counter drop"
+        ));
+    }
+
+    /// nft itself reads the rules (in a network namespace of its own, so the host's
+    /// tables are never touched; ci/host.packages installs nft).
+    #[test]
+    fn nft_accepts_the_rules() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("pods.nft");
+        let text = rules(&Network::default(), "wg0");
+        std::fs::write(&file, &text).expect("write");
+        let out = Command::new("unshare")
+            .args(["-n", "nft", "-c", "-f"])
+            .arg(&file)
+            .output()
+            .expect("run unshare -n nft (ci/setup-host installs nftables)");
+        assert!(
+            out.status.success(),
+            "nft refuses the rules: {}\n{text}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }

@@ -23,7 +23,12 @@
 //!   cloud's own machine) gets nothing else, in particular nothing in the clear;
 //! - forward nothing between pods and the underlay;
 //! - send nothing addressed to the mesh subnet but through `wg0` (if `wg0` is gone,
-//!   such traffic is dropped instead of following the default route out).
+//!   such traffic is dropped instead of following the default route out);
+//! - take nothing addressed to a mesh address but from `wg0`, the loopback and the
+//!   node's own pod bridge: Linux takes a packet for any of its addresses on any NIC,
+//!   so without this, whoever can route to the node (the cloud's host, from any
+//!   source address outside the underlay) would reach etcd, the API server and
+//!   kubelet on the mesh address in the clear.
 //!
 //! Traffic to anywhere else (the operator's forwarded ports, a registry, the
 //! Internet, over IPv4 or IPv6) is not the mesh's business and passes. (In an `inet`
@@ -53,6 +58,9 @@ pub struct Firewall<'a> {
     pub underlay: Vec<Ipv4Net>,
     /// TCP ports open between nodes on the underlay (aTLS only).
     pub tcp_ports: &'a [u16],
+    /// Interfaces inside the node (the pod bridge) from which mesh addresses may be
+    /// reached, besides `lo` and the mesh interface.
+    pub inner_interfaces: &'a [&'a str],
 }
 
 impl Firewall<'_> {
@@ -90,11 +98,26 @@ impl Firewall<'_> {
             .mesh_subnet
             .map(|m| format!("\t\tip daddr {m} oifname != \"{wg}\" counter drop\n"))
             .unwrap_or_default();
+        let inside: Vec<String> = ["lo", wg]
+            .iter()
+            .chain(self.inner_interfaces)
+            .map(|i| format!("\"{i}\""))
+            .collect();
+        let mesh_from_inside = self
+            .mesh_subnet
+            .map(|m| {
+                format!(
+                    "\t\tip daddr {m} iifname != {{ {} }} counter drop\n",
+                    inside.join(", ")
+                )
+            })
+            .unwrap_or_default();
         let _ = write!(
             r,
             "\tchain input {{\n\
              \t\ttype filter hook input priority filter; policy accept;\n\
              \t\tiifname \"lo\" accept\n\
+             {mesh_from_inside}\
              \t\tip saddr != @underlay accept\n\
              \t\tip6 saddr != @underlay6 accept\n\
              \t\tct state established,related accept\n\
@@ -158,8 +181,27 @@ mod tests {
             mesh_subnet: mesh.map(net),
             underlay: underlay.iter().map(|s| net(s)).collect(),
             tcp_ports: &[7443, 7444],
+            inner_interfaces: &["cni0"],
         }
         .rules()
+    }
+
+    #[test]
+    fn mesh_addresses_take_traffic_only_from_inside_the_node_and_the_mesh() {
+        let r = firewall(&["10.76.0.0/24"], Some("10.90.0.0/16"));
+        let input = &r[r.find("chain input").expect("input")..r.find("chain output").expect("out")];
+        // Before anything that accepts by source: a packet for a mesh address from a
+        // source outside the underlay, on a NIC, is dropped too.
+        in_order(
+            input,
+            &[
+                "iifname \"lo\" accept",
+                "ip daddr 10.90.0.0/16 iifname != { \"lo\", \"wg0\", \"cni0\" } counter drop",
+                "ip saddr != @underlay accept",
+            ],
+        );
+        // No mesh yet, no such rule (and nothing to name).
+        assert!(!firewall(&["10.76.0.0/24"], None).contains("iifname !="));
     }
 
     #[test]
@@ -178,7 +220,7 @@ mod tests {
                 "ct state established,related accept",
                 "udp dport 51820 accept",
                 "tcp dport { 7443, 7444 } accept",
-                "counter drop",
+                "\t\tcounter drop\n",
             ],
         );
         // Out: the same, from WireGuard's port.
@@ -235,7 +277,7 @@ mod tests {
                 "icmpv6 type { nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert } accept",
                 "udp sport 547 udp dport 546 accept",
                 "udp dport 51820 accept",
-                "counter drop",
+                "\t\tcounter drop\n",
             ],
         );
         let output =
