@@ -224,8 +224,8 @@ EOF
 # traffic from outside the node to its mesh address and to its pods: "MESH PODS".
 outside_drops() {
     local mesh pods
-    mesh=$(k exec nft-reader -- nsenter -t 1 -m -n /usr/sbin/nft list chain inet veil-mesh input | grep 'ip daddr .* iifname != ' | grep -o 'packets [0-9]*' | cut -d' ' -f2 || true)
-    pods=$(k exec nft-reader -- nsenter -t 1 -m -n /usr/sbin/nft list chain ip veil-pods forward | grep 'ip daddr .* iifname != ' | grep -o 'packets [0-9]*' | cut -d' ' -f2 || true)
+    mesh=$(k exec nft-reader -- busybox nsenter -t 1 -m -n /usr/sbin/nft list chain inet veil-mesh input | grep 'ip daddr .* iifname != ' | grep -o 'packets [0-9]*' | cut -d' ' -f2 || true)
+    pods=$(k exec nft-reader -- busybox nsenter -t 1 -m -n /usr/sbin/nft list chain ip veil-pods forward | grep 'ip daddr .* iifname != ' | grep -o 'packets [0-9]*' | cut -d' ' -f2 || true)
     echo "${mesh:-none} ${pods:-none}"
 }
 
