@@ -392,6 +392,10 @@ cluster_checks() {
             k exec mesh-server -- sh -c 'echo | nc -w 5 10.90.0.2 10250'
         expect "...and not on its segment address (nftables drops it)" \
             bash -c "! k exec mesh-server -- sh -c 'echo | nc -w 5 $b_seg 10250'"
+        # kubelet serves on the node's mesh address only: not even the node itself
+        # reaches it on its user-mode NIC's address (a cloud NIC's, elsewhere).
+        expect "kubelet serves on the mesh address only: the control-plane node's own 10.0.2.15:10250 is closed" \
+            bash -c "! k exec mesh-server -- sh -c 'echo | nc -w 5 10.0.2.15 10250'"
         # A machine on the segment that is no member (a rogue VM in the same VPC): it
         # reaches the ports that attest before they release anything, nothing else,
         # and gets no answer in the clear, not even a reset.

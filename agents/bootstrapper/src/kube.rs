@@ -177,7 +177,7 @@ pub fn bring_up(
     let name = NodeName::new(&record.name).map_err(|e| anyhow!("the node record: {e}"))?;
     prepare_host(&name)?;
     let node = NodeIdentity { name, ip };
-    let patches = config::patches();
+    let patches = config::patches(&node);
     let dir = Path::new(veil_kube::KUBEADM_RUN_DIR);
     let network = match start {
         Start::Init(settings) => {

@@ -256,9 +256,14 @@ fn usr_volume() -> Value {
 /// kubeadm's patches (strategic merge, `<target>+strategic.json`): file name and
 /// contents. The system images hold no binaries (ci/build-system-images): each pod
 /// mounts the node's dm-verity `/usr` over its empty one and runs what the node's
-/// measurement covers.
-pub fn patches() -> Vec<(String, String)> {
-    let mut out = Vec::new();
+/// measurement covers. And `node`'s kubelet serves on its node IP (the mesh address)
+/// only, not on every address: on a cloud, where the node may not know its segment,
+/// its NIC's address would otherwise reach kubelet from the cloud's network.
+pub fn patches(node: &NodeIdentity) -> Vec<(String, String)> {
+    let mut out = vec![(
+        "kubeletconfiguration+strategic.json".to_owned(),
+        json!({"address": node.ip.to_string()}).to_string(),
+    )];
     for pod in [
         "etcd",
         "kube-apiserver",
@@ -388,9 +393,9 @@ mod tests {
 
     #[test]
     fn every_patch_mounts_the_nodes_usr_read_only() {
-        let patches = patches();
-        assert_eq!(patches.len(), 6);
-        for (name, text) in patches {
+        let patches = patches(&node());
+        assert_eq!(patches.len(), 7);
+        for (name, text) in patches.into_iter().skip(1) {
             assert!(name.ends_with("+strategic.json"), "{name}");
             let v: Value = serde_json::from_str(&text).expect("JSON");
             let spec = if name.starts_with("kube-") || name.starts_with("etcd") {
@@ -405,5 +410,14 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    #[test]
+    fn kubelet_serves_on_the_node_ip_only() {
+        let patches = patches(&node());
+        let (name, text) = &patches[0];
+        assert_eq!(name, "kubeletconfiguration+strategic.json");
+        let v: Value = serde_json::from_str(text).expect("JSON");
+        assert_eq!(v, json!({"address": "10.76.0.10"}));
     }
 }

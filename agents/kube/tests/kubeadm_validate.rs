@@ -49,17 +49,18 @@ fn kubeadm_accepts_the_init_and_join_configurations() {
         timeouts: Timeouts::default(),
     })
     .expect("init config");
-    let path = kubeadm::write_inputs(&dir.path().join("init"), &init, &config::patches())
+    let path = kubeadm::write_inputs(&dir.path().join("init"), &init, &config::patches(&n))
         .expect("write init");
     kubeadm::validate(&kubeadm_bin, &path).expect("kubeadm accepts the init configuration");
 
     let token = BootstrapToken::generate();
     let hash = format!("sha256:{}", "0f".repeat(32));
+    let node1 = NodeIdentity {
+        name: NodeName::new("node1").expect("name"),
+        ip: Ipv4Addr::new(10, 76, 0, 11),
+    };
     let join = config::join_documents(&JoinParams {
-        node: &NodeIdentity {
-            name: NodeName::new("node1").expect("name"),
-            ip: Ipv4Addr::new(10, 76, 0, 11),
-        },
+        node: &node1,
         api_server: "10.76.0.10:6443",
         token: &token.expose(),
         ca_cert_hash: &hash,
@@ -67,7 +68,7 @@ fn kubeadm_accepts_the_init_and_join_configurations() {
         timeouts: Timeouts::default(),
     })
     .expect("join config");
-    let path = kubeadm::write_inputs(&dir.path().join("join"), &join, &config::patches())
+    let path = kubeadm::write_inputs(&dir.path().join("join"), &join, &config::patches(&node1))
         .expect("write join");
     kubeadm::validate(&kubeadm_bin, &path).expect("kubeadm accepts the join configuration");
 }
