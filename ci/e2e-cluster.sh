@@ -428,11 +428,13 @@ cluster_checks() {
         k delete pod nft-reader --wait=false >/dev/null 2>&1 || true
         # QEMU's user-mode network sends router advertisements, as a cloud's may: the
         # node takes no IPv6 address or route from them (80-veil.network), and its
-        # NICs carry no IPv6 at all (only the loopback's ::1 stays).
+        # two NICs (the user-mode one, 10.0.2.15, and the segment's) carry no IPv6 at
+        # all. (The pod bridge and its veths keep their link-local addresses: they
+        # face only the node's pods.)
         local v6
-        if v6=$(k exec mesh-server -- sh -c 'ip -6 addr; ip -6 route' 2>&1); then
-            expect "the control-plane node took no IPv6 address or route from the network: $(grep -E 'inet6|default' <<<"$v6" | tr -s ' \n' ' ')" \
-                bash -c "grep -q '::1/128' <<<'$v6' && ! grep -E 'inet6|default' <<<'$v6' | grep -v -q '::1/128'"
+        if v6=$(k exec mesh-server -- sh -c 'nic=$(ip -o -4 addr | awk "/ 10\.0\.2\.15\// { print \$2 }"); seg=$(ip -o -4 addr | awk "/ 10\.76\./ { print \$2 }"); echo "nics=$nic,$seg"; ip -6 addr show dev $nic; ip -6 addr show dev $seg; ip -6 addr show scope global; ip -6 addr show scope site; ip -6 route show default' 2>&1); then
+            expect "the control-plane node took no IPv6 address or route from the network, and its NICs have none: $(tr -s ' \n' ' ' <<<"$v6")" \
+                bash -c "grep -q -E '^nics=[a-z0-9]+,[a-z0-9]+$' <<<'$v6' && [ \$(wc -l <<<'$v6') = 1 ]"
         else
             bad "listing the control-plane node's IPv6 addresses: $v6"
         fi

@@ -13,9 +13,10 @@
 //! translates it to an endpoint first, and until it has (or if it never does) the
 //! packet is dropped rather than sent to the cloud's network, where anyone could
 //! answer for a Service address. Inbound, pod addresses (and the bridge's own) take
-//! traffic only from the bridge and the mesh, or what kube-proxy translated (a
-//! NodePort): Linux would otherwise route a packet the cloud's host addresses to a pod
-//! straight from the cloud's network, in the clear, past every peer check.
+//! traffic only from the bridge and the mesh, what kube-proxy translated (a NodePort)
+//! and replies to what the pods opened (answers to their masqueraded traffic): Linux
+//! would otherwise route a packet the cloud's host addresses to a pod straight from
+//! the cloud's network, in the clear, past every peer check.
 
 use std::path::Path;
 use std::process::Command;
@@ -98,7 +99,7 @@ pub fn rules(network: &Network, tunnel: &str) -> String {
          \t\ttype filter hook forward priority filter; policy accept;\n\
          \t\tip daddr {services} drop\n\
          \t\tip daddr {pods} oifname != {{ \"{BRIDGE}\", \"{tunnel}\" }} counter drop\n\
-         \t\tip daddr {pods} iifname != {{ \"{BRIDGE}\", \"{tunnel}\" }} ct status ! dnat counter drop\n\
+         \t\tip daddr {pods} iifname != {{ \"{BRIDGE}\", \"{tunnel}\" }} ct status ! dnat ct state != {{ established, related }} counter drop\n\
          \t}}\n\
          \tchain output {{\n\
          \t\ttype filter hook output priority filter; policy accept;\n\
@@ -190,9 +191,10 @@ mod tests {
             let end = rules[at..].find("\t}").expect("chain end");
             rules[at..at + end].to_owned()
         };
-        // Forwarded to a pod from a NIC: only what kube-proxy translated (a NodePort).
+        // Forwarded to a pod from a NIC: only what kube-proxy translated (a NodePort)
+        // and replies to what pods opened (their masqueraded traffic's answers).
         assert!(chain("forward").contains(
-            "ip daddr 10.244.0.0/16 iifname != { \"cni0\", \"wg0\" } ct status ! dnat counter drop"
+            "ip daddr 10.244.0.0/16 iifname != { \"cni0\", \"wg0\" } ct status ! dnat ct state != { established, related } counter drop"
         ));
         // The node's own address on the bridge is no way in either.
         assert!(chain("input").contains(
