@@ -82,6 +82,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         || veil_attest::azure::verify_azure_snp(&azure, &milan, b"challenge").is_ok(),
     );
 
+    let (azure_tdx, azure_tdx_verifier) = azure_tdx_evidence()?;
+    time(
+        "Azure TDX CVM (HCL report + TD quote, Veil's DCAP chain check + RSA vTPM quote)",
+        n,
+        || {
+            veil_attest::azure::verify_azure_tdx(&azure_tdx, &azure_tdx_verifier, b"challenge")
+                .is_ok()
+        },
+    );
+
     let vlek_report = std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/data/snp/aws-vlek-report-v5.bin"
@@ -136,6 +146,36 @@ fn gcp_evidence() -> Result<(veil_attest::gcp::GcpVtpmEvidence, Vec<u8>), Box<dy
         hardware: None,
     };
     Ok((ev, read("nonce.bin")?))
+}
+
+/// The recorded TDX CVM's evidence, and a verifier for it at a time inside its Intel
+/// collateral (tests/data/azure/README.md); its TCB is out of date by that collateral.
+fn azure_tdx_evidence()
+-> Result<(veil_attest::azure::AzureTdxEvidence, TdxVerifier), Box<dyn std::error::Error>> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/azure");
+    let read = |f: &str| std::fs::read(format!("{dir}/{f}"));
+    let mut pcrs = std::collections::BTreeMap::new();
+    for (i, v) in read("tdx-quote-pcrs.bin")?.chunks(32).enumerate() {
+        pcrs.insert(i as u32, veil_attest::Digest32(v.try_into()?));
+    }
+    let td_quote = read("tdx-td-quote.bin")?;
+    let verifier = TdxVerifier::new(TdxPolicy {
+        allowed_mrtd: vec![TdQuote::parse(&td_quote)?.mr_td],
+        allowed_tcb_status: vec!["OutOfDate".into()],
+        now: Some(1_748_736_000),
+        ..TdxPolicy::default()
+    })
+    .with_collateral_json(&String::from_utf8(read(
+        "tdx-collateral-00806f050000.json",
+    )?)?)?;
+    let ev = veil_attest::azure::AzureTdxEvidence {
+        hcl_report: read("tdx-hcl-report.bin")?,
+        td_quote,
+        quote: read("tdx-quote.bin")?,
+        signature: read("tdx-quote.sig")?,
+        pcrs,
+    };
+    Ok((ev, verifier))
 }
 
 /// The recorded Milan CVM's evidence (tests/data/azure/README.md).

@@ -13,8 +13,9 @@
 //!   checked against AMD roots pinned in the crate, pure-Rust `sev` backend).
 //! - [`reference`](mod@reference) compares verified PCR values with reference values.
 //! - [`azure`] gathers (NV indices and the persistent AK, through tss-esapi) and
-//!   verifies an Azure CVM's evidence: the paravisor's HCL report (an SNP report
-//!   binding the vTPM's AK) and that AK's quote, evidence kind `azure-sev-snp`.
+//!   verifies an Azure CVM's evidence: the paravisor's HCL report (an SNP report, or a
+//!   TD report with the TD quote made of it, binding the vTPM's AK) and that AK's
+//!   quote, evidence kinds `azure-sev-snp` and `azure-tdx`.
 //! - [`gcp`] verifies a GCE vTPM's evidence: Google's AK certificate (pinned root),
 //!   the AK's quote, and the CPU's report over that AK (`gcp-vtpm`).
 //! - [`cvm`] attaches a hardware report that binds a confidential VM's vTPM key to its

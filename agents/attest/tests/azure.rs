@@ -13,6 +13,7 @@ use veil_attest::azure::{
 };
 use veil_attest::peer::cloud_policy_like_own;
 use veil_attest::snp::{SnpPolicy, SnpProduct, SnpVerifier};
+use veil_attest::tdx::TdQuote;
 use veil_attest::tpm::quote::Quote;
 use veil_attest::tpm::quote::QuoteBindingError;
 use veil_attest::tpm::{EkTrust, TpmVerifier};
@@ -402,7 +403,7 @@ fn tdx_evidence() -> veil_attest::azure::AzureTdxEvidence {
 
 /// The recorded TD quote's MRTD (Azure's TDX paravisor).
 fn td_mrtd() -> String {
-    let q = veil_attest::tdx::TdQuote::parse(&data("tdx-td-quote.bin")).expect("TD quote");
+    let q = TdQuote::parse(&data("tdx-td-quote.bin")).expect("TD quote");
     hex::encode(q.mr_td)
 }
 
@@ -431,16 +432,20 @@ fn an_azure_tdx_cvms_chain_holds_up_to_intels_verdict_on_its_td_quote() {
 
     // The whole check asks Intel's verdict on the TD quote first. Collateral for
     // another platform is refused as such.
-    let verifier = |collateral: &str, now: u64| {
+    // The TD's TCB (module 1.x at ISVSVN 2, TDX component 2 at 6) is out of date by
+    // this collateral of 2025: it is accepted here only because the policy says so.
+    let verifier_with = |collateral: &str, now: u64, status: &[&str]| {
         let policy = veil_attest::tdx::TdxPolicy {
             allowed_mrtd: vec![q.mr_td],
             now: Some(now),
+            allowed_tcb_status: status.iter().map(|s| s.to_string()).collect(),
             ..veil_attest::tdx::TdxPolicy::default()
         };
         veil_attest::tdx::TdxVerifier::new(policy)
             .with_collateral_json(collateral)
             .expect("collateral parses")
     };
+    let verifier = |collateral: &str, now: u64| verifier_with(collateral, now, &["OutOfDate"]);
     let read = |path: &str| {
         std::fs::read_to_string(format!("{}/tests/data/{path}", env!("CARGO_MANIFEST_DIR")))
             .expect("collateral")
@@ -449,25 +454,46 @@ fn an_azure_tdx_cvms_chain_holds_up_to_intels_verdict_on_its_td_quote() {
     let e = verify_azure_tdx(&ev, &verifier(&other, 1_751_328_000), NONCE)
         .expect_err("another platform's collateral");
     assert!(matches!(e, AzureError::Tdx(_)), "{e}");
-    assert!(e.to_string().contains("Fmspc mismatch"), "{e}");
+    assert!(e.to_string().contains("FMSPC b0c06f000000"), "{e}");
 
     // With Intel's collateral for this platform (FMSPC 00806F050000, signed by Intel,
-    // valid 2025-05-27 to 06-26), at a time inside it: the PCK chain, the QE report,
-    // the quote's signature and the TCB level all hold, and the verdict is on the TD
-    // itself. Azure's paravisor TD runs without SEPT_VE_DISABLE (it takes #VE for the
-    // guest it partitions), and dcap-qvl refuses such a TD outright: so does Veil.
+    // valid 2025-05-27 to 06-26), at a time inside it, the whole chain holds: the PCK
+    // chain and CRLs, the QE report, the quote's signature, the TCB level. Azure's
+    // paravisor TD runs without SEPT_VE_DISABLE (it takes #VE for the guest it
+    // partitions); the azure-tdx check takes that, the plain TDX check does not.
     let own = read("azure/tdx-collateral-00806f050000.json");
     let june_2025 = 1_748_736_000;
-    let e = verify_azure_tdx(&ev, &verifier(&own, june_2025), NONCE).expect_err("the TD");
-    assert!(matches!(e, AzureError::Tdx(_)), "{e}");
+    let verified = verify_azure_tdx(&ev, &verifier(&own, june_2025), NONCE).expect("genuine");
+    assert_eq!(verified.platform, veil_attest::EvidencePlatform::AzureTdx);
+    let tdx = verified.tdx.as_ref().expect("TDX facts");
+    assert_eq!(tdx.mr_td, q.mr_td);
+    assert_eq!(tdx.tcb_status, "OutOfDate");
+    let e = verify_azure_tdx(&ev, &verifier_with(&own, june_2025, &["UpToDate"]), NONCE)
+        .expect_err("an out-of-date TCB under the default policy");
     assert!(
-        e.to_string().contains("SEPT_VE_DISABLE is not enabled"),
+        matches!(&e, AzureError::Tdx(veil_attest::tdx::TdxVerifyError::TcbStatus { got, .. }) if got == "OutOfDate"),
         "{e}"
     );
-    // Outside the collateral's dates, or with its TCB info changed, it never gets there.
+    assert_eq!(
+        tdx.td_attributes[3] & (1 << 4),
+        0,
+        "SEPT_VE_DISABLE is clear"
+    );
+    assert!(verified.azure.is_some());
+    let plain = verifier(&own, june_2025)
+        .verify_tdx(
+            &veil_attest::tdx::TdxEvidence {
+                quote: ev.td_quote.clone(),
+                collateral: None,
+            },
+            &hcl.runtime_data_sha256(),
+        )
+        .expect_err("a plain TD must disable SEPT #VE");
+    assert!(plain.to_string().contains("SEPT_VE_DISABLE"), "{plain}");
+    // Outside the collateral's dates, or with its TCB info changed, it is refused.
     let e = verify_azure_tdx(&ev, &verifier(&own, june_2025 + 60 * 86_400), NONCE)
         .expect_err("expired collateral");
-    assert!(!e.to_string().contains("SEPT_VE_DISABLE"), "{e}");
+    assert!(e.to_string().contains("expired"), "{e}");
     let forged = own.replacen(
         "\\\"tcbEvaluationDataNumber\\\":17",
         "\\\"tcbEvaluationDataNumber\\\":18",
@@ -479,7 +505,14 @@ fn an_azure_tdx_cvms_chain_holds_up_to_intels_verdict_on_its_td_quote() {
     );
     let e =
         verify_azure_tdx(&ev, &verifier(&forged, june_2025), NONCE).expect_err("changed TCB info");
-    assert!(!e.to_string().contains("SEPT_VE_DISABLE"), "{e}");
+    assert!(e.to_string().contains("TCB info signature"), "{e}");
+    // A flipped byte in the TD quote's signature, or in its TD report, is refused.
+    for (offset, what) in [(636, "signature"), (48 + 136, "MRTD")] {
+        let mut bad = tdx_evidence();
+        bad.td_quote[offset] ^= 1;
+        let e = verify_azure_tdx(&bad, &verifier(&own, june_2025), NONCE).expect_err(what);
+        assert!(e.to_string().contains("does not verify"), "{what}: {e}");
+    }
 
     // An SEV-SNP CVM's HCL report under the TDX check.
     let snp = veil_attest::azure::AzureTdxEvidence {
@@ -528,6 +561,36 @@ fn azure_tdx_evidence_has_its_own_kind_section_and_profile() {
     let e = v.verify(&ev, &[7; 32]).expect_err("no collateral");
     assert!(
         matches!(e, PlatformVerifyError::AzureTdx(AzureError::Tdx(_))),
+        "{e}"
+    );
+    // With Intel's collateral at a time inside it, everything holds up to the vTPM
+    // quote's nonce, which is the recorded one, not this session's.
+    let collateral = std::fs::read_to_string(format!(
+        "{}/tests/data/azure/tdx-collateral-00806f050000.json",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .expect("collateral");
+    let tdx = veil_attest::tdx::TdxVerifier::new(veil_attest::tdx::TdxPolicy {
+        allowed_mrtd: vec![
+            TdQuote::parse(&data("tdx-td-quote.bin"))
+                .expect("quote")
+                .mr_td,
+        ],
+        allowed_tcb_status: vec!["OutOfDate".into()],
+        now: Some(1_748_736_000),
+        ..veil_attest::tdx::TdxPolicy::default()
+    })
+    .with_collateral_json(&collateral)
+    .expect("collateral parses");
+    let e = v
+        .with_azure_tdx(tdx)
+        .verify(&ev, &[7; 32])
+        .expect_err("recorded nonce");
+    assert!(
+        matches!(
+            e,
+            PlatformVerifyError::AzureTdx(AzureError::Quote(QuoteBindingError::Nonce { .. }))
+        ),
         "{e}"
     );
 

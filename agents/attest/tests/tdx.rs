@@ -267,11 +267,11 @@ fn truncated_and_garbled_quotes_fail_cleanly() {
 fn debug_attribute_check() {
     let sample = TdQuote::parse(QUOTE).expect("parse");
     assert!(!sample.is_debug());
-    check_td_attributes(&sample.td_attributes, false).expect("sample is not debug");
+    check_td_attributes(&sample.td_attributes, false, false).expect("sample is not debug");
 
     let mut debug = sample.td_attributes;
     debug[0] |= 0x01;
-    let err = check_td_attributes(&debug, false).expect_err("debug TD");
+    let err = check_td_attributes(&debug, false, false).expect_err("debug TD");
     assert!(
         matches!(
             err,
@@ -282,12 +282,12 @@ fn debug_attribute_check() {
         ),
         "{err}"
     );
-    check_td_attributes(&debug, true).expect("debug allowed by policy");
+    check_td_attributes(&debug, true, false).expect("debug allowed by policy");
 
     let mut profiling = sample.td_attributes;
     profiling[0] |= 0x10;
     assert!(matches!(
-        check_td_attributes(&profiling, false),
+        check_td_attributes(&profiling, false, false),
         Err(TdxVerifyError::DebugAllowed {
             debug_bit: false,
             ..
@@ -410,14 +410,43 @@ fn other_trust_anchor_is_bad_signature() {
 #[test]
 fn a_td_without_sept_ve_disable_is_refused() {
     let sample = TdQuote::parse(QUOTE).expect("parse");
-    check_td_attributes(&sample.td_attributes, false).expect("the sample sets it");
+    check_td_attributes(&sample.td_attributes, false, false).expect("the sample sets it");
     let mut open = sample.td_attributes;
     open[3] &= !(1 << 4); // bit 28
-    let err = check_td_attributes(&open, false).expect_err("SEPT #VE allowed");
+    let err = check_td_attributes(&open, false, false).expect_err("SEPT #VE allowed");
     assert!(matches!(err, TdxVerifyError::SeptVeEnabled { .. }), "{err}");
     assert!(err.to_string().contains("SEPT_VE_DISABLE"), "{err}");
-    // Not even a debug-allowing policy takes it.
-    assert!(check_td_attributes(&open, true).is_err());
+    // Not even a debug-allowing policy takes it; only the Azure paravisor's check does.
+    assert!(check_td_attributes(&open, true, false).is_err());
+    check_td_attributes(&open, false, true).expect("a paravisor TD may take #VE");
+}
+
+#[test]
+fn migratable_service_bound_or_reserved_attributes_are_refused() {
+    let sample = TdQuote::parse(QUOTE).expect("parse");
+    // (byte, bit, what the error names), little-endian bit numbers 29, 17 and 40.
+    for (byte, bit, name) in [
+        (3, 5, "MIGRATABLE"),
+        (2, 1, "SERVTD_EXT"),
+        (5, 0, "reserve"),
+    ] {
+        let mut attrs = sample.td_attributes;
+        attrs[byte] |= 1 << bit;
+        for sept_ve_allowed in [false, true] {
+            let err = check_td_attributes(&attrs, true, sept_ve_allowed).expect_err(name);
+            assert!(
+                matches!(
+                    err,
+                    TdxVerifyError::Unsupported {
+                        what: "TD attributes",
+                        ..
+                    }
+                ),
+                "{err}"
+            );
+            assert!(err.to_string().contains(name), "{err}");
+        }
+    }
 }
 
 #[test]

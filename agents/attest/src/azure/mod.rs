@@ -461,7 +461,7 @@ pub fn verify_azure_tdx(
         });
     }
     let mut verified = tdx
-        .verify_tdx(
+        .verify_paravisor_td(
             &TdxEvidence {
                 quote: ev.td_quote.clone(),
                 collateral: None,

@@ -1,7 +1,7 @@
 //! Parsing a TD quote into the fields a policy checks. Parsing proves nothing: only
 //! [`TdxVerifier`](super::TdxVerifier) establishes that the fields were signed.
 
-use dcap_qvl::quote::{Quote, Report};
+use dcap_qvl::quote::{Quote, Report, TDAttributes};
 
 use super::verifier::TdxVerifyError;
 
@@ -91,10 +91,13 @@ impl TdQuote {
 
 /// Rejects a TD whose TD-under-debug attributes (DEBUG, bit 0, or the profiling bits
 /// 4..=6) are set, unless `allow_debug`: a debug TD's memory and registers are open to
-/// the host, so its measurements prove nothing about confidentiality.
+/// the host, so its measurements prove nothing about confidentiality. Also rejects a
+/// migratable TD, one bound to service TDs, one with bits set that the TDX ABI reserves,
+/// and, unless `sept_ve_allowed`, one running without SEPT_VE_DISABLE.
 pub fn check_td_attributes(
     td_attributes: &[u8; 8],
     allow_debug: bool,
+    sept_ve_allowed: bool,
 ) -> Result<(), TdxVerifyError> {
     let tud = td_attributes[0];
     if tud & TUD_ANY != 0 && !allow_debug {
@@ -103,9 +106,28 @@ pub fn check_td_attributes(
             debug_bit: tud & TUD_DEBUG != 0,
         });
     }
+    let refuse = |reason: &str| TdxVerifyError::Unsupported {
+        what: "TD attributes",
+        reason: format!("{reason} (td_attributes {})", hex::encode(td_attributes)),
+    };
+    let attrs = TDAttributes::parse(*td_attributes).map_err(|e| refuse(&e.to_string()))?;
+    if attrs.reserved != 0 {
+        return Err(refuse(&format!(
+            "bits the TDX ABI reserves are set ({:#018x})",
+            attrs.reserved
+        )));
+    }
+    // A migration TD could carry the TD, keys and all, to a host nobody attested.
+    if attrs.sec.migratable {
+        return Err(refuse("MIGRATABLE is set"));
+    }
+    // Service TDs bound to it can read its state; none are part of Veil's design.
+    if attrs.sec.servtd_ext {
+        return Err(refuse("SERVTD_EXT is set: service TDs are bound"));
+    }
     // Without SEPT_VE_DISABLE the host can make the TD take #VE on its private pages,
-    // a channel Linux refuses to run with.
-    if td_attributes[SEPT_VE_DISABLE_BYTE] & SEPT_VE_DISABLE_MASK == 0 {
+    // a channel Linux refuses to run with. Azure's paravisor takes those #VE itself.
+    if !sept_ve_allowed && td_attributes[SEPT_VE_DISABLE_BYTE] & SEPT_VE_DISABLE_MASK == 0 {
         return Err(TdxVerifyError::SeptVeEnabled {
             td_attributes: hex::encode(td_attributes),
         });

@@ -12,6 +12,7 @@ use x509_cert::crl::CertificateList;
 use x509_cert::der::Decode as _;
 
 use super::INTEL_SGX_ROOT_CA_DER;
+use super::dcap;
 use super::evidence::TdxEvidence;
 use super::quote::{TdQuote, check_td_attributes};
 use crate::evidence::{Evidence, EvidencePlatform, Verified, Verifier};
@@ -107,6 +108,15 @@ pub enum TdxVerifyError {
     WrongPlatform { platform: &'static str },
 }
 
+/// Whose TD a quote is: which chain check and which attributes apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TdKind {
+    /// A TD running Linux itself: dcap-qvl's check, SEPT_VE_DISABLE required.
+    Plain,
+    /// Azure's paravisor TD (azure-tdx evidence only): SEPT_VE_DISABLE may be clear.
+    AzureParavisor,
+}
+
 /// Verifies TDX evidence with a pinned root and a [`TdxPolicy`].
 #[derive(Debug, Clone)]
 pub struct TdxVerifier {
@@ -148,6 +158,26 @@ impl TdxVerifier {
         ev: &TdxEvidence,
         expected_user_data: &[u8; 32],
     ) -> Result<Verified, TdxVerifyError> {
+        self.verify_td(ev, expected_user_data, TdKind::Plain)
+    }
+
+    /// Verifies the TD quote of Azure's TDX paravisor (a TD that partitions itself and
+    /// handles #VE for its guest, so runs without SEPT_VE_DISABLE). Only the azure-tdx
+    /// evidence kind calls it, after checking the HCL report the quote covers.
+    pub(crate) fn verify_paravisor_td(
+        &self,
+        ev: &TdxEvidence,
+        expected_user_data: &[u8; 32],
+    ) -> Result<Verified, TdxVerifyError> {
+        self.verify_td(ev, expected_user_data, TdKind::AzureParavisor)
+    }
+
+    fn verify_td(
+        &self,
+        ev: &TdxEvidence,
+        expected_user_data: &[u8; 32],
+        kind: TdKind,
+    ) -> Result<Verified, TdxVerifyError> {
         let td = TdQuote::parse(&ev.quote)?;
         // The verifier's own collateral wins: evidence could carry older collateral,
         // signed by Intel too, under which its TCB looks better than it is today.
@@ -169,21 +199,36 @@ impl TdxVerifier {
         };
         check_collateral_window(&collateral, now)?;
 
-        // Debug attributes are checked below with a precise error of our own.
-        let report = QuoteVerifier::new(self.root_ca_der.clone())
-            .allow_debug(true)
-            .verify(&ev.quote, &collateral, now)
-            .map_err(|e| classify_dcap_error(&format!("{e:#}")))?;
+        let (tcb_status, advisory_ids) = match kind {
+            // Debug attributes are checked below with a precise error of our own.
+            TdKind::Plain => {
+                let report = QuoteVerifier::new(self.root_ca_der.clone())
+                    .allow_debug(true)
+                    .verify(&ev.quote, &collateral, now)
+                    .map_err(|e| classify_dcap_error(&format!("{e:#}")))?;
+                (report.status, report.advisory_ids)
+            }
+            // dcap-qvl refuses this TD outright (SEPT_VE_DISABLE clear): Veil's own
+            // walk of the same chain, the attributes left to the check below.
+            TdKind::AzureParavisor => {
+                let verdict = dcap::verify_chain(&ev.quote, &collateral, &self.root_ca_der, now)?;
+                (verdict.status, verdict.advisory_ids)
+            }
+        };
 
         check_report_data(
             &td.report_data,
             expected_user_data,
             self.policy.ignore_report_data_tail,
         )?;
-        check_td_attributes(&td.td_attributes, self.policy.allow_debug)?;
-        if !self.policy.allowed_tcb_status.contains(&report.status) {
+        check_td_attributes(
+            &td.td_attributes,
+            self.policy.allow_debug,
+            kind == TdKind::AzureParavisor,
+        )?;
+        if !self.policy.allowed_tcb_status.contains(&tcb_status) {
             return Err(TdxVerifyError::TcbStatus {
-                got: report.status,
+                got: tcb_status,
                 allowed: self.policy.allowed_tcb_status.clone(),
             });
         }
@@ -222,8 +267,8 @@ impl TdxVerifier {
                 mr_td: td.mr_td,
                 rtmrs: td.rtmrs,
                 td_attributes: td.td_attributes,
-                tcb_status: report.status,
-                advisory_ids: report.advisory_ids,
+                tcb_status,
+                advisory_ids,
             }),
             snp: None,
             gcp: None,
