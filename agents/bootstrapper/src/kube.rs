@@ -186,7 +186,7 @@ pub fn bring_up(
             start_runtime(&k.registry_cas, stage)?;
             let versions = Versions::read(Path::new(veil_kube::VERSIONS_FILE))?;
             if record.kubernetes_joined {
-                start_kubelet(stage)?;
+                start_kubelet(&node, stage)?;
             } else {
                 // A kubeadm init that failed half-way (an earlier Init in this boot,
                 // or before a reboot) left files behind: clear them first.
@@ -250,7 +250,7 @@ pub fn bring_up(
             let network = Network::from_settings(&record.pod_subnet, &record.service_subnet)
                 .context("the node record's networks")?;
             start_runtime(&Default::default(), stage)?;
-            start_kubelet(stage)?;
+            start_kubelet(&node, stage)?;
             network
         }
     };
@@ -303,7 +303,13 @@ fn finished(record: &mut NodeRecord) -> Result<()> {
     write_record(record).context("recording that kubeadm finished")
 }
 
-fn start_kubelet(stage: Stage) -> Result<()> {
+fn start_kubelet(node: &NodeIdentity, stage: Stage) -> Result<()> {
+    if config::pin_kubelet_address(Path::new(config::KUBELET_CONFIG), node.ip)? {
+        stage(format!(
+            "kubelet now serves on {} only (its configuration predates that)",
+            node.ip
+        ));
+    }
     runtime::start_unit("kubelet.service").context("starting kubelet")?;
     stage("kubelet started with its credentials from the state disk".into());
     Ok(())

@@ -287,9 +287,88 @@ pub fn patches(node: &NodeIdentity) -> Vec<(String, String)> {
     out
 }
 
+/// kubelet's configuration, as kubeadm wrote it at init or join (on the state disk).
+pub const KUBELET_CONFIG: &str = "/var/lib/kubelet/config.yaml";
+
+/// `text` (kubelet's configuration) with its top-level `address` set to `ip`, added if
+/// absent. kubeadm's patches apply only at init or join, so a node that joined before
+/// kubelet was held to the mesh address kept `address: 0.0.0.0`; this brings such a
+/// node in line each time kubelet starts. Top-level YAML keys start their line, so
+/// nested keys of the same name are left alone.
+pub fn kubelet_config_with_address(text: &str, ip: Ipv4Addr) -> String {
+    let want = format!("address: {ip}");
+    let mut found = false;
+    let mut out: Vec<&str> = Vec::new();
+    for line in text.lines() {
+        if line.starts_with("address:") {
+            if !found {
+                out.push(&want);
+            }
+            found = true;
+        } else {
+            out.push(line);
+        }
+    }
+    if !found {
+        out.push(&want);
+    }
+    let mut text = out.join("\n");
+    text.push('\n');
+    text
+}
+
+/// Holds kubelet to `ip` in the configuration at `path` (see
+/// [`kubelet_config_with_address`]); returns whether the file changed.
+pub fn pin_kubelet_address(path: &Path, ip: Ipv4Addr) -> Result<bool, KubeError> {
+    let text = std::fs::read_to_string(path).map_err(|source| KubeError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let pinned = kubelet_config_with_address(&text, ip);
+    if pinned == text {
+        return Ok(false);
+    }
+    // Written beside and renamed over: a crash leaves the old file or the new one.
+    let tmp = path.with_extension("yaml.veil-new");
+    std::fs::write(&tmp, &pinned)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|source| KubeError::Write {
+            path: path.to_owned(),
+            source,
+        })?;
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kubelet_is_held_to_the_mesh_address_whatever_kubeadm_wrote() {
+        let ip = Ipv4Addr::new(10, 76, 0, 11);
+        let old = "apiVersion: kubelet.config.k8s.io/v1beta1\naddress: 0.0.0.0\nauthentication:\n  x509:\n    address: keep\nkind: KubeletConfiguration\n";
+        let new = kubelet_config_with_address(old, ip);
+        assert_eq!(
+            new,
+            "apiVersion: kubelet.config.k8s.io/v1beta1\naddress: 10.76.0.11\nauthentication:\n  x509:\n    address: keep\nkind: KubeletConfiguration\n"
+        );
+        // Already pinned: unchanged. Absent: added (kubelet's default is every address).
+        assert_eq!(kubelet_config_with_address(&new, ip), new);
+        let absent = "kind: KubeletConfiguration\n";
+        assert_eq!(
+            kubelet_config_with_address(absent, ip),
+            "kind: KubeletConfiguration\naddress: 10.76.0.11\n"
+        );
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("config.yaml");
+        std::fs::write(&path, old).expect("write");
+        assert!(pin_kubelet_address(&path, ip).expect("pins"));
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), new);
+        assert!(!pin_kubelet_address(&path, ip).expect("already pinned"));
+        let e = pin_kubelet_address(&dir.path().join("none.yaml"), ip).expect_err("no file");
+        assert!(e.to_string().contains("none.yaml"), "{e}");
+    }
 
     fn node() -> NodeIdentity {
         NodeIdentity {
