@@ -98,7 +98,8 @@ impl Firewall<'_> {
             .mesh_subnet
             .map(|m| format!("\t\tip daddr {m} oifname != \"{wg}\" counter drop\n"))
             .unwrap_or_default();
-        let inside: Vec<String> = ["lo", wg]
+        // `lo` is accepted before this rule.
+        let inside: Vec<String> = [wg]
             .iter()
             .chain(self.inner_interfaces)
             .map(|i| format!("\"{i}\""))
@@ -196,7 +197,7 @@ mod tests {
             input,
             &[
                 "iifname \"lo\" accept",
-                "ip daddr 10.90.0.0/16 iifname != { \"lo\", \"wg0\", \"cni0\" } counter drop",
+                "ip daddr 10.90.0.0/16 iifname != { \"wg0\", \"cni0\" } counter drop",
                 "ip saddr != @underlay accept",
             ],
         );
