@@ -301,6 +301,19 @@ fn platform_facts(verified: &Verified) -> Vec<(&'static str, String)> {
             ));
         }
         facts.push(("TDX TCB status", tdx.tcb_status.clone()));
+        if !tdx.advisory_ids.is_empty() {
+            facts.push(("TDX advisories at that TCB", tdx.advisory_ids.join(", ")));
+        }
+        // Bit 28: only Azure's paravisor TD may run without it (it takes #VE itself).
+        let sept_ve_disable = tdx.td_attributes[3] & (1 << 4) != 0;
+        facts.push((
+            "TD attributes",
+            format!(
+                "{} (SEPT_VE_DISABLE {})",
+                hex::encode(tdx.td_attributes),
+                if sept_ve_disable { "set" } else { "clear" }
+            ),
+        ));
     }
     if let Some(gcp) = &verified.gcp {
         facts.push(("GCE vTPM AK certificate", gcp.ak_subject.clone()));
@@ -316,7 +329,11 @@ fn platform_facts(verified: &Verified) -> Vec<(&'static str, String)> {
             azure.secure_boot.to_string(),
         ));
         facts.push((
-            "SEV-SNP report fresh (carries this session's data)",
+            if verified.tdx.is_some() {
+                "TD report fresh (carries this session's data)"
+            } else {
+                "SEV-SNP report fresh (carries this session's data)"
+            },
             azure.report_is_fresh.to_string(),
         ));
     }
@@ -515,4 +532,66 @@ fn json(r: &Report) -> serde_json::Value {
         "pcrs": pcrs,
         "differences": r.why,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `veil verify` prints for the recorded Azure TDX CVM's evidence (the real
+    /// verification, at a time inside its Intel collateral).
+    #[test]
+    fn an_azure_tdx_node_is_described_as_a_td() {
+        let dir = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../agents/attest/tests/data/azure"
+        );
+        let read = |f: &str| std::fs::read(format!("{dir}/{f}")).expect("recorded evidence");
+        let td_quote = read("tdx-td-quote.bin");
+        let mut pcrs = BTreeMap::new();
+        for (i, v) in read("tdx-quote-pcrs.bin").chunks(32).enumerate() {
+            pcrs.insert(
+                i as u32,
+                veil_attest::Digest32(v.try_into().expect("32 bytes")),
+            );
+        }
+        let ev = veil_attest::azure::AzureTdxEvidence {
+            hcl_report: read("tdx-hcl-report.bin"),
+            td_quote: td_quote.clone(),
+            quote: read("tdx-quote.bin"),
+            signature: read("tdx-quote.sig"),
+            pcrs,
+        };
+        let verifier = veil_attest::tdx::TdxVerifier::new(veil_attest::tdx::TdxPolicy {
+            allowed_mrtd: vec![
+                veil_attest::tdx::TdQuote::parse(&td_quote)
+                    .expect("quote")
+                    .mr_td,
+            ],
+            allowed_tcb_status: vec!["OutOfDate".into()],
+            now: Some(1_748_736_000),
+            ..Default::default()
+        })
+        .with_collateral_json(
+            &String::from_utf8(read("tdx-collateral-00806f050000.json")).expect("UTF-8"),
+        )
+        .expect("collateral");
+        let verified = veil_attest::azure::verify_azure_tdx(&ev, &verifier, b"challenge")
+            .expect("the recorded evidence verifies");
+        let facts: BTreeMap<_, _> = platform_facts(&verified).into_iter().collect();
+        assert_eq!(facts["TDX TCB status"], "OutOfDate");
+        assert!(
+            facts["TD attributes"].ends_with("(SEPT_VE_DISABLE clear)"),
+            "{facts:?}"
+        );
+        assert!(
+            facts["TDX advisories at that TCB"].contains("INTEL-SA-"),
+            "{facts:?}"
+        );
+        assert_eq!(
+            facts["TD report fresh (carries this session's data)"],
+            "false"
+        );
+        assert!(!facts.keys().any(|k| k.contains("SEV-SNP")), "{facts:?}");
+    }
 }
