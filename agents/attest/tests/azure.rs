@@ -490,6 +490,16 @@ fn an_azure_tdx_cvms_chain_holds_up_to_intels_verdict_on_its_td_quote() {
         )
         .expect_err("a plain TD must disable SEPT #VE");
     assert!(plain.to_string().contains("SEPT_VE_DISABLE"), "{plain}");
+    // Without the paravisor's MRTD pinned, the TD is not taken at all.
+    let unpinned = veil_attest::tdx::TdxVerifier::new(veil_attest::tdx::TdxPolicy {
+        allowed_tcb_status: vec!["OutOfDate".into()],
+        now: Some(june_2025),
+        ..veil_attest::tdx::TdxPolicy::default()
+    })
+    .with_collateral_json(&own)
+    .expect("collateral parses");
+    let e = verify_azure_tdx(&ev, &unpinned, NONCE).expect_err("no MRTD pinned");
+    assert!(e.to_string().contains("MRTDs pinned"), "{e}");
     // Outside the collateral's dates, or with its TCB info changed, it is refused.
     let e = verify_azure_tdx(&ev, &verifier(&own, june_2025 + 60 * 86_400), NONCE)
         .expect_err("expired collateral");

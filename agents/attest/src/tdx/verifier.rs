@@ -163,12 +163,21 @@ impl TdxVerifier {
 
     /// Verifies the TD quote of Azure's TDX paravisor (a TD that partitions itself and
     /// handles #VE for its guest, so runs without SEPT_VE_DISABLE). Only the azure-tdx
-    /// evidence kind calls it, after checking the HCL report the quote covers.
+    /// evidence kind calls it, after checking the HCL report the quote covers. That
+    /// allowance holds only for the firmware the policy pins: without MRTDs to compare
+    /// with, any TD (one running Linux directly without SEPT_VE_DISABLE, too) would pass.
     pub(crate) fn verify_paravisor_td(
         &self,
         ev: &TdxEvidence,
         expected_user_data: &[u8; 32],
     ) -> Result<Verified, TdxVerifyError> {
+        if self.policy.allowed_mrtd.is_empty() {
+            return Err(TdxVerifyError::Unsupported {
+                what: "policy",
+                reason: "a paravisor TD is accepted only with the paravisor's MRTDs pinned, and none are"
+                    .into(),
+            });
+        }
         self.verify_td(ev, expected_user_data, TdKind::AzureParavisor)
     }
 

@@ -100,9 +100,10 @@ pub(super) fn platform_status(
     pck: &PckExtension,
     td: &TDReport10,
 ) -> Result<TcbStatusWithAdvisory, TdxVerifyError> {
-    if info.id != "TDX" || info.version < 3 {
+    // Version 3 is what Intel's PCS serves for TDX; a later one may mean other rules.
+    if info.id != "TDX" || info.version != 3 {
         return Err(collateral(format!(
-            "the TCB info is {} version {}, a TDX quote needs TDX version 3 or later",
+            "the TCB info is {} version {}, a TDX quote needs TDX version 3",
             info.id, info.version
         )));
     }
