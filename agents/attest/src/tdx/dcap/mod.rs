@@ -69,25 +69,29 @@ pub(crate) fn verify_chain(
             return Err(unsupported("quote", "version 3 authentication data".into()));
         }
     };
-    if auth.certification_data.cert_type != CERT_DATA_QE_REPORT {
-        return Err(unsupported(
-            "quote certification data",
-            format!(
-                "type {} (Veil takes type {CERT_DATA_QE_REPORT}, the QE report)",
-                auth.certification_data.cert_type
-            ),
-        ));
-    }
+    let cert_type = |what: &'static str, got: u16, want: u16, name: &str| {
+        if got == want {
+            Ok(())
+        } else {
+            Err(unsupported(
+                what,
+                format!("type {got} (Veil takes type {want}, {name})"),
+            ))
+        }
+    };
+    cert_type(
+        "quote certification data",
+        auth.certification_data.cert_type,
+        CERT_DATA_QE_REPORT,
+        "the QE report",
+    )?;
     let qe_data = &auth.qe_report_data;
-    if qe_data.certification_data.cert_type != CERT_DATA_PCK_CHAIN {
-        return Err(unsupported(
-            "QE certification data",
-            format!(
-                "type {} (Veil takes type {CERT_DATA_PCK_CHAIN}, the PCK chain in the quote)",
-                qe_data.certification_data.cert_type
-            ),
-        ));
-    }
+    cert_type(
+        "QE certification data",
+        qe_data.certification_data.cert_type,
+        CERT_DATA_PCK_CHAIN,
+        "the PCK chain in the quote",
+    )?;
 
     let pki = pki::IntelPki::new(
         root_ca_der,
@@ -420,6 +424,22 @@ mod tests {
             c.pck_crl = c.root_ca_crl.clone();
             assert!(run(&c).contains("PCK certificate path"));
         }
+    }
+
+    #[test]
+    fn certification_data_of_another_type_is_refused_by_type() {
+        let case = &cases()[1];
+        // Header (48), TD report (584), length (4), signature (64), key (64): the
+        // outer certification data's type.
+        assert_eq!(case.quote[764..766], [6, 0]);
+        let mut q = case.quote.clone();
+        q[764] = 5;
+        let e = verify_chain(&q, &case.collateral, INTEL_SGX_ROOT_CA_DER, case.now)
+            .expect_err("type 5 outside");
+        assert!(
+            matches!(&e, TdxVerifyError::Unsupported { what: "quote certification data", reason } if reason.starts_with("type 5")),
+            "{e}"
+        );
     }
 
     #[test]
