@@ -20,10 +20,9 @@
 //! 6. the platform's TCB level (PCK certificate's CPU and PCE SVNs, the report's TDX
 //!    SVNs) and the TDX module's signer and level, from the TCB info.
 //!
-//! Only TD 1.0 reports (quote version 4, or 5 with a TD 1.0 body) are taken: a TD 1.5
-//! report adds service TDs and a second TCB to appraise, which no profile that uses this
-//! path produces. The differential tests hold its verdicts to dcap-qvl's on the same
-//! evidence.
+//! TD 1.0 and TD 1.5 reports are taken (a TD 1.5 without service TDs; its current TCB
+//! is appraised too, and Intel's "relaunch advised" applies), not TD 1.5ex. The
+//! differential tests hold its verdicts to dcap-qvl's on the same evidence.
 
 mod pki;
 mod tcb;
@@ -62,7 +61,7 @@ pub(crate) fn verify_chain(
         what: "quote",
         reason: format!("{e:#}"),
     })?;
-    let td = td_report(&quote)?;
+    let (td, current_svn) = td_report(&quote)?;
     let auth = match &quote.auth_data {
         AuthData::V4(a) => a,
         AuthData::V3(_) => {
@@ -171,15 +170,23 @@ pub(crate) fn verify_chain(
     // 6. Where the QE, the platform and the TDX module stand.
     let qe_status = tcb::qe_status(&qe, &qe_identity)?;
     let platform_status = tcb::platform_status(&tcb_info, &platform, td)?;
-    let status = platform_status.merge(&qe_status);
+    let mut status = platform_status.merge(&qe_status);
     tcb::refuse_revoked(&status)?;
+    // A TD 1.5's current TCB (after TD-preserving module updates) must be appraisable
+    // too, and not revoked.
+    if let Some(svn) = current_svn {
+        let current = tcb::status_at(&tcb_info, &platform, svn)?.merge(&qe_status);
+        tcb::refuse_revoked(&current)?;
+        status.status = tcb::relaunch_status(status.status, current.status);
+    }
     Ok(ChainVerdict {
         status: status.status.to_string(),
         advisory_ids: status.advisory_ids,
     })
 }
 
-fn td_report(quote: &Quote) -> Result<&TDReport10, TdxVerifyError> {
+/// The TD report, and for a TD 1.5 its current TEE_TCB_SVN.
+fn td_report(quote: &Quote) -> Result<(&TDReport10, Option<&[u8; 16]>), TdxVerifyError> {
     if !matches!(quote.header.version, 4 | 5) {
         return Err(unsupported(
             "quote",
@@ -208,10 +215,19 @@ fn td_report(quote: &Quote) -> Result<&TDReport10, TdxVerifyError> {
         ));
     }
     match &quote.report {
-        Report::TD10(td) => Ok(td),
-        Report::TD15(_) | Report::TD15Ex(_) => Err(unsupported(
+        Report::TD10(td) => Ok((td, None)),
+        // Service TDs could read the TD's state: none are part of Veil's design.
+        Report::TD15(td) if td.mr_service_td != [0; 48] => Err(unsupported(
             "TD report",
-            "TD 1.5 reports are not taken by this path (only TD 1.0)".into(),
+            format!(
+                "service TDs are bound (MRSERVICETD {})",
+                hex::encode(td.mr_service_td)
+            ),
+        )),
+        Report::TD15(td) => Ok((&td.base, Some(&td.tee_tcb_svn2))),
+        Report::TD15Ex(_) => Err(unsupported(
+            "TD report",
+            "TD 1.5ex reports (quote body type 4) are not taken by this path".into(),
         )),
         Report::SgxEnclave(_) => Err(unsupported(
             "quote body",
@@ -424,6 +440,41 @@ mod tests {
             c.pck_crl = c.root_ca_crl.clone();
             assert!(run(&c).contains("PCK certificate path"));
         }
+    }
+
+    /// A real TD 1.5 quote (v5) of another platform: every signature holds, and its CPU
+    /// SVN meets no TCB level of its collateral (component 7 is 3, every level wants 5).
+    /// Both refuse it there; and a TD 1.5 bound to service TDs is refused as such.
+    #[test]
+    fn a_td_1_5_quote_goes_through_the_chain_to_its_tcb_level() {
+        let quote = data("tdx/tdx_quote_outdated.bin");
+        let c = collateral("tdx/tdx_quote_outdated_collateral.json");
+        let now = 1_772_323_200;
+        assert!(matches!(
+            Quote::parse(&quote).expect("parses").report,
+            Report::TD15(_)
+        ));
+        let e = verify_chain(&quote, &c, INTEL_SGX_ROOT_CA_DER, now).expect_err("no TCB level");
+        assert!(
+            e.to_string()
+                .contains("no TCB level of the TCB info is met by CPUSVN 0303020204010003"),
+            "{e}"
+        );
+        let theirs = dcap_qvl(&quote, &c, now).expect_err("dcap-qvl refuses it too");
+        assert!(theirs.contains("No matching TCB level"), "{theirs}");
+        // A flipped signed byte is refused by its signature before any TCB matching.
+        let mut q = quote.clone();
+        q[48 + 6 + 136] ^= 1; // MRTD
+        let e = verify_chain(&q, &c, INTEL_SGX_ROOT_CA_DER, now).expect_err("changed MRTD");
+        assert!(
+            e.to_string().contains("signature by its attestation key"),
+            "{e}"
+        );
+        // MRSERVICETD: header (48), body header (6), TD 1.0 fields (584), TEE_TCB_SVN2 (16).
+        let mut q = quote;
+        q[48 + 6 + 584 + 16] ^= 1;
+        let e = verify_chain(&q, &c, INTEL_SGX_ROOT_CA_DER, now).expect_err("service TD");
+        assert!(e.to_string().contains("service TDs are bound"), "{e}");
     }
 
     #[test]

@@ -124,8 +124,19 @@ pub(super) fn platform_status(
             hex::encode(&pck.pce_id)
         )));
     }
-    let module = module_status(info, td)?;
+    check_module_signer(info, td)?;
+    status_at(info, pck, &td.tee_tcb_svn)
+}
 
+/// The status of the platform with the TDX module at `tee_tcb_svn`: the highest TCB
+/// level it meets, converged with the module's own level. (A TD 1.5 is appraised at
+/// its launch SVNs and at its current ones, which a TD-preserving update changes.)
+pub(super) fn status_at(
+    info: &TcbInfo,
+    pck: &PckExtension,
+    tee_tcb_svn: &[u8; 16],
+) -> Result<TcbStatusWithAdvisory, TdxVerifyError> {
+    let module = module_level(info, tee_tcb_svn)?;
     // Highest level first, as Intel's QVL orders them: by the SGX components, then the
     // PCE SVN, then the TDX components.
     let mut levels: Vec<_> = info.tcb_levels.iter().collect();
@@ -139,7 +150,7 @@ pub(super) fn platform_status(
     let mut matched = None;
     for level in levels {
         let short = level
-            .shortfalls(&pck.cpu_svn, pck.pce_svn, Some(&td.tee_tcb_svn))
+            .shortfalls(&pck.cpu_svn, pck.pce_svn, Some(tee_tcb_svn))
             .map_err(|e| collateral(format!("TCB info level: {e:#}")))?;
         if short.is_empty() {
             matched = Some(level);
@@ -151,7 +162,7 @@ pub(super) fn platform_status(
             "no TCB level of the TCB info is met by CPUSVN {}, PCESVN {}, TEE_TCB_SVN {}",
             hex::encode(pck.cpu_svn),
             pck.pce_svn,
-            hex::encode(td.tee_tcb_svn)
+            hex::encode(tee_tcb_svn)
         ))
     })?;
     let platform = TcbStatusWithAdvisory::new(level.tcb_status, level.advisory_ids.clone());
@@ -162,12 +173,8 @@ pub(super) fn platform_status(
 }
 
 /// Checks the TDX module's signer and SEAM attributes against the identity the TCB
-/// info gives for its version (`TEE_TCB_SVN[1]`; version 0 uses the base `tdxModule`),
-/// and returns the module's own TCB level where the identity has levels.
-fn module_status(
-    info: &TcbInfo,
-    td: &TDReport10,
-) -> Result<Option<TcbStatusWithAdvisory>, TdxVerifyError> {
+/// info gives for its version (`TEE_TCB_SVN[1]`; version 0 uses the base `tdxModule`).
+fn check_module_signer(info: &TcbInfo, td: &TDReport10) -> Result<(), TdxVerifyError> {
     let identity = info
         .tdx_module_identity(&td.tee_tcb_svn)
         .map_err(|e| collateral(format!("{e:#}")))?;
@@ -216,24 +223,66 @@ fn module_status(
             ),
         });
     }
-    let Some(identity) = identity else {
+    Ok(())
+}
+
+/// The TDX module's own TCB level at `tee_tcb_svn` (its ISVSVN is byte 0), where the
+/// TCB info has levels for its version (byte 1).
+fn module_level(
+    info: &TcbInfo,
+    tee_tcb_svn: &[u8; 16],
+) -> Result<Option<TcbStatusWithAdvisory>, TdxVerifyError> {
+    let Some(identity) = info
+        .tdx_module_identity(tee_tcb_svn)
+        .map_err(|e| collateral(format!("{e:#}")))?
+    else {
         return Ok(None);
     };
     let level = identity
         .tcb_levels
         .iter()
-        .filter(|l| l.shortfall(&td.tee_tcb_svn).is_none())
+        .filter(|l| l.shortfall(tee_tcb_svn).is_none())
         .max_by_key(|l| l.tcb.isvsvn)
         .ok_or_else(|| {
             collateral(format!(
                 "the TDX module's ISVSVN {} is below every level of {}",
-                td.tee_tcb_svn[0], identity.id
+                tee_tcb_svn[0], identity.id
             ))
         })?;
     Ok(Some(TcbStatusWithAdvisory::new(
         level.tcb_status,
         level.advisory_ids.clone(),
     )))
+}
+
+/// A TD 1.5 launched on a TCB since made out of date by a TD-preserving update of the
+/// TDX module: Intel's QVL then says the TD should be relaunched, rather than that the
+/// platform is out of date. `launch` is the converged status at launch, `current` the
+/// one at the current SVNs.
+pub(super) fn relaunch_status(launch: TcbStatus, current: TcbStatus) -> TcbStatus {
+    use TcbStatus::*;
+    let needs_configuration = |s: TcbStatus| {
+        matches!(
+            s,
+            ConfigurationNeeded
+                | OutOfDateConfigurationNeeded
+                | ConfigurationAndSWHardeningNeeded
+                | TDRelaunchAdvisedConfigurationNeeded
+        )
+    };
+    let launch_out_of_date = matches!(launch, OutOfDate | OutOfDateConfigurationNeeded);
+    let current_fine = matches!(
+        current,
+        UpToDate | SWHardeningNeeded | ConfigurationNeeded | ConfigurationAndSWHardeningNeeded
+    );
+    if !(launch_out_of_date && current_fine) {
+        return launch;
+    }
+    if needs_configuration(launch) || needs_configuration(current) {
+        TDRelaunchAdvisedConfigurationNeeded
+    } else {
+        TDRelaunchAdvised
+    }
 }
 
 /// A revoked platform or QE is refused whatever the policy says.
@@ -392,6 +441,31 @@ mod tests {
                 .expect_err("SGX")
                 .to_string()
                 .contains("TDX version 3")
+        );
+    }
+
+    #[test]
+    fn a_td_launched_on_an_out_of_date_tcb_since_updated_is_told_to_relaunch() {
+        use TcbStatus::*;
+        assert_eq!(relaunch_status(OutOfDate, UpToDate), TDRelaunchAdvised);
+        assert_eq!(
+            relaunch_status(OutOfDate, SWHardeningNeeded),
+            TDRelaunchAdvised
+        );
+        assert_eq!(
+            relaunch_status(OutOfDateConfigurationNeeded, UpToDate),
+            TDRelaunchAdvisedConfigurationNeeded
+        );
+        assert_eq!(
+            relaunch_status(OutOfDate, ConfigurationNeeded),
+            TDRelaunchAdvisedConfigurationNeeded
+        );
+        // Still out of date now, or never was: the launch status stands.
+        assert_eq!(relaunch_status(OutOfDate, OutOfDate), OutOfDate);
+        assert_eq!(relaunch_status(UpToDate, UpToDate), UpToDate);
+        assert_eq!(
+            relaunch_status(SWHardeningNeeded, UpToDate),
+            SWHardeningNeeded
         );
     }
 
