@@ -9,14 +9,16 @@
 
 pub mod attester;
 mod dcap;
+mod error;
 pub mod evidence;
 pub mod quote;
 pub mod verifier;
 
 pub use attester::{TdxAttestError, TdxAttester};
+pub use error::TdxVerifyError;
 pub use evidence::TdxEvidence;
 pub use quote::{TdQuote, check_td_attributes};
-pub use verifier::{TdxPolicy, TdxVerifier, TdxVerifyError};
+pub use verifier::{TdxPolicy, TdxVerifier};
 
 /// DER of the Intel SGX Root CA (CN=Intel SGX Root CA, valid 2018-05-21 to 2049-12-31),
 /// SHA-256 fingerprint

@@ -3,7 +3,7 @@
 
 use dcap_qvl::quote::{Quote, Report, TDAttributes};
 
-use super::verifier::TdxVerifyError;
+use super::error::TdxVerifyError;
 
 /// TEE type of a TDX quote header (`0x81`).
 pub const TEE_TYPE_TDX: u32 = 0x81;

@@ -7,12 +7,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use dcap_qvl::QuoteCollateralV3;
 use dcap_qvl::verify::QuoteVerifier;
-use thiserror::Error;
 use x509_cert::crl::CertificateList;
 use x509_cert::der::Decode as _;
 
 use super::INTEL_SGX_ROOT_CA_DER;
 use super::dcap;
+use super::error::TdxVerifyError;
 use super::evidence::TdxEvidence;
 use super::quote::{TdQuote, check_td_attributes};
 use crate::evidence::{Evidence, EvidencePlatform, Verified, Verifier};
@@ -63,49 +63,6 @@ impl Default for TdxPolicy {
             ignore_report_data_tail: false,
         }
     }
-}
-
-#[derive(Debug, Error)]
-pub enum TdxVerifyError {
-    #[error("{what} truncated at offset {offset}")]
-    Truncated { what: &'static str, offset: usize },
-    #[error("malformed {what}: {reason}")]
-    Malformed { what: &'static str, reason: String },
-    #[error("{what} is not supported: {reason}")]
-    Unsupported { what: &'static str, reason: String },
-    #[error(
-        "TDX quote signature chain does not verify to the trusted root (Intel SGX Root CA unless configured otherwise): {reason}"
-    )]
-    BadSignature { reason: String },
-    #[error(
-        "the TD runs without SEPT_VE_DISABLE (td_attributes {td_attributes}, bit 28 clear): the host could inject #VE on its private memory"
-    )]
-    SeptVeEnabled { td_attributes: String },
-    #[error("TDX collateral not valid: {reason}")]
-    CollateralInvalid { reason: String },
-    #[error(
-        "TD quote is bound to report data {got}, expected {expected} (stale or replayed evidence, or bound to another key)"
-    )]
-    ReportDataMismatch { expected: String, got: String },
-    #[error(
-        "TD runs with debug attributes (td_attributes {td_attributes}, DEBUG bit {debug_bit}) and the policy forbids debug TDs"
-    )]
-    DebugAllowed {
-        td_attributes: String,
-        debug_bit: bool,
-    },
-    #[error("TCB status {got} is not allowed (allowed: {allowed:?})")]
-    TcbStatus { got: String, allowed: Vec<String> },
-    #[error("MRTD {got} is not among the {allowed} allowed value(s)")]
-    MrtdMismatch { got: String, allowed: usize },
-    #[error("RTMR{index} is {got}, expected {expected}")]
-    RtmrMismatch {
-        index: u8,
-        expected: String,
-        got: String,
-    },
-    #[error("{platform} evidence cannot be checked by the TDX verifier")]
-    WrongPlatform { platform: &'static str },
 }
 
 /// Whose TD a quote is: which chain check and which attributes apply.

@@ -31,7 +31,7 @@ use dcap_qvl::QuoteCollateralV3;
 use dcap_qvl::quote::{AuthData, EnclaveReport, Quote, Report, TDReport10};
 use sha2::{Digest as _, Sha256};
 
-use super::TdxVerifyError;
+use super::error::TdxVerifyError;
 use super::quote::TEE_TYPE_TDX;
 
 /// ECDSA-256 with P-256, the only attestation key type Intel's TD QE uses.

@@ -9,7 +9,7 @@ use webpki::{
 use x509_cert::Certificate;
 use x509_cert::der::Encode as _;
 
-use super::super::TdxVerifyError;
+use super::super::error::TdxVerifyError;
 
 const ECDSA_P256: &dyn SignatureVerificationAlgorithm = webpki::ring::ECDSA_P256_SHA256;
 

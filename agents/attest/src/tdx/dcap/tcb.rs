@@ -9,7 +9,7 @@ use dcap_qvl::qe_identity::QeIdentity;
 use dcap_qvl::quote::{EnclaveReport, TDReport10};
 use dcap_qvl::tcb_info::{TcbInfo, TcbStatus, TcbStatusWithAdvisory};
 
-use super::super::TdxVerifyError;
+use super::super::error::TdxVerifyError;
 
 /// SGX ATTRIBUTES bit 1: the enclave runs in debug mode.
 const SGX_ATTRIBUTE_DEBUG: u8 = 0x02;
