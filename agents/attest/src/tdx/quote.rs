@@ -12,9 +12,6 @@ pub const TEE_TYPE_TDX: u32 = 0x81;
 /// features that equally expose the TD to the host.
 const TUD_DEBUG: u8 = 0x01;
 const TUD_ANY: u8 = 0x71;
-/// TD attribute bit 28, SEPT_VE_DISABLE (little-endian: byte 3, bit 4).
-const SEPT_VE_DISABLE_BYTE: usize = 3;
-const SEPT_VE_DISABLE_MASK: u8 = 1 << 4;
 
 /// The measured and bound fields of a TD report.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,7 +124,7 @@ pub fn check_td_attributes(
     }
     // Without SEPT_VE_DISABLE the host can make the TD take #VE on its private pages,
     // a channel Linux refuses to run with. Azure's paravisor takes those #VE itself.
-    if !sept_ve_allowed && td_attributes[SEPT_VE_DISABLE_BYTE] & SEPT_VE_DISABLE_MASK == 0 {
+    if !sept_ve_allowed && !attrs.sec.sept_ve_disable {
         return Err(TdxVerifyError::SeptVeEnabled {
             td_attributes: hex::encode(td_attributes),
         });

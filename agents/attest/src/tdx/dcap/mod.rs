@@ -160,12 +160,19 @@ pub(crate) fn verify_chain(
         })?;
     let mut point = [0x04u8; 65];
     point[1..].copy_from_slice(&auth.ecdsa_attestation_key);
-    let sig = pki::fixed_to_der(&auth.ecdsa_signature).map_err(bad_signature)?;
-    ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_ASN1, point)
-        .verify(signed, &sig)
-        .map_err(|_| {
-            bad_signature("the quote's signature by its attestation key does not verify".into())
-        })?;
+    let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(&point).map_err(|e| {
+        bad_signature(format!(
+            "the quote's attestation key is not a P-256 point: {e}"
+        ))
+    })?;
+    let (r, s) = auth.ecdsa_signature.split_at(32);
+    crate::signature::p256_fixed(
+        &key,
+        signed,
+        p256::FieldBytes::from_slice(r),
+        p256::FieldBytes::from_slice(s),
+    )
+    .map_err(|e| bad_signature(format!("the quote's signature by its attestation key: {e}")))?;
 
     // 6. Where the QE, the platform and the TDX module stand.
     let qe_status = tcb::qe_status(&qe, &qe_identity)?;
