@@ -3,7 +3,9 @@
 //! identity, CRLs) needed to check it offline.
 //!
 //! Verification uses `dcap-qvl` (pure Rust) against the Intel SGX Root CA pinned in this
-//! crate ([`INTEL_SGX_ROOT_CA_DER`]); no collateral is fetched at run time. Azure's
+//! crate ([`INTEL_SGX_ROOT_CA_DER`]); the verifier fetches nothing. Where a node needs
+//! collateral it has not got, [`pcs`] assembles it from Intel PCS answers that its
+//! caller fetched (`veil-cloud`). Azure's
 //! paravisor TD, which dcap-qvl refuses for its attributes, goes through Veil's own walk
 //! of the same chain (`dcap`), held to dcap-qvl's verdicts by differential tests.
 
@@ -11,6 +13,7 @@ pub mod attester;
 mod dcap;
 mod error;
 pub mod evidence;
+pub mod pcs;
 pub mod quote;
 pub mod verifier;
 

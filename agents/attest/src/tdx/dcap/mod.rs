@@ -28,7 +28,7 @@ mod pki;
 mod tcb;
 
 use dcap_qvl::QuoteCollateralV3;
-use dcap_qvl::quote::{AuthData, EnclaveReport, Quote, Report, TDReport10};
+use dcap_qvl::quote::{AuthData, AuthDataV4, EnclaveReport, Quote, Report, TDReport10};
 use sha2::{Digest as _, Sha256};
 
 use super::error::TdxVerifyError;
@@ -62,35 +62,8 @@ pub(crate) fn verify_chain(
         reason: format!("{e:#}"),
     })?;
     let (td, current_svn) = td_report(&quote)?;
-    let auth = match &quote.auth_data {
-        AuthData::V4(a) => a,
-        AuthData::V3(_) => {
-            return Err(unsupported("quote", "version 3 authentication data".into()));
-        }
-    };
-    let cert_type = |what: &'static str, got: u16, want: u16, name: &str| {
-        if got == want {
-            Ok(())
-        } else {
-            Err(unsupported(
-                what,
-                format!("type {got} (Veil takes type {want}, {name})"),
-            ))
-        }
-    };
-    cert_type(
-        "quote certification data",
-        auth.certification_data.cert_type,
-        CERT_DATA_QE_REPORT,
-        "the QE report",
-    )?;
+    let auth = certified_auth_data(&quote)?;
     let qe_data = &auth.qe_report_data;
-    cert_type(
-        "QE certification data",
-        qe_data.certification_data.cert_type,
-        CERT_DATA_PCK_CHAIN,
-        "the PCK chain in the quote",
-    )?;
 
     let pki = pki::IntelPki::new(
         root_ca_der,
@@ -190,6 +163,40 @@ pub(crate) fn verify_chain(
         status: status.status.to_string(),
         advisory_ids: status.advisory_ids,
     })
+}
+
+/// The quote's authentication data, after checking that it certifies the attestation
+/// key the one way Veil takes: a QE report around the PCK chain (types 6 and 5).
+pub(crate) fn certified_auth_data(quote: &Quote) -> Result<&AuthDataV4, TdxVerifyError> {
+    let auth = match &quote.auth_data {
+        AuthData::V4(a) => a,
+        AuthData::V3(_) => {
+            return Err(unsupported("quote", "version 3 authentication data".into()));
+        }
+    };
+    let cert_type = |what: &'static str, got: u16, want: u16, name: &str| {
+        if got == want {
+            Ok(())
+        } else {
+            Err(unsupported(
+                what,
+                format!("type {got} (Veil takes type {want}, {name})"),
+            ))
+        }
+    };
+    cert_type(
+        "quote certification data",
+        auth.certification_data.cert_type,
+        CERT_DATA_QE_REPORT,
+        "the QE report",
+    )?;
+    cert_type(
+        "QE certification data",
+        auth.qe_report_data.certification_data.cert_type,
+        CERT_DATA_PCK_CHAIN,
+        "the PCK chain in the quote",
+    )?;
+    Ok(auth)
 }
 
 /// The TD report, and for a TD 1.5 its current TEE_TCB_SVN.
