@@ -404,15 +404,29 @@ pub async fn connect(tpm: &SharedTpm, config: &JoinConfig) -> Result<tonic::tran
 
 /// What the join service's evidence must show, from our own cloud evidence
 /// (`veil_attest::peer::cloud_policy_like_own`): its kind, profile and launch
-/// measurement. Any data will do for ours: only its launch-time fields are used.
+/// measurement. Any data will do for ours: only its launch-time fields are used. On
+/// Azure TDX, with Intel's collateral for this node's platform: a service on a platform
+/// of another FMSPC is refused, naming both (nodes are launched alike).
 async fn service_policy_like(own: Arc<dyn EvidenceIssuer>) -> Result<PlatformPolicy> {
     let encoded = tokio::task::spawn_blocking(move || own.issue(&[0; 32]))
         .await
         .context("the task reading our own evidence")?
         .map_err(|e| anyhow!("our own cloud evidence: {e}"))?;
     let own = veil_attest::Evidence::decode(&encoded).context("our own cloud evidence")?;
-    let policy = veil_attest::peer::cloud_policy_like_own(&own)
+    let mut policy = veil_attest::peer::cloud_policy_like_own(&own)
         .context("deriving what the join service's evidence must show")?;
+    // A TD quote is checked with Intel's collateral, which neither evidence carries:
+    // fetched from Intel for this node's own platform (Intel signs it; the verifier
+    // checks it against the pinned root).
+    if let (veil_attest::Evidence::AzureTdx(ev), Some((_, collateral @ None))) =
+        (&own, &mut policy.azure_tdx)
+    {
+        let pcs = veil_cloud::pcs::PcsClient::intel()
+            .context("reaching Intel's PCS for the join service's TD quote")?;
+        *collateral = Some(pcs.collateral_for(&ev.td_quote).await.context(
+            "Intel's collateral to check the join service's TD quote with (for this node's own platform)",
+        )?);
+    }
     tracing::info!(
         accepts = %policy.accepts(),
         "the join service must show cloud evidence like this node's"

@@ -14,6 +14,7 @@
 //! The HTTP client is hyper's own (already in the tree through tonic): one bounded
 //! request at a time needs no more.
 
+pub mod pcs;
 pub mod user_data;
 
 use std::sync::{Arc, Mutex};
@@ -50,8 +51,12 @@ pub enum CloudError {
     Timeout { url: String },
     #[error("asking {url}: {reason}")]
     Transport { url: String, reason: String },
-    #[error("reading {url}'s answer (at most {HTTP_MAX_BYTES} bytes): {reason}")]
-    Body { url: String, reason: String },
+    #[error("reading {url}'s answer (at most {max_bytes} bytes): {reason}")]
+    Body {
+        url: String,
+        max_bytes: usize,
+        reason: String,
+    },
     #[error("{url} answered {status}: {excerpt}")]
     Status {
         url: String,
@@ -76,6 +81,10 @@ pub enum CloudError {
     Gcp(#[source] GcpError),
     #[error("the instance's user data from {url}: {reason}")]
     UserData { url: String, reason: String },
+    #[error("fetching Intel's collateral: {0}")]
+    Pcs(String),
+    #[error("Intel's collateral for the TD quote: {0}")]
+    Collateral(#[source] veil_attest::tdx::pcs::PcsError),
     #[error(transparent)]
     Launch(#[from] veil_protocol::launch::LaunchError),
 }
@@ -94,6 +103,24 @@ pub async fn http_request(
     body: Bytes,
 ) -> Result<Bytes, CloudError> {
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    send(&client, method, url, headers, body, HTTP_MAX_BYTES)
+        .await
+        .map(|(_, body)| body)
+}
+
+/// One request through `client`: the headers and body (at most `max_bytes`) of a 2xx
+/// answer; any other status is an error with the start of the body.
+pub(crate) async fn send<C>(
+    client: &Client<C, Full<Bytes>>,
+    method: hyper::Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+    max_bytes: usize,
+) -> Result<(hyper::HeaderMap, Bytes), CloudError>
+where
+    C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
+{
     let mut request = hyper::Request::builder().method(method).uri(url);
     for (name, value) in headers {
         request = request.header(*name, *value);
@@ -111,25 +138,40 @@ pub async fn http_request(
         })?
         .map_err(|e| CloudError::Transport {
             url: url.to_owned(),
-            reason: e.to_string(),
+            reason: with_sources(&e),
         })?;
-    let status = response.status();
-    let body = Limited::new(response.into_body(), HTTP_MAX_BYTES)
-        .collect()
+    let (parts, body) = response.into_parts();
+    let body = tokio::time::timeout(HTTP_TIMEOUT, Limited::new(body, max_bytes).collect())
         .await
+        .map_err(|_| CloudError::Timeout {
+            url: url.to_owned(),
+        })?
         .map_err(|e| CloudError::Body {
             url: url.to_owned(),
+            max_bytes,
             reason: e.to_string(),
         })?
         .to_bytes();
-    if !status.is_success() {
+    if !parts.status.is_success() {
         return Err(CloudError::Status {
             url: url.to_owned(),
-            status,
+            status: parts.status,
             excerpt: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
         });
     }
-    Ok(body)
+    Ok((parts.headers, body))
+}
+
+/// `e` and what caused it (hyper's own message is only "client error (Connect)").
+fn with_sources(e: &dyn std::error::Error) -> String {
+    let mut reason = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        reason.push_str(": ");
+        reason.push_str(&s.to_string());
+        source = s.source();
+    }
+    reason
 }
 
 /// [`http_get`], where a 404 means there is nothing (no user data, say).
@@ -311,28 +353,7 @@ pub(crate) mod tests {
             let mut requests = Vec::new();
             for (status, body) in answers {
                 let (mut s, _) = listener.accept().await.expect("accept");
-                // The whole request: headers, then as many bytes as content-length says.
-                let mut request = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    let n = s.read(&mut chunk).await.expect("read");
-                    request.extend_from_slice(&chunk[..n]);
-                    let text = String::from_utf8_lossy(&request).to_ascii_lowercase();
-                    let Some(end) = text.find("\r\n\r\n") else {
-                        if n == 0 {
-                            break;
-                        }
-                        continue;
-                    };
-                    let length = text
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:"))
-                        .and_then(|v| v.trim().parse::<usize>().ok())
-                        .unwrap_or(0);
-                    if n == 0 || request.len() >= end + 4 + length {
-                        break;
-                    }
-                }
+                let request = read_request(&mut s).await;
                 let answer = format!(
                     "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                     body.len()
@@ -343,6 +364,33 @@ pub(crate) mod tests {
             requests
         });
         (base, served)
+    }
+
+    /// A whole HTTP/1.1 request from `s`: headers, then as many bytes as
+    /// content-length says.
+    pub(crate) async fn read_request(s: &mut tokio::net::TcpStream) -> Vec<u8> {
+        let mut request = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = s.read(&mut chunk).await.expect("read");
+            request.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&request).to_ascii_lowercase();
+            let Some(end) = text.find("\r\n\r\n") else {
+                if n == 0 {
+                    break;
+                }
+                continue;
+            };
+            let length = text
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if n == 0 || request.len() >= end + 4 + length {
+                break;
+            }
+        }
+        request
     }
 
     #[tokio::test]

@@ -1,0 +1,347 @@
+//! Intel's collateral for a TD quote, fetched when a node needs it: an Azure TDX joiner
+//! has nothing else to check its join service's TD quote with (its evidence carries no
+//! collateral, and a joiner has no cluster policy yet).
+//!
+//! The answers come over HTTPS checked against the system's CA roots, but that is for
+//! availability only: every part is signed by Intel and checked by the verifier against
+//! the Intel root pinned in `veil-attest`. Whoever sits in between (the cloud's network)
+//! can withhold collateral, or replay older collateral Intel signed that is still inside
+//! its dates (weeks), and nothing more. The service's address is a constant of the
+//! image, not read from anything the host writes.
+
+use std::sync::Arc;
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use veil_attest::tdx::pcs::{
+    CollateralRequest, INTEL_PCS_URL, INTEL_ROOT_CA_CRL_URL, PCK_CRL_ISSUER_CHAIN, PcsAnswer,
+    PcsAnswers, QE_IDENTITY_ISSUER_CHAIN, TCB_INFO_ISSUER_CHAIN, assemble,
+};
+
+use crate::{CloudError, send};
+
+/// TCB info and CRLs are tens of KiB at most; a bound keeps a hostile answer small.
+const PCS_MAX_BYTES: usize = 1024 * 1024;
+
+/// Where collateral is fetched from.
+#[derive(Clone)]
+pub struct PcsClient {
+    base: String,
+    root_ca_crl_url: String,
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+}
+
+impl std::fmt::Debug for PcsClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PcsClient")
+            .field("base", &self.base)
+            .field("root_ca_crl_url", &self.root_ca_crl_url)
+            .finish()
+    }
+}
+
+impl PcsClient {
+    /// Intel's PCS, over TLS checked against the system's CA roots.
+    pub fn intel() -> Result<Self, CloudError> {
+        let found = rustls_native_certs::load_native_certs();
+        let mut roots = rustls::RootCertStore::empty();
+        let (added, _ignored) = roots.add_parsable_certificates(found.certs);
+        if added == 0 {
+            return Err(CloudError::Pcs(format!(
+                "no CA certificate in the system's store to check {INTEL_PCS_URL} with ({} errors: {:?})",
+                found.errors.len(),
+                found.errors.first().map(ToString::to_string)
+            )));
+        }
+        Self::with_roots(INTEL_PCS_URL, INTEL_ROOT_CA_CRL_URL, roots)
+    }
+
+    /// Another PCS-compatible service at `base` (a PCCS, or a test double), with the
+    /// root CA CRL at `root_ca_crl_url`; HTTPS against `roots`, or plain HTTP where the
+    /// URLs say so.
+    pub fn with_roots(
+        base: &str,
+        root_ca_crl_url: &str,
+        roots: rustls::RootCertStore,
+    ) -> Result<Self, CloudError> {
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| CloudError::Pcs(format!("TLS settings: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .build();
+        Ok(Self {
+            base: base.to_owned(),
+            root_ca_crl_url: root_ca_crl_url.to_owned(),
+            client: Client::builder(TokioExecutor::new()).build(connector),
+        })
+    }
+
+    /// The collateral (`QuoteCollateralV3` JSON) for the platform of the PCK
+    /// certificate in `quote`: its TCB info, the TD QE's identity, its PCK CA's CRL
+    /// and the root CA's CRL.
+    pub async fn collateral_for(&self, quote: &[u8]) -> Result<String, CloudError> {
+        let request = CollateralRequest::for_quote(quote).map_err(CloudError::Collateral)?;
+        let urls = [
+            request.tcb_info_url(&self.base),
+            request.qe_identity_url(&self.base),
+            request.pck_crl_url(&self.base),
+        ];
+        let (tcb_info, qe_identity, pck_crl, root_ca_crl) = tokio::try_join!(
+            self.get(&urls[0], TCB_INFO_ISSUER_CHAIN),
+            self.get(&urls[1], QE_IDENTITY_ISSUER_CHAIN),
+            self.get(&urls[2], PCK_CRL_ISSUER_CHAIN),
+            self.get(&self.root_ca_crl_url, ""),
+        )?;
+        let answers = PcsAnswers {
+            tcb_info,
+            qe_identity,
+            pck_crl,
+            root_ca_crl: root_ca_crl.body,
+        };
+        let collateral = assemble(&request, &answers).map_err(CloudError::Collateral)?;
+        tracing::info!(
+            fmspc = %request.fmspc_hex(),
+            service = %self.base,
+            "fetched Intel's collateral for the TD quote's platform"
+        );
+        Ok(collateral)
+    }
+
+    /// One answer, with the issuer-chain header `chain_header` if it has one.
+    async fn get(&self, url: &str, chain_header: &str) -> Result<PcsAnswer, CloudError> {
+        let (headers, body) = send(
+            &self.client,
+            hyper::Method::GET,
+            url,
+            &[],
+            Bytes::new(),
+            PCS_MAX_BYTES,
+        )
+        .await?;
+        let issuer_chain = match chain_header {
+            "" => None,
+            name => headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+        };
+        Ok(PcsAnswer {
+            body: body.to_vec(),
+            issuer_chain,
+        })
+    }
+}
+
+/// TEST DATA shared with `veil-attest`'s tests: Intel's answers from recorded collateral.
+#[cfg(test)]
+#[path = "../../attest/tests/pcs_support/mod.rs"]
+mod pcs_support;
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use tokio::io::AsyncWriteExt as _;
+
+    use super::*;
+    use crate::pcs::pcs_support;
+    use crate::tests::read_request;
+
+    const AZURE_QUOTE: &[u8] = include_bytes!("../../attest/tests/data/azure/tdx-td-quote.bin");
+    const AZURE_COLLATERAL: &str =
+        include_str!("../../attest/tests/data/azure/tdx-collateral-00806f050000.json");
+    const ROOT_CRL_PATH: &str = "/IntelSGXRootCA.der";
+
+    /// One answer of the test double: status, headers, body.
+    type Answer = (&'static str, Vec<(&'static str, String)>, Vec<u8>);
+
+    /// A TEST DOUBLE of Intel's PCS (and its root CA CRL): serves `routes` by request
+    /// path, one connection each, for `connections` requests; its base URL, and the
+    /// paths it was asked for.
+    async fn pcs_test_double(
+        routes: BTreeMap<String, Answer>,
+        connections: usize,
+    ) -> (String, tokio::task::JoinHandle<Vec<String>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let served = tokio::spawn(async move {
+            let mut paths = Vec::new();
+            for _ in 0..connections {
+                let (mut s, _) = listener.accept().await.expect("accept");
+                let request = String::from_utf8_lossy(&read_request(&mut s).await).into_owned();
+                let path = request.split(' ').nth(1).unwrap_or_default().to_owned();
+                let (status, headers, body) = routes.get(&path).cloned().unwrap_or((
+                    "404 Not Found",
+                    Vec::new(),
+                    b"no such path".to_vec(),
+                ));
+                let mut head = format!(
+                    "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n",
+                    body.len()
+                );
+                for (name, value) in headers {
+                    head.push_str(&format!("{name}: {value}\r\n"));
+                }
+                head.push_str("\r\n");
+                s.write_all(head.as_bytes()).await.expect("write");
+                s.write_all(&body).await.expect("write");
+                paths.push(path);
+            }
+            paths
+        });
+        (base, served)
+    }
+
+    /// What Intel's PCS served for the recorded Azure TD quote's platform.
+    fn intel_routes() -> BTreeMap<String, Answer> {
+        let a = pcs_support::served(AZURE_COLLATERAL);
+        let chain = |c: &Option<String>| c.clone().expect("issuer chain");
+        BTreeMap::from([
+            (
+                "/tdx/certification/v4/tcb?fmspc=00806F050000".into(),
+                (
+                    "200 OK",
+                    vec![(TCB_INFO_ISSUER_CHAIN, chain(&a.tcb_info.issuer_chain))],
+                    a.tcb_info.body,
+                ),
+            ),
+            (
+                "/tdx/certification/v4/qe/identity".into(),
+                (
+                    "200 OK",
+                    vec![(QE_IDENTITY_ISSUER_CHAIN, chain(&a.qe_identity.issuer_chain))],
+                    a.qe_identity.body,
+                ),
+            ),
+            (
+                "/sgx/certification/v4/pckcrl?ca=platform&encoding=der".into(),
+                (
+                    "200 OK",
+                    vec![(PCK_CRL_ISSUER_CHAIN, chain(&a.pck_crl.issuer_chain))],
+                    a.pck_crl.body,
+                ),
+            ),
+            (ROOT_CRL_PATH.into(), ("200 OK", Vec::new(), a.root_ca_crl)),
+        ])
+    }
+
+    fn client(base: &str) -> PcsClient {
+        PcsClient::with_roots(
+            base,
+            &format!("{base}{ROOT_CRL_PATH}"),
+            rustls::RootCertStore::empty(),
+        )
+        .expect("client")
+    }
+
+    #[tokio::test]
+    async fn the_collateral_for_a_td_quote_is_fetched_and_verifies_it() {
+        let (base, served) = pcs_test_double(intel_routes(), 4).await;
+        let collateral = client(&base)
+            .collateral_for(AZURE_QUOTE)
+            .await
+            .expect("collateral");
+        let mut paths = served.await.expect("served");
+        paths.sort();
+        let mut asked: Vec<String> = intel_routes().into_keys().collect();
+        asked.sort();
+        assert_eq!(paths, asked, "each part asked for once, for this platform");
+        let parsed = |s: &str| serde_json::from_str::<serde_json::Value>(s).expect("JSON");
+        assert_eq!(parsed(&collateral), parsed(AZURE_COLLATERAL));
+
+        // It checks the recorded quote's chain up to Intel's verdict (OutOfDate by
+        // this 2025 collateral; allowed here to see the verdict), at a time inside it.
+        let quote = veil_attest::tdx::TdQuote::parse(AZURE_QUOTE).expect("quote");
+        let verifier = veil_attest::tdx::TdxVerifier::new(veil_attest::tdx::TdxPolicy {
+            allowed_mrtd: vec![quote.mr_td],
+            now: Some(1_748_736_000),
+            allowed_tcb_status: vec!["OutOfDate".into()],
+            ..Default::default()
+        })
+        .with_collateral_json(&collateral)
+        .expect("collateral parses");
+        let recorded = |name: &str| {
+            std::fs::read(format!(
+                "{}/../attest/tests/data/azure/{name}",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .expect("recorded Azure TDX evidence")
+        };
+        let evidence = veil_attest::azure::AzureTdxEvidence {
+            hcl_report: recorded("tdx-hcl-report.bin"),
+            td_quote: AZURE_QUOTE.to_vec(),
+            quote: recorded("tdx-quote.bin"),
+            signature: recorded("tdx-quote.sig"),
+            pcrs: recorded("tdx-quote-pcrs.bin")
+                .chunks(32)
+                .enumerate()
+                .map(|(i, v)| (i as u32, veil_attest::Digest32(v.try_into().expect("32"))))
+                .collect(),
+        };
+        let verified = veil_attest::azure::verify_azure_tdx(&evidence, &verifier, b"challenge")
+            .expect("the recorded Azure TDX evidence verifies with the fetched collateral");
+        assert_eq!(verified.tdx.expect("TDX facts").tcb_status, "OutOfDate");
+    }
+
+    #[tokio::test]
+    async fn a_missing_part_or_header_is_named() {
+        let mut routes = intel_routes();
+        routes.remove("/tdx/certification/v4/qe/identity");
+        let (base, _served) = pcs_test_double(routes, 4).await;
+        let e = client(&base)
+            .collateral_for(AZURE_QUOTE)
+            .await
+            .expect_err("no QE identity");
+        let text = e.to_string();
+        assert!(
+            text.contains("/tdx/certification/v4/qe/identity answered 404 Not Found"),
+            "{text}"
+        );
+
+        let mut routes = intel_routes();
+        routes
+            .get_mut("/tdx/certification/v4/tcb?fmspc=00806F050000")
+            .expect("TCB info")
+            .1
+            .clear();
+        let (base, _served) = pcs_test_double(routes, 4).await;
+        let e = client(&base)
+            .collateral_for(AZURE_QUOTE)
+            .await
+            .expect_err("no issuer chain");
+        let text = format!(
+            "{e}: {}",
+            std::error::Error::source(&e).map_or(String::new(), |s| s.to_string())
+        );
+        assert!(
+            text.contains("TCB-Info-Issuer-Chain header: missing"),
+            "{text}"
+        );
+
+        let e = client("http://127.0.0.1:9")
+            .collateral_for(&AZURE_QUOTE[..100])
+            .await
+            .expect_err("not a quote");
+        assert!(matches!(e, CloudError::Collateral(_)), "{e}");
+    }
+
+    #[test]
+    fn intels_pcs_is_reached_over_tls_with_the_systems_roots() {
+        // The image and this machine both have a CA bundle (ca-certificates).
+        let pcs = PcsClient::intel().expect("system roots");
+        assert_eq!(pcs.base, INTEL_PCS_URL);
+        assert!(pcs.root_ca_crl_url.starts_with("https://"));
+    }
+}
