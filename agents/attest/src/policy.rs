@@ -487,6 +487,21 @@ impl HardwareFacts {
     }
 }
 
+impl PlatformPolicy {
+    /// Where Intel's collateral for TD quotes like `own`'s goes, if this policy checks
+    /// such quotes and holds none for them: what a joiner fills in (fetched for its own
+    /// platform) before it checks its join service.
+    pub fn missing_tdx_collateral(&mut self, own: &Evidence) -> Option<&mut Option<String>> {
+        own.td_quote()?;
+        let slot = match own {
+            Evidence::AzureTdx(_) => self.azure_tdx.as_mut().map(|(_, c)| c)?,
+            _ if self.tdx.is_some() => &mut self.tdx_collateral,
+            _ => return None,
+        };
+        slot.is_none().then_some(slot)
+    }
+}
+
 /// Verifies evidence of whichever platform produced it: TPM quotes always (with the
 /// [`TpmVerifier`]'s EK CA and activated AKs), SEV-SNP and TDX only where the policy
 /// has a section for them.
@@ -730,6 +745,27 @@ impl PlatformVerifier {
     /// For trusting AKs after activation.
     pub fn tpm_mut(&mut self) -> &mut TpmVerifier {
         &mut self.tpm
+    }
+
+    /// Offers `json`, Intel's collateral fetched for the platform of this node's own
+    /// evidence `own`, to the verifier of TD quotes of `own`'s kind (Azure TDX, or
+    /// TDX); see [`TdxVerifier::refresh_collateral`]. `None` where `own` has no TD
+    /// quote or the policy checks none of its kind.
+    pub fn refresh_tdx_collateral(
+        &mut self,
+        own: &Evidence,
+        json: &str,
+    ) -> Result<Option<crate::tdx::CollateralRefresh>, TdxVerifyError> {
+        let Some(quote) = own.td_quote() else {
+            return Ok(None);
+        };
+        let verifier = match own {
+            Evidence::AzureTdx(_) => self.azure_tdx.as_mut(),
+            _ => self.tdx.as_mut(),
+        };
+        verifier
+            .map(|v| v.refresh_collateral(json, quote))
+            .transpose()
     }
 }
 

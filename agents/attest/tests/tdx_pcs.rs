@@ -5,6 +5,10 @@
 //! verifies the quote. Answers for another platform, of another kind, or with a part
 //! missing are refused, naming which; a changed TCB info assembles (nothing is believed
 //! there) and the verifier refuses it.
+//!
+//! Then what a node does with fetched collateral: a verifier takes it in place of what
+//! it holds only if Intel's chain holds for the node's own quote with it, and it is for
+//! the platform held and of no older TCB evaluation.
 
 mod pcs_support;
 
@@ -12,8 +16,10 @@ use pcs_support::served;
 use veil_attest::tdx::pcs::{
     CollateralRequest, INTEL_PCS_URL, PckCa, PcsError, QE_IDENTITY_ISSUER_CHAIN, assemble,
 };
-use veil_attest::tdx::{TdQuote, TdxEvidence, TdxPolicy, TdxVerifier, TdxVerifyError};
-use veil_attest::{Evidence, Verifier};
+use veil_attest::tdx::{
+    CollateralRefresh, TdQuote, TdxEvidence, TdxPolicy, TdxVerifier, TdxVerifyError,
+};
+use veil_attest::{Evidence, PlatformPolicy, Verifier};
 
 const SAMPLE_QUOTE: &[u8] = include_bytes!("data/tdx/tdx_quote.bin");
 const SAMPLE_COLLATERAL: &str = include_str!("data/tdx/tdx_quote_collateral.json");
@@ -192,4 +198,209 @@ fn a_changed_tcb_info_assembles_and_the_verifier_refuses_it() {
     let forged = assemble(&request, &answers).expect("assembling believes nothing");
     let e = verify_sample(&forged).expect_err("Intel did not sign this");
     assert!(matches!(e, TdxVerifyError::BadSignature { .. }), "{e}");
+}
+
+/// 2025-06-21: inside both recorded collaterals' dates (the sample's from 06-19, the
+/// Azure platform's until 06-26).
+const BOTH_VALID: u64 = 1_750_464_000;
+
+fn sample_user_data() -> [u8; 32] {
+    let td = TdQuote::parse(SAMPLE_QUOTE).expect("sample");
+    let mut user_data = [0u8; 32];
+    user_data.copy_from_slice(&td.report_data[..32]);
+    user_data
+}
+
+fn verifier_at(now: u64) -> TdxVerifier {
+    TdxVerifier::new(TdxPolicy {
+        now: Some(now),
+        ignore_report_data_tail: true,
+        ..TdxPolicy::default()
+    })
+}
+
+fn sample_evidence() -> Evidence {
+    Evidence::Tdx(TdxEvidence {
+        quote: SAMPLE_QUOTE.to_vec(),
+        collateral: None,
+    })
+}
+
+#[test]
+fn fetched_collateral_is_taken_only_where_it_holds_for_the_nodes_own_quote() {
+    // None held: taken, and the node's quotes verify with it.
+    let mut v = verifier_at(SAMPLE_NOW);
+    let e = v
+        .verify(&sample_evidence(), &sample_user_data())
+        .expect_err("no collateral yet");
+    assert!(e.to_string().contains("none is configured"), "{e}");
+    let taken = v
+        .refresh_collateral(SAMPLE_COLLATERAL, SAMPLE_QUOTE)
+        .expect("genuine");
+    assert_eq!(
+        taken,
+        CollateralRefresh::Taken {
+            fmspc: "B0C06F000000".into(),
+            evaluation: 17
+        }
+    );
+    v.verify(&sample_evidence(), &sample_user_data())
+        .expect("verifies with the fetched collateral");
+
+    // Forged (a TCB level raised), for another platform than the node's quote, or out
+    // of date: refused by name, and what is held stays.
+    let forged = SAMPLE_COLLATERAL.replacen("\\\"OutOfDate\\\"", "\\\"UpToDate\\\"", 1);
+    assert_ne!(
+        forged, SAMPLE_COLLATERAL,
+        "the TCB info lists an OutOfDate level"
+    );
+    let e = v
+        .refresh_collateral(&forged, SAMPLE_QUOTE)
+        .expect_err("forged");
+    assert!(matches!(e, TdxVerifyError::BadSignature { .. }), "{e}");
+    let mut at_both = verifier_at(BOTH_VALID);
+    let e = at_both
+        .refresh_collateral(AZURE_COLLATERAL, SAMPLE_QUOTE)
+        .expect_err("another platform's collateral for this quote");
+    assert!(e.to_string().contains("FMSPC"), "{e}");
+    let e = verifier_at(SAMPLE_NOW + 60 * 86_400)
+        .refresh_collateral(SAMPLE_COLLATERAL, SAMPLE_QUOTE)
+        .expect_err("expired");
+    assert!(e.to_string().contains("expired"), "{e}");
+    v.verify(&sample_evidence(), &sample_user_data())
+        .expect("still the collateral taken before");
+}
+
+#[test]
+fn held_collateral_of_another_platform_or_a_later_evaluation_is_kept() {
+    // The policy's author chose collateral for the sample's platform; a node on
+    // Azure's platform fetches its own: kept, named.
+    let mut v = verifier_at(BOTH_VALID)
+        .with_collateral_json(SAMPLE_COLLATERAL)
+        .expect("collateral");
+    assert_eq!(
+        v.refresh_collateral(AZURE_COLLATERAL, AZURE_QUOTE)
+            .expect("genuine for Azure's quote"),
+        CollateralRefresh::KeptOtherPlatform {
+            held: "B0C06F000000".into(),
+            fetched: "00806F050000".into()
+        }
+    );
+
+    // Held collateral of a later TCB evaluation (its number raised here: what is held
+    // is not re-checked by this step) is not displaced by an older one the network
+    // could replay; an equal or later one is taken.
+    let later = SAMPLE_COLLATERAL.replacen(
+        "\\\"tcbEvaluationDataNumber\\\":17",
+        "\\\"tcbEvaluationDataNumber\\\":18",
+        1,
+    );
+    assert_ne!(later, SAMPLE_COLLATERAL);
+    let mut v = verifier_at(SAMPLE_NOW)
+        .with_collateral_json(&later)
+        .expect("collateral");
+    assert_eq!(
+        v.refresh_collateral(SAMPLE_COLLATERAL, SAMPLE_QUOTE)
+            .expect("genuine"),
+        CollateralRefresh::KeptNewer {
+            held: 18,
+            fetched: 17
+        }
+    );
+    let mut v = verifier_at(SAMPLE_NOW)
+        .with_collateral_json(SAMPLE_COLLATERAL)
+        .expect("collateral");
+    assert!(matches!(
+        v.refresh_collateral(SAMPLE_COLLATERAL, SAMPLE_QUOTE),
+        Ok(CollateralRefresh::Taken { evaluation: 17, .. })
+    ));
+}
+
+#[test]
+fn a_policy_names_where_collateral_for_a_nodes_own_td_quote_is_missing() {
+    let mut policy = PlatformPolicy {
+        tdx: Some(TdxPolicy::default()),
+        ..PlatformPolicy::default()
+    };
+    let slot = policy
+        .missing_tdx_collateral(&sample_evidence())
+        .expect("a TDX section without collateral");
+    *slot = Some(SAMPLE_COLLATERAL.to_owned());
+    assert!(policy.missing_tdx_collateral(&sample_evidence()).is_none());
+    // A policy without a TDX section has nowhere to put it.
+    assert!(
+        PlatformPolicy::default()
+            .missing_tdx_collateral(&sample_evidence())
+            .is_none()
+    );
+}
+
+#[test]
+fn a_platform_verifier_offers_collateral_to_the_check_of_its_own_kind_of_td() {
+    let read = |name: &str| {
+        std::fs::read(format!(
+            "{}/tests/data/azure/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .expect("recorded Azure TDX evidence")
+    };
+    let own = Evidence::AzureTdx(veil_attest::azure::AzureTdxEvidence {
+        hcl_report: read("tdx-hcl-report.bin"),
+        td_quote: AZURE_QUOTE.to_vec(),
+        quote: read("tdx-quote.bin"),
+        signature: read("tdx-quote.sig"),
+        pcrs: read("tdx-quote-pcrs.bin")
+            .chunks(32)
+            .enumerate()
+            .map(|(i, v)| (i as u32, veil_attest::Digest32(v.try_into().expect("32"))))
+            .collect(),
+    });
+    let mrtd = TdQuote::parse(AZURE_QUOTE).expect("quote").mr_td;
+    let tdx_policy = TdxPolicy {
+        allowed_mrtd: vec![mrtd],
+        now: Some(1_748_736_000),
+        allowed_tcb_status: vec!["OutOfDate".into()],
+        ..TdxPolicy::default()
+    };
+    let policy = PlatformPolicy {
+        azure_tdx: Some((tdx_policy.clone(), None)),
+        profile: Some(veil_attest::Profile::AzureTdx),
+        ..PlatformPolicy::default()
+    };
+    // No EK CA is involved in this profile; the TPM verifier's root never gets asked.
+    let ek = veil_attest::tpm::EkTrust::from_pem(include_bytes!("data/snp/milan_ark.pem"))
+        .expect("a root");
+    let mut verifier = veil_attest::PlatformVerifier::new(
+        veil_attest::tpm::TpmVerifier::new(ek),
+        &policy,
+        "test policy",
+    )
+    .expect("policy")
+    .with_azure_tdx(TdxVerifier::new(tdx_policy));
+    // Through the verifier aTLS uses, user data is 32 bytes and the recorded quote was
+    // made over a 9-byte nonce: the furthest it can go is the nonce check, after the
+    // TD quote's chain and the AK's signature.
+    let e = verifier
+        .verify(&own, &[7; 32])
+        .expect_err("no collateral yet");
+    assert!(e.to_string().contains("none is configured"), "{e}");
+    // Plain TDX evidence has no check of its kind here: nothing to refresh.
+    assert_eq!(
+        verifier
+            .refresh_tdx_collateral(&sample_evidence(), SAMPLE_COLLATERAL)
+            .expect("no TDX section"),
+        None
+    );
+    assert!(matches!(
+        verifier.refresh_tdx_collateral(&own, AZURE_COLLATERAL),
+        Ok(Some(CollateralRefresh::Taken { .. }))
+    ));
+    let e = verifier
+        .verify(&own, &[7; 32])
+        .expect_err("the recorded nonce");
+    assert!(
+        e.to_string()
+            .contains("the vTPM quote was made for nonce 6368616c6c656e6765"),
+        "with the collateral taken, all but the recorded nonce (\"challenge\") holds: {e}"
+    );
 }

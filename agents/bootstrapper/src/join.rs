@@ -404,9 +404,10 @@ pub async fn connect(tpm: &SharedTpm, config: &JoinConfig) -> Result<tonic::tran
 
 /// What the join service's evidence must show, from our own cloud evidence
 /// (`veil_attest::peer::cloud_policy_like_own`): its kind, profile and launch
-/// measurement. Any data will do for ours: only its launch-time fields are used. On
-/// Azure TDX, with Intel's collateral for this node's platform: a service on a platform
-/// of another FMSPC is refused, naming both (nodes are launched alike).
+/// measurement. Any data will do for ours: only its launch-time fields are used. In a
+/// TD (Azure's, GCE's), with Intel's collateral for this node's platform unless our
+/// evidence brought its own: a service on a platform of another FMSPC is refused,
+/// naming both (nodes are launched alike).
 async fn service_policy_like(own: Arc<dyn EvidenceIssuer>) -> Result<PlatformPolicy> {
     let encoded = tokio::task::spawn_blocking(move || own.issue(&[0; 32]))
         .await
@@ -415,17 +416,17 @@ async fn service_policy_like(own: Arc<dyn EvidenceIssuer>) -> Result<PlatformPol
     let own = veil_attest::Evidence::decode(&encoded).context("our own cloud evidence")?;
     let mut policy = veil_attest::peer::cloud_policy_like_own(&own)
         .context("deriving what the join service's evidence must show")?;
-    // A TD quote is checked with Intel's collateral, which neither evidence carries:
-    // fetched from Intel for this node's own platform (Intel signs it; the verifier
-    // checks it against the pinned root).
-    if let (veil_attest::Evidence::AzureTdx(ev), Some((_, collateral @ None))) =
-        (&own, &mut policy.azure_tdx)
-    {
-        let pcs = veil_cloud::pcs::PcsClient::intel()
-            .context("reaching Intel's PCS for the join service's TD quote")?;
-        *collateral = Some(pcs.collateral_for(&ev.td_quote).await.context(
-            "Intel's collateral to check the join service's TD quote with (for this node's own platform)",
-        )?);
+    // A TD quote is checked with Intel's collateral, which neither evidence need
+    // carry: fetched from Intel for this node's own platform (Intel signs it; the
+    // verifier checks it against the pinned root).
+    if policy.missing_tdx_collateral(&own).is_some() {
+        veil_cloud::pcs::PcsClient::intel()
+            .context("reaching Intel's PCS for the join service's TD quote")?
+            .complete_policy(&own, &mut policy)
+            .await
+            .context(
+                "Intel's collateral to check the join service's TD quote with (for this node's own platform)",
+            )?;
     }
     tracing::info!(
         accepts = %policy.accepts(),

@@ -21,6 +21,8 @@ use veil_attest::tdx::pcs::{
     PcsAnswers, QE_IDENTITY_ISSUER_CHAIN, TCB_INFO_ISSUER_CHAIN, assemble,
 };
 
+use veil_attest::{Evidence, PlatformPolicy};
+
 use crate::{CloudError, send};
 
 /// TCB info and CRLs are tens of KiB at most; a bound keeps a hostile answer small.
@@ -115,6 +117,21 @@ impl PcsClient {
             "fetched Intel's collateral for the TD quote's platform"
         );
         Ok(collateral)
+    }
+
+    /// Fills in Intel's collateral for the platform of `own`'s TD quote where `policy`
+    /// checks TD quotes of its kind and holds none: what a joiner holds its join
+    /// service's TD quote to. Whether it fetched anything.
+    pub async fn complete_policy(
+        &self,
+        own: &Evidence,
+        policy: &mut PlatformPolicy,
+    ) -> Result<bool, CloudError> {
+        let (Some(quote), Some(slot)) = (own.td_quote(), policy.missing_tdx_collateral(own)) else {
+            return Ok(false);
+        };
+        *slot = Some(self.collateral_for(quote).await?);
+        Ok(true)
     }
 
     /// One answer, with the issuer-chain header `chain_header` if it has one.
@@ -237,6 +254,28 @@ mod tests {
         ])
     }
 
+    /// The recorded Azure TDX CVM's evidence (over the nonce "challenge").
+    fn recorded_azure_tdx() -> veil_attest::azure::AzureTdxEvidence {
+        let recorded = |name: &str| {
+            std::fs::read(format!(
+                "{}/../attest/tests/data/azure/{name}",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .expect("recorded Azure TDX evidence")
+        };
+        veil_attest::azure::AzureTdxEvidence {
+            hcl_report: recorded("tdx-hcl-report.bin"),
+            td_quote: AZURE_QUOTE.to_vec(),
+            quote: recorded("tdx-quote.bin"),
+            signature: recorded("tdx-quote.sig"),
+            pcrs: recorded("tdx-quote-pcrs.bin")
+                .chunks(32)
+                .enumerate()
+                .map(|(i, v)| (i as u32, veil_attest::Digest32(v.try_into().expect("32"))))
+                .collect(),
+        }
+    }
+
     fn client(base: &str) -> PcsClient {
         PcsClient::with_roots(
             base,
@@ -272,27 +311,49 @@ mod tests {
         })
         .with_collateral_json(&collateral)
         .expect("collateral parses");
-        let recorded = |name: &str| {
-            std::fs::read(format!(
-                "{}/../attest/tests/data/azure/{name}",
-                env!("CARGO_MANIFEST_DIR")
-            ))
-            .expect("recorded Azure TDX evidence")
-        };
-        let evidence = veil_attest::azure::AzureTdxEvidence {
-            hcl_report: recorded("tdx-hcl-report.bin"),
-            td_quote: AZURE_QUOTE.to_vec(),
-            quote: recorded("tdx-quote.bin"),
-            signature: recorded("tdx-quote.sig"),
-            pcrs: recorded("tdx-quote-pcrs.bin")
-                .chunks(32)
-                .enumerate()
-                .map(|(i, v)| (i as u32, veil_attest::Digest32(v.try_into().expect("32"))))
-                .collect(),
-        };
+        let evidence = recorded_azure_tdx();
         let verified = veil_attest::azure::verify_azure_tdx(&evidence, &verifier, b"challenge")
             .expect("the recorded Azure TDX evidence verifies with the fetched collateral");
         assert_eq!(verified.tdx.expect("TDX facts").tcb_status, "OutOfDate");
+    }
+
+    #[tokio::test]
+    async fn a_joiners_policy_gets_collateral_for_its_own_td_quote_where_it_has_none() {
+        let own = Evidence::AzureTdx(recorded_azure_tdx());
+        let mut policy = veil_attest::peer::cloud_policy_like_own(&own).expect("policy");
+        let (base, served) = pcs_test_double(intel_routes(), 4).await;
+        assert!(
+            client(&base)
+                .complete_policy(&own, &mut policy)
+                .await
+                .expect("fetched")
+        );
+        assert_eq!(served.await.expect("served").len(), 4);
+        let held = policy.azure_tdx.as_ref().and_then(|(_, c)| c.as_deref());
+        let parsed = |s: &str| serde_json::from_str::<serde_json::Value>(s).expect("JSON");
+        assert_eq!(held.map(parsed), Some(parsed(AZURE_COLLATERAL)));
+
+        // Held already, or no TD quote to fetch for: nothing is asked (nothing listens
+        // at this address).
+        let nowhere = client("http://127.0.0.1:9");
+        assert!(
+            !nowhere
+                .complete_policy(&own, &mut policy)
+                .await
+                .expect("held")
+        );
+        let mut snp_policy = PlatformPolicy::default();
+        let snp = Evidence::SevSnp(veil_attest::snp::SnpEvidence {
+            report: vec![0; 1184],
+            vcek: Vec::new(),
+            cert_chain: None,
+        });
+        assert!(
+            !nowhere
+                .complete_policy(&snp, &mut snp_policy)
+                .await
+                .expect("no TD")
+        );
     }
 
     #[tokio::test]

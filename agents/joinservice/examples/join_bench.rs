@@ -172,6 +172,7 @@ fn main() -> Result<(), BoxError> {
             verifier: cluster
                 .verifier(service_trust)
                 .expect("the cluster's verifier"),
+            collateral: None,
         };
         if let Err(e) =
             veil_joinservice::serve(listener, credentials, cluster, limits, kubernetes).await

@@ -161,6 +161,20 @@ impl Admission {
         }
     }
 
+    /// Offers Intel's collateral fetched for this node's own platform (`own` is its
+    /// evidence) to the cluster policy's TD quote checks; see
+    /// `PlatformVerifier::refresh_tdx_collateral`.
+    pub fn refresh_tdx_collateral(
+        &self,
+        own: &Evidence,
+        json: &str,
+    ) -> Result<Option<veil_attest::tdx::CollateralRefresh>, veil_attest::tdx::TdxVerifyError> {
+        self.verifier
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .refresh_tdx_collateral(own, json)
+    }
+
     /// Verifies a joiner's evidence under the AKs still within their time: expiry
     /// is enforced here, when a quote is checked, not only when a new AK arrives.
     fn verify(&self, evidence: &Evidence, user_data: &[u8; 32]) -> Result<Verified, String> {

@@ -34,7 +34,7 @@ use thiserror::Error;
 use tonic::transport::Server;
 use veil_atls::{ClientAuth, EvidenceIssuer};
 use veil_attest::tpm::{EkTrust, TpmVerifier};
-use veil_attest::{PlatformPolicy, PlatformVerifier};
+use veil_attest::{Evidence, PlatformPolicy, PlatformVerifier};
 use veil_keys::MasterSecret;
 use veil_protocol::MAX_MESSAGE;
 use veil_protocol::activation::{ActivationService, SharedTpm};
@@ -225,6 +225,66 @@ pub struct Credentials {
     pub issuer: Arc<dyn EvidenceIssuer>,
     /// Joiners' evidence is checked by it ([`Cluster::verifier`]).
     pub verifier: PlatformVerifier,
+    /// Where this node, a TD, fetches Intel's collateral for its own platform to keep
+    /// the policy's fresh ([`keep_collateral_fresh`]); `None` elsewhere.
+    pub collateral: Option<veil_cloud::pcs::PcsClient>,
+}
+
+/// How often collateral is fetched anew: Intel's TCB info and CRLs are dated for a
+/// month, and a TCB recovery publishes new ones.
+const COLLATERAL_REFRESH: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
+/// After a failed fetch (no route out, PCS down), the next try.
+const COLLATERAL_RETRY: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// Keeps the cluster policy's Intel collateral for TD quotes fresh, where this node is a
+/// TD: at start and then every [`COLLATERAL_REFRESH`], collateral fetched for its own
+/// platform (its own evidence, from `issuer`) replaces what the policy holds when
+/// Intel's chain holds for its own quote with it and it is no older. An operator's
+/// inline collateral expires within weeks; without this, joins would stop then.
+pub async fn keep_collateral_fresh(
+    admission: Arc<Admission>,
+    issuer: Arc<dyn EvidenceIssuer>,
+    pcs: veil_cloud::pcs::PcsClient,
+) {
+    loop {
+        let wait = match refresh_collateral_once(&admission, &issuer, &pcs).await {
+            Ok(None) => return,
+            Ok(Some(outcome)) => {
+                tracing::info!(?outcome, "Intel's collateral for the cluster's TD quotes");
+                COLLATERAL_REFRESH
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "keeping the cluster's TD collateral fresh: {e} (next try in {COLLATERAL_RETRY:?})"
+                );
+                COLLATERAL_RETRY
+            }
+        };
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// One round of [`keep_collateral_fresh`]: `None` where this node has no TD quote or
+/// the policy checks none of its kind.
+async fn refresh_collateral_once(
+    admission: &Admission,
+    issuer: &Arc<dyn EvidenceIssuer>,
+    pcs: &veil_cloud::pcs::PcsClient,
+) -> Result<Option<veil_attest::tdx::CollateralRefresh>, String> {
+    let issuer = issuer.clone();
+    // Any data will do: only the quote's platform is used.
+    let encoded = tokio::task::spawn_blocking(move || issuer.issue(&[0; 32]))
+        .await
+        .map_err(|e| format!("the task reading this node's evidence: {e}"))?
+        .map_err(|e| format!("this node's evidence: {e}"))?;
+    let own = Evidence::decode(&encoded).map_err(|e| format!("this node's evidence: {e}"))?;
+    let Some(quote) = own.td_quote() else {
+        return Ok(None);
+    };
+    let json = pcs.collateral_for(quote).await.map_err(|e| e.to_string())?;
+    admission
+        .refresh_tdx_collateral(&own, &json)
+        .map_err(|e| format!("the fetched collateral, for this node's own TD quote: {e}"))
 }
 
 /// Serves the join port on `listener` until it fails: activation both ways on plain
@@ -241,8 +301,16 @@ pub async fn serve(
         tpm,
         issuer,
         verifier,
+        collateral,
     } = credentials;
     let admission = Arc::new(Admission::new(verifier, limits.clone()));
+    if let Some(pcs) = collateral {
+        tokio::spawn(keep_collateral_fresh(
+            admission.clone(),
+            issuer.clone(),
+            pcs,
+        ));
+    }
     let validator = Arc::new(JoinerValidator::new(
         admission.clone(),
         &cluster.reference,
@@ -294,4 +362,79 @@ pub async fn serve(
         .serve_with_incoming(atls);
     tokio::try_join!(plain, atls)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A TEST DOUBLE of this node's evidence: issues `evidence` whatever it is asked.
+    struct Recorded(Evidence);
+
+    impl EvidenceIssuer for Recorded {
+        fn issue(&self, _: &[u8; 32]) -> Result<Vec<u8>, veil_atls::AtlsError> {
+            Ok(self.0.encode())
+        }
+    }
+
+    fn admission() -> Admission {
+        let ek = EkTrust::from_pem(include_bytes!("../../attest/tests/data/snp/milan_ark.pem"))
+            .expect("a root");
+        Admission::new(
+            PlatformVerifier::tpm_only(TpmVerifier::new(ek)),
+            Limits::default(),
+        )
+    }
+
+    fn recorded_azure_tdx() -> Evidence {
+        let read = |name: &str| {
+            std::fs::read(format!(
+                "{}/../attest/tests/data/azure/{name}",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .expect("recorded Azure TDX evidence")
+        };
+        Evidence::AzureTdx(veil_attest::azure::AzureTdxEvidence {
+            hcl_report: read("tdx-hcl-report.bin"),
+            td_quote: read("tdx-td-quote.bin"),
+            quote: read("tdx-quote.bin"),
+            signature: read("tdx-quote.sig"),
+            pcrs: read("tdx-quote-pcrs.bin")
+                .chunks(32)
+                .enumerate()
+                .map(|(i, v)| (i as u32, veil_attest::Digest32(v.try_into().expect("32"))))
+                .collect(),
+        })
+    }
+
+    /// Nothing listens here: a fetch from it fails, naming it.
+    fn unreachable_pcs() -> veil_cloud::pcs::PcsClient {
+        veil_cloud::pcs::PcsClient::with_roots(
+            "http://127.0.0.1:9",
+            "http://127.0.0.1:9/IntelSGXRootCA.der",
+            rustls::RootCertStore::empty(),
+        )
+        .expect("client")
+    }
+
+    #[tokio::test]
+    async fn only_a_td_fetches_collateral_and_a_failed_fetch_is_named() {
+        let admission = admission();
+        let snp: Arc<dyn EvidenceIssuer> =
+            Arc::new(Recorded(Evidence::SevSnp(veil_attest::snp::SnpEvidence {
+                report: vec![0; 1184],
+                vcek: Vec::new(),
+                cert_chain: None,
+            })));
+        let outcome = refresh_collateral_once(&admission, &snp, &unreachable_pcs())
+            .await
+            .expect("nothing to fetch for");
+        assert_eq!(outcome, None);
+
+        let td: Arc<dyn EvidenceIssuer> = Arc::new(Recorded(recorded_azure_tdx()));
+        let e = refresh_collateral_once(&admission, &td, &unreachable_pcs())
+            .await
+            .expect_err("no PCS");
+        assert!(e.contains("http://127.0.0.1:9/"), "{e}");
+    }
 }

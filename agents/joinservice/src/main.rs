@@ -93,11 +93,22 @@ fn main() -> Result<()> {
         if presented.from_cloud {
             tracing::info!(evidence = presented.platform, "the join port presents the cloud's evidence");
         }
-        let issuer = presented.issuer;
+        // In a TD, the policy's Intel collateral is kept fresh from Intel's PCS.
+        let in_td = presented.platform == "azure-tdx"
+            || matches!(config.hardware, Some(veil_attest::HardwareAttester::Tdx(_)));
+        let collateral = match in_td.then(veil_cloud::pcs::PcsClient::intel) {
+            Some(Ok(pcs)) => Some(pcs),
+            Some(Err(e)) => {
+                tracing::warn!("the policy's TD collateral will not be refreshed: {e}");
+                None
+            }
+            None => None,
+        };
         let credentials = Credentials {
-            issuer,
+            issuer: presented.issuer,
             tpm,
             verifier: cluster.verifier(trust)?,
+            collateral,
         };
         veil_joinservice::serve(listener, credentials, cluster, Limits::default(), kubernetes)
         .await

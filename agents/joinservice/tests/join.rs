@@ -180,6 +180,7 @@ impl Service {
             issuer,
             tpm,
             verifier,
+            collateral: None,
         };
         runtime.spawn(async move {
             let listener = tokio::net::TcpListener::from_std(listener).expect("listener");

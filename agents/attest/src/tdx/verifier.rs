@@ -109,6 +109,54 @@ impl TdxVerifier {
         &self.policy
     }
 
+    /// Takes `json`, collateral fetched for this node's own platform, in place of the
+    /// collateral held, where it is fit to be: Intel's chain holds for `own_quote` with
+    /// it at the verifier's clock (so it is Intel's, for this platform, and in date),
+    /// and it is no older than what is held (by Intel's TCB evaluation data number),
+    /// so an older set replayed by the network cannot displace a newer one. Collateral
+    /// held for another platform is kept: it is what the policy's author chose.
+    pub fn refresh_collateral(
+        &mut self,
+        json: &str,
+        own_quote: &[u8],
+    ) -> Result<CollateralRefresh, TdxVerifyError> {
+        let fresh = parse_collateral(json)?;
+        let now = self.now();
+        check_collateral_window(&fresh, now)?;
+        dcap::verify_chain(own_quote, &fresh, &self.root_ca_der, now)?;
+        let fetched = TcbInfoSummary::of(&fresh)?;
+        if let Some(held) = &self.collateral {
+            let held = TcbInfoSummary::of(held)?;
+            if !held.fmspc.eq_ignore_ascii_case(&fetched.fmspc) {
+                return Ok(CollateralRefresh::KeptOtherPlatform {
+                    held: held.fmspc,
+                    fetched: fetched.fmspc,
+                });
+            }
+            if fetched.evaluation < held.evaluation {
+                return Ok(CollateralRefresh::KeptNewer {
+                    held: held.evaluation,
+                    fetched: fetched.evaluation,
+                });
+            }
+        }
+        self.collateral = Some(fresh);
+        Ok(CollateralRefresh::Taken {
+            fmspc: fetched.fmspc,
+            evaluation: fetched.evaluation,
+        })
+    }
+
+    fn now(&self) -> u64 {
+        match self.policy.now {
+            Some(t) => t,
+            None => SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        }
+    }
+
     /// Verifies `ev` and that it is bound to `expected_user_data`.
     pub fn verify_tdx(
         &self,
@@ -156,13 +204,7 @@ impl TdxVerifier {
                 });
             }
         };
-        let now = match self.policy.now {
-            Some(t) => t,
-            None => SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
-        };
+        let now = self.now();
         check_collateral_window(&collateral, now)?;
 
         let (tcb_status, advisory_ids) = match kind {
@@ -333,6 +375,43 @@ fn classify_dcap_error(reason: &str) -> TdxVerifyError {
         TdxVerifyError::CollateralInvalid {
             reason: reason.to_owned(),
         }
+    }
+}
+
+/// What [`TdxVerifier::refresh_collateral`] did with fetched collateral.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CollateralRefresh {
+    /// Taken: Intel's TCB info for platform `fmspc`, evaluation data number `evaluation`.
+    Taken { fmspc: String, evaluation: u32 },
+    /// Kept the collateral held: it is of a later TCB evaluation.
+    KeptNewer { held: u32, fetched: u32 },
+    /// Kept the collateral held: it is for another platform than this node's.
+    KeptOtherPlatform { held: String, fetched: String },
+}
+
+/// The TCB info's platform and Intel's evaluation data number.
+struct TcbInfoSummary {
+    fmspc: String,
+    evaluation: u32,
+}
+
+impl TcbInfoSummary {
+    fn of(c: &QuoteCollateralV3) -> Result<Self, TdxVerifyError> {
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Fields {
+            fmspc: String,
+            tcb_evaluation_data_number: u32,
+        }
+        let f: Fields =
+            serde_json::from_str(&c.tcb_info).map_err(|e| TdxVerifyError::Malformed {
+                what: "TCB info",
+                reason: e.to_string(),
+            })?;
+        Ok(Self {
+            fmspc: f.fmspc,
+            evaluation: f.tcb_evaluation_data_number,
+        })
     }
 }
 
