@@ -272,7 +272,7 @@ fn fetched_collateral_is_taken_only_where_it_holds_for_the_nodes_own_quote() {
 }
 
 #[test]
-fn held_collateral_of_another_platform_or_a_later_evaluation_is_kept() {
+fn held_collateral_of_another_platform_or_newer_in_any_part_is_kept() {
     // The policy's author chose collateral for the sample's platform; a node on
     // Azure's platform fetches its own: kept, named.
     let mut v = verifier_at(BOTH_VALID)
@@ -303,10 +303,27 @@ fn held_collateral_of_another_platform_or_a_later_evaluation_is_kept() {
         v.refresh_collateral(SAMPLE_COLLATERAL, SAMPLE_QUOTE)
             .expect("genuine"),
         CollateralRefresh::KeptNewer {
-            held: 18,
-            fetched: 17
+            part: "TCB info",
+            held: (18, 1_750_328_163),
+            fetched: (17, 1_750_328_163)
         }
     );
+    // Nor by a PCK CRL older than the one held (one from before a revocation): here
+    // the held set's PCK CRL is the later one of the sample's platform (not re-checked
+    // by this step).
+    let mut held = json(AZURE_COLLATERAL);
+    held["pck_crl"] = json(SAMPLE_COLLATERAL)["pck_crl"].clone();
+    let mut v = verifier_at(1_748_736_000)
+        .with_collateral_json(&held.to_string())
+        .expect("collateral");
+    assert!(matches!(
+        v.refresh_collateral(AZURE_COLLATERAL, AZURE_QUOTE),
+        Ok(CollateralRefresh::KeptNewer {
+            part: "PCK CRL",
+            ..
+        })
+    ));
+
     let mut v = verifier_at(SAMPLE_NOW)
         .with_collateral_json(SAMPLE_COLLATERAL)
         .expect("collateral");

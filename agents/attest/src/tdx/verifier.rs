@@ -112,9 +112,10 @@ impl TdxVerifier {
     /// Takes `json`, collateral fetched for this node's own platform, in place of the
     /// collateral held, where it is fit to be: Intel's chain holds for `own_quote` with
     /// it at the verifier's clock (so it is Intel's, for this platform, and in date),
-    /// and it is no older than what is held (by Intel's TCB evaluation data number),
-    /// so an older set replayed by the network cannot displace a newer one. Collateral
-    /// held for another platform is kept: it is what the policy's author chose.
+    /// and no part of it is older than what is held (the TCB info's and QE identity's
+    /// evaluation and issue, each CRL's issue), so older collateral replayed by the
+    /// network, say a PCK CRL from before a revocation, cannot displace newer.
+    /// Collateral held for another platform is kept: the policy's author chose it.
     pub fn refresh_collateral(
         &mut self,
         json: &str,
@@ -124,26 +125,29 @@ impl TdxVerifier {
         let now = self.now();
         check_collateral_window(&fresh, now)?;
         dcap::verify_chain(own_quote, &fresh, &self.root_ca_der, now)?;
-        let fetched = TcbInfoSummary::of(&fresh)?;
+        let fetched = Freshness::of(&fresh)?;
         if let Some(held) = &self.collateral {
-            let held = TcbInfoSummary::of(held)?;
+            let held = Freshness::of(held)?;
             if !held.fmspc.eq_ignore_ascii_case(&fetched.fmspc) {
                 return Ok(CollateralRefresh::KeptOtherPlatform {
                     held: held.fmspc,
                     fetched: fetched.fmspc,
                 });
             }
-            if fetched.evaluation < held.evaluation {
-                return Ok(CollateralRefresh::KeptNewer {
-                    held: held.evaluation,
-                    fetched: fetched.evaluation,
-                });
+            for ((part, h), (_, f)) in held.parts().into_iter().zip(fetched.parts()) {
+                if f < h {
+                    return Ok(CollateralRefresh::KeptNewer {
+                        part,
+                        held: h,
+                        fetched: f,
+                    });
+                }
             }
         }
         self.collateral = Some(fresh);
         Ok(CollateralRefresh::Taken {
             fmspc: fetched.fmspc,
-            evaluation: fetched.evaluation,
+            evaluation: fetched.tcb_info.0,
         })
     }
 
@@ -383,35 +387,70 @@ fn classify_dcap_error(reason: &str) -> TdxVerifyError {
 pub enum CollateralRefresh {
     /// Taken: Intel's TCB info for platform `fmspc`, evaluation data number `evaluation`.
     Taken { fmspc: String, evaluation: u32 },
-    /// Kept the collateral held: it is of a later TCB evaluation.
-    KeptNewer { held: u32, fetched: u32 },
+    /// Kept the collateral held: its `part` is newer. `held` and `fetched` are that
+    /// part's (evaluation data number, issue time in Unix seconds); a CRL has no
+    /// evaluation number (0).
+    KeptNewer {
+        part: &'static str,
+        held: (u32, u64),
+        fetched: (u32, u64),
+    },
     /// Kept the collateral held: it is for another platform than this node's.
     KeptOtherPlatform { held: String, fetched: String },
 }
 
-/// The TCB info's platform and Intel's evaluation data number.
-struct TcbInfoSummary {
+/// How new each part of a collateral set is.
+struct Freshness {
     fmspc: String,
-    evaluation: u32,
+    tcb_info: (u32, u64),
+    qe_identity: (u32, u64),
+    pck_crl: u64,
+    root_ca_crl: u64,
 }
 
-impl TcbInfoSummary {
+impl Freshness {
     fn of(c: &QuoteCollateralV3) -> Result<Self, TdxVerifyError> {
         #[derive(serde::Deserialize)]
         #[serde(rename_all = "camelCase")]
-        struct Fields {
+        struct Dated {
+            #[serde(default)]
             fmspc: String,
             tcb_evaluation_data_number: u32,
+            issue_date: String,
         }
-        let f: Fields =
-            serde_json::from_str(&c.tcb_info).map_err(|e| TdxVerifyError::Malformed {
-                what: "TCB info",
-                reason: e.to_string(),
-            })?;
+        let dated = |what: &'static str, json: &str| -> Result<(Dated, u64), TdxVerifyError> {
+            let malformed = |reason: String| TdxVerifyError::Malformed { what, reason };
+            let d: Dated = serde_json::from_str(json).map_err(|e| malformed(e.to_string()))?;
+            let issued = parse_rfc3339_utc(&d.issue_date)
+                .ok_or_else(|| malformed(format!("issueDate {:?} unreadable", d.issue_date)))?;
+            Ok((d, issued))
+        };
+        let crl_issued = |what: &'static str, der: &[u8]| {
+            CertificateList::from_der(der)
+                .map(|crl| crl.tbs_cert_list.this_update.to_unix_duration().as_secs())
+                .map_err(|e| TdxVerifyError::Malformed {
+                    what,
+                    reason: e.to_string(),
+                })
+        };
+        let (tcb, tcb_issued) = dated("TCB info", &c.tcb_info)?;
+        let (qe, qe_issued) = dated("QE identity", &c.qe_identity)?;
         Ok(Self {
-            fmspc: f.fmspc,
-            evaluation: f.tcb_evaluation_data_number,
+            fmspc: tcb.fmspc,
+            tcb_info: (tcb.tcb_evaluation_data_number, tcb_issued),
+            qe_identity: (qe.tcb_evaluation_data_number, qe_issued),
+            pck_crl: crl_issued("PCK CRL", &c.pck_crl)?,
+            root_ca_crl: crl_issued("root CA CRL", &c.root_ca_crl)?,
         })
+    }
+
+    fn parts(&self) -> [(&'static str, (u32, u64)); 4] {
+        [
+            ("TCB info", self.tcb_info),
+            ("QE identity", self.qe_identity),
+            ("PCK CRL", (0, self.pck_crl)),
+            ("root CA CRL", (0, self.root_ca_crl)),
+        ]
     }
 }
 
