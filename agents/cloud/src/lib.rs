@@ -12,7 +12,8 @@
 //! against pinned roots; nothing fetched here is believed by the node itself.
 //!
 //! The HTTP client is hyper's own (already in the tree through tonic): one bounded
-//! request at a time needs no more.
+//! request at a time needs no more. Intel's PCS ([`pcs`]) is HTTPS only: hyper-rustls
+//! with the same rustls (ring) as everything else, and the system's CA roots.
 
 pub mod pcs;
 pub mod user_data;

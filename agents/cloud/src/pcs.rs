@@ -9,7 +9,9 @@
 //! its dates (weeks), and nothing more. The service's address is a constant of the
 //! image, not read from anything the host writes.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use http_body_util::Full;
 use hyper::body::Bytes;
@@ -27,6 +29,22 @@ use crate::{CloudError, send};
 
 /// TCB info and CRLs are tens of KiB at most; a bound keeps a hostile answer small.
 const PCS_MAX_BYTES: usize = 1024 * 1024;
+
+/// How long fetched collateral is reused in this process.
+pub const CACHE_FOR: Duration = Duration::from_secs(3600);
+
+type CacheKey = (String, CollateralRequest);
+
+/// Collateral fetched in this process, by service and platform.
+static CACHE: Mutex<BTreeMap<CacheKey, (Instant, String)>> = Mutex::new(BTreeMap::new());
+
+fn cached(key: &CacheKey) -> Option<String> {
+    let cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    cache
+        .get(key)
+        .filter(|(at, _)| at.elapsed() < CACHE_FOR)
+        .map(|(_, json)| json.clone())
+}
 
 /// Where collateral is fetched from.
 #[derive(Clone)]
@@ -91,8 +109,24 @@ impl PcsClient {
     /// The collateral (`QuoteCollateralV3` JSON) for the platform of the PCK
     /// certificate in `quote`: its TCB info, the TD QE's identity, its PCK CA's CRL
     /// and the root CA's CRL.
+    ///
+    /// Kept in this process for [`CACHE_FOR`]: a member reconnecting to its join
+    /// service asks again, and Intel's answers change only at a TCB recovery.
     pub async fn collateral_for(&self, quote: &[u8]) -> Result<String, CloudError> {
         let request = CollateralRequest::for_quote(quote).map_err(CloudError::Collateral)?;
+        let key = (self.base.clone(), request);
+        if let Some(json) = cached(&key) {
+            return Ok(json);
+        }
+        let json = self.fetch(&request).await?;
+        CACHE
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, (Instant::now(), json.clone()));
+        Ok(json)
+    }
+
+    async fn fetch(&self, request: &CollateralRequest) -> Result<String, CloudError> {
         let urls = [
             request.tcb_info_url(&self.base),
             request.qe_identity_url(&self.base),
@@ -110,7 +144,7 @@ impl PcsClient {
             pck_crl,
             root_ca_crl: root_ca_crl.body,
         };
-        let collateral = assemble(&request, &answers).map_err(CloudError::Collateral)?;
+        let collateral = assemble(request, &answers).map_err(CloudError::Collateral)?;
         tracing::info!(
             fmspc = %request.fmspc_hex(),
             service = %self.base,
@@ -292,6 +326,12 @@ mod tests {
             .collateral_for(AZURE_QUOTE)
             .await
             .expect("collateral");
+        // Asked again (a member reconnecting): kept from the first time.
+        let again = client(&base)
+            .collateral_for(AZURE_QUOTE)
+            .await
+            .expect("cached");
+        assert_eq!(again, collateral);
         let mut paths = served.await.expect("served");
         paths.sort();
         let mut asked: Vec<String> = intel_routes().into_keys().collect();

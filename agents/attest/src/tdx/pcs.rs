@@ -61,7 +61,7 @@ pub enum PcsError {
 }
 
 /// Which PCK CA issued a platform's PCK certificate; its CRL is the one to fetch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum PckCa {
     Platform,
     Processor,
@@ -77,7 +77,7 @@ impl PckCa {
 }
 
 /// What to ask for, read from a quote's PCK certificate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct CollateralRequest {
     pub fmspc: [u8; 6],
     pub ca: PckCa,
