@@ -369,7 +369,7 @@ pub(crate) mod tests {
 
     /// A whole HTTP/1.1 request from `s`: headers, then as many bytes as
     /// content-length says.
-    pub(crate) async fn read_request(s: &mut tokio::net::TcpStream) -> Vec<u8> {
+    pub(crate) async fn read_request(s: &mut (impl tokio::io::AsyncRead + Unpin)) -> Vec<u8> {
         let mut request = Vec::new();
         let mut chunk = [0u8; 4096];
         loop {

@@ -213,6 +213,9 @@ mod tests {
         include_str!("../../attest/tests/data/azure/tdx-collateral-00806f050000.json");
     const ROOT_CRL_PATH: &str = "/IntelSGXRootCA.der";
 
+    trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+    impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
+
     /// One answer of the test double: status, headers, body.
     type Answer = (&'static str, Vec<(&'static str, String)>, Vec<u8>);
 
@@ -223,14 +226,32 @@ mod tests {
         routes: BTreeMap<String, Answer>,
         connections: usize,
     ) -> (String, tokio::task::JoinHandle<Vec<String>>) {
+        pcs_test_double_over(routes, connections, None).await
+    }
+
+    /// [`pcs_test_double`] over TLS with `tls` (HTTPS, as Intel's PCS), or plain HTTP.
+    async fn pcs_test_double_over(
+        routes: BTreeMap<String, Answer>,
+        connections: usize,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> (String, tokio::task::JoinHandle<Vec<String>>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
-        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let base = format!("{scheme}://{}", listener.local_addr().expect("addr"));
         let served = tokio::spawn(async move {
             let mut paths = Vec::new();
             for _ in 0..connections {
-                let (mut s, _) = listener.accept().await.expect("accept");
+                let (tcp, _) = listener.accept().await.expect("accept");
+                let mut s: Box<dyn Stream> = match &tls {
+                    Some(tls) => match tls.accept(tcp).await {
+                        Ok(s) => Box::new(s),
+                        // A client that refuses the certificate: nothing to serve.
+                        Err(_) => continue,
+                    },
+                    None => Box::new(tcp),
+                };
                 let request = String::from_utf8_lossy(&read_request(&mut s).await).into_owned();
                 let path = request.split(' ').nth(1).unwrap_or_default().to_owned();
                 let (status, headers, body) = routes.get(&path).cloned().unwrap_or((
@@ -248,6 +269,7 @@ mod tests {
                 head.push_str("\r\n");
                 s.write_all(head.as_bytes()).await.expect("write");
                 s.write_all(&body).await.expect("write");
+                s.shutdown().await.ok();
                 paths.push(path);
             }
             paths
@@ -436,6 +458,49 @@ mod tests {
             .await
             .expect_err("not a quote");
         assert!(matches!(e, CloudError::Collateral(_)), "{e}");
+    }
+
+    #[tokio::test]
+    async fn the_answers_come_over_tls_checked_against_the_roots_given() {
+        // The double's certificate, for 127.0.0.1, from a CA of its own.
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+        let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).expect("params");
+        let cert = params.self_signed(&key).expect("certificate");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .expect("server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+
+        let (base, served) = pcs_test_double_over(intel_routes(), 4, Some(acceptor.clone())).await;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert.der().clone()).expect("root");
+        let pcs =
+            PcsClient::with_roots(&base, &format!("{base}{ROOT_CRL_PATH}"), roots).expect("client");
+        let collateral = pcs.collateral_for(AZURE_QUOTE).await.expect("over TLS");
+        let parsed = |s: &str| serde_json::from_str::<serde_json::Value>(s).expect("JSON");
+        assert_eq!(parsed(&collateral), parsed(AZURE_COLLATERAL));
+        assert_eq!(served.await.expect("served").len(), 4);
+
+        // The same server under roots that do not include its CA: refused, named.
+        let (base, _served) = pcs_test_double_over(intel_routes(), 4, Some(acceptor)).await;
+        let pcs = PcsClient::with_roots(
+            &base,
+            &format!("{base}{ROOT_CRL_PATH}"),
+            rustls::RootCertStore::empty(),
+        )
+        .expect("client");
+        let e = pcs
+            .collateral_for(AZURE_QUOTE)
+            .await
+            .expect_err("unknown CA");
+        assert!(e.to_string().contains("UnknownIssuer"), "{e}");
     }
 
     #[test]
