@@ -47,6 +47,24 @@ pub enum HardwareEvidence {
     Tdx(TdxEvidence),
 }
 
+/// The TD quote in `evidence`, where a TD made one: Azure's paravisor TD's, or a TDX
+/// guest's configfs-tsm quote (alone, under a vTPM quote, or with GCE's AK).
+pub fn td_quote(evidence: &Evidence) -> Option<&[u8]> {
+    fn hardware(h: &Option<HardwareEvidence>) -> Option<&[u8]> {
+        match h {
+            Some(HardwareEvidence::Tdx(t)) => Some(&t.quote),
+            _ => None,
+        }
+    }
+    match evidence {
+        Evidence::AzureTdx(ev) => Some(&ev.td_quote),
+        Evidence::Tdx(ev) => Some(&ev.quote),
+        Evidence::Tpm(ev) => hardware(&ev.hardware),
+        Evidence::GcpVtpm(ev) => hardware(&ev.hardware),
+        Evidence::SevSnp(_) | Evidence::AzureSevSnp(_) => None,
+    }
+}
+
 impl HardwareEvidence {
     pub fn platform_name(&self) -> &'static str {
         match self {

@@ -118,24 +118,6 @@ impl Evidence {
         }
     }
 
-    /// The TD quote in this evidence, where a TD made one: Azure's paravisor TD's, or
-    /// a TDX guest's configfs-tsm quote (alone, under a vTPM quote, or with GCE's AK).
-    pub fn td_quote(&self) -> Option<&[u8]> {
-        fn hardware(h: &Option<crate::cvm::HardwareEvidence>) -> Option<&[u8]> {
-            match h {
-                Some(crate::cvm::HardwareEvidence::Tdx(t)) => Some(&t.quote),
-                _ => None,
-            }
-        }
-        match self {
-            Evidence::AzureTdx(ev) => Some(&ev.td_quote),
-            Evidence::Tdx(ev) => Some(&ev.quote),
-            Evidence::Tpm(ev) => hardware(&ev.hardware),
-            Evidence::GcpVtpm(ev) => hardware(&ev.hardware),
-            Evidence::SevSnp(_) | Evidence::AzureSevSnp(_) => None,
-        }
-    }
-
     /// Encodes as versioned JSON.
     pub fn encode(&self) -> Vec<u8> {
         let env = EnvelopeOut {

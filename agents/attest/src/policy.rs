@@ -492,7 +492,7 @@ impl PlatformPolicy {
     /// such quotes and holds none for them: what a joiner fills in (fetched for its own
     /// platform) before it checks its join service.
     pub fn missing_tdx_collateral(&mut self, own: &Evidence) -> Option<&mut Option<String>> {
-        own.td_quote()?;
+        crate::cvm::td_quote(own)?;
         let slot = match own {
             Evidence::AzureTdx(_) => self.azure_tdx.as_mut().map(|(_, c)| c)?,
             _ if self.tdx.is_some() => &mut self.tdx_collateral,
@@ -756,7 +756,7 @@ impl PlatformVerifier {
         own: &Evidence,
         json: &str,
     ) -> Result<Option<crate::tdx::CollateralRefresh>, TdxVerifyError> {
-        let Some(quote) = own.td_quote() else {
+        let Some(quote) = crate::cvm::td_quote(own) else {
             return Ok(None);
         };
         let verifier = match own {

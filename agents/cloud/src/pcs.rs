@@ -161,7 +161,10 @@ impl PcsClient {
         own: &Evidence,
         policy: &mut PlatformPolicy,
     ) -> Result<bool, CloudError> {
-        let (Some(quote), Some(slot)) = (own.td_quote(), policy.missing_tdx_collateral(own)) else {
+        let (Some(quote), Some(slot)) = (
+            veil_attest::cvm::td_quote(own),
+            policy.missing_tdx_collateral(own),
+        ) else {
             return Ok(false);
         };
         *slot = Some(self.collateral_for(quote).await?);

@@ -278,7 +278,7 @@ async fn refresh_collateral_once(
         .map_err(|e| format!("the task reading this node's evidence: {e}"))?
         .map_err(|e| format!("this node's evidence: {e}"))?;
     let own = Evidence::decode(&encoded).map_err(|e| format!("this node's evidence: {e}"))?;
-    let Some(quote) = own.td_quote() else {
+    let Some(quote) = veil_attest::cvm::td_quote(&own) else {
         return Ok(None);
     };
     let json = pcs.collateral_for(quote).await.map_err(|e| e.to_string())?;

@@ -31,17 +31,20 @@ pub(super) struct IntelPki<'a> {
 struct NoExtendedKeyUsage;
 
 impl webpki::ExtendedKeyUsageValidator for NoExtendedKeyUsage {
-    fn validate(&self, mut iter: KeyPurposeIdIter<'_, '_>) -> Result<(), webpki::Error> {
-        match iter.next() {
-            None => Ok(()),
-            Some(Err(e)) => Err(e),
-            Some(Ok(_)) => Err(webpki::Error::RequiredEkuNotFoundContext(
-                webpki::RequiredEkuNotFoundContext {
-                    required: webpki::KeyUsage::required_if_present(&[]),
-                    present: Vec::new(),
-                },
-            )),
+    fn validate(&self, iter: KeyPurposeIdIter<'_, '_>) -> Result<(), webpki::Error> {
+        // Every usage it names, for the error.
+        let present = iter
+            .map(|purpose| purpose.map(|p| p.to_decoded_oid()))
+            .collect::<Result<Vec<_>, _>>()?;
+        if present.is_empty() {
+            return Ok(());
         }
+        Err(webpki::Error::RequiredEkuNotFoundContext(
+            webpki::RequiredEkuNotFoundContext {
+                required: webpki::KeyUsage::required_if_present(&[]),
+                present,
+            },
+        ))
     }
 }
 
