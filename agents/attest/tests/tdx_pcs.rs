@@ -354,24 +354,7 @@ fn a_policy_names_where_collateral_for_a_nodes_own_td_quote_is_missing() {
 
 #[test]
 fn a_platform_verifier_offers_collateral_to_the_check_of_its_own_kind_of_td() {
-    let read = |name: &str| {
-        std::fs::read(format!(
-            "{}/tests/data/azure/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .expect("recorded Azure TDX evidence")
-    };
-    let own = Evidence::AzureTdx(veil_attest::azure::AzureTdxEvidence {
-        hcl_report: read("tdx-hcl-report.bin"),
-        td_quote: AZURE_QUOTE.to_vec(),
-        quote: read("tdx-quote.bin"),
-        signature: read("tdx-quote.sig"),
-        pcrs: read("tdx-quote-pcrs.bin")
-            .chunks(32)
-            .enumerate()
-            .map(|(i, v)| (i as u32, veil_attest::Digest32(v.try_into().expect("32"))))
-            .collect(),
-    });
+    let own = Evidence::AzureTdx(pcs_support::recorded_azure_tdx());
     let mrtd = TdQuote::parse(AZURE_QUOTE).expect("quote").mr_td;
     let tdx_policy = TdxPolicy {
         allowed_mrtd: vec![mrtd],

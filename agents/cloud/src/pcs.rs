@@ -313,28 +313,6 @@ mod tests {
         ])
     }
 
-    /// The recorded Azure TDX CVM's evidence (over the nonce "challenge").
-    fn recorded_azure_tdx() -> veil_attest::azure::AzureTdxEvidence {
-        let recorded = |name: &str| {
-            std::fs::read(format!(
-                "{}/../attest/tests/data/azure/{name}",
-                env!("CARGO_MANIFEST_DIR")
-            ))
-            .expect("recorded Azure TDX evidence")
-        };
-        veil_attest::azure::AzureTdxEvidence {
-            hcl_report: recorded("tdx-hcl-report.bin"),
-            td_quote: AZURE_QUOTE.to_vec(),
-            quote: recorded("tdx-quote.bin"),
-            signature: recorded("tdx-quote.sig"),
-            pcrs: recorded("tdx-quote-pcrs.bin")
-                .chunks(32)
-                .enumerate()
-                .map(|(i, v)| (i as u32, veil_attest::Digest32(v.try_into().expect("32"))))
-                .collect(),
-        }
-    }
-
     fn client(base: &str) -> PcsClient {
         PcsClient::with_roots(
             base,
@@ -376,7 +354,7 @@ mod tests {
         })
         .with_collateral_json(&collateral)
         .expect("collateral parses");
-        let evidence = recorded_azure_tdx();
+        let evidence = pcs_support::recorded_azure_tdx();
         let verified = veil_attest::azure::verify_azure_tdx(&evidence, &verifier, b"challenge")
             .expect("the recorded Azure TDX evidence verifies with the fetched collateral");
         assert_eq!(verified.tdx.expect("TDX facts").tcb_status, "OutOfDate");
@@ -384,7 +362,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_joiners_policy_gets_collateral_for_its_own_td_quote_where_it_has_none() {
-        let own = Evidence::AzureTdx(recorded_azure_tdx());
+        let own = Evidence::AzureTdx(pcs_support::recorded_azure_tdx());
         let mut policy = veil_attest::peer::cloud_policy_like_own(&own).expect("policy");
         let (base, served) = pcs_test_double(intel_routes(), 4).await;
         assert!(

@@ -364,6 +364,11 @@ pub async fn serve(
     Ok(())
 }
 
+/// TEST DATA: the recorded Azure TDX evidence, shared with `veil-attest`'s tests.
+#[cfg(test)]
+#[path = "../../attest/tests/pcs_support/mod.rs"]
+mod pcs_support;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -384,27 +389,6 @@ mod tests {
             PlatformVerifier::tpm_only(TpmVerifier::new(ek)),
             Limits::default(),
         )
-    }
-
-    fn recorded_azure_tdx() -> Evidence {
-        let read = |name: &str| {
-            std::fs::read(format!(
-                "{}/../attest/tests/data/azure/{name}",
-                env!("CARGO_MANIFEST_DIR")
-            ))
-            .expect("recorded Azure TDX evidence")
-        };
-        Evidence::AzureTdx(veil_attest::azure::AzureTdxEvidence {
-            hcl_report: read("tdx-hcl-report.bin"),
-            td_quote: read("tdx-td-quote.bin"),
-            quote: read("tdx-quote.bin"),
-            signature: read("tdx-quote.sig"),
-            pcrs: read("tdx-quote-pcrs.bin")
-                .chunks(32)
-                .enumerate()
-                .map(|(i, v)| (i as u32, veil_attest::Digest32(v.try_into().expect("32"))))
-                .collect(),
-        })
     }
 
     /// Nothing listens here: a fetch from it fails, naming it.
@@ -431,7 +415,9 @@ mod tests {
             .expect("nothing to fetch for");
         assert_eq!(outcome, None);
 
-        let td: Arc<dyn EvidenceIssuer> = Arc::new(Recorded(recorded_azure_tdx()));
+        let td: Arc<dyn EvidenceIssuer> = Arc::new(Recorded(Evidence::AzureTdx(
+            pcs_support::recorded_azure_tdx(),
+        )));
         let e = refresh_collateral_once(&admission, &td, &unreachable_pcs())
             .await
             .expect_err("no PCS");

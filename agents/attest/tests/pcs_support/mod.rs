@@ -52,3 +52,24 @@ pub fn served(collateral_json: &str) -> PcsAnswers {
         root_ca_crl: der("root_ca_crl"),
     }
 }
+
+/// The recorded Azure TDX CVM's evidence (tests/data/azure/README.md), its vTPM quote
+/// over the nonce "challenge".
+pub fn recorded_azure_tdx() -> veil_attest::azure::AzureTdxEvidence {
+    veil_attest::azure::AzureTdxEvidence {
+        hcl_report: include_bytes!("../data/azure/tdx-hcl-report.bin").to_vec(),
+        td_quote: include_bytes!("../data/azure/tdx-td-quote.bin").to_vec(),
+        quote: include_bytes!("../data/azure/tdx-quote.bin").to_vec(),
+        signature: include_bytes!("../data/azure/tdx-quote.sig").to_vec(),
+        pcrs: include_bytes!("../data/azure/tdx-quote-pcrs.bin")
+            .chunks(32)
+            .enumerate()
+            .map(|(i, v)| {
+                (
+                    i as u32,
+                    veil_attest::Digest32(v.try_into().expect("32 bytes")),
+                )
+            })
+            .collect(),
+    }
+}
