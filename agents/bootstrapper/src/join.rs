@@ -71,6 +71,9 @@ pub struct JoinConfig {
     /// made from this node's own report (`veil_attest::peer`). None on a node without
     /// SEV-SNP or TDX, which checks the service's TPM quote alone.
     pub service_hardware: Option<PlatformPolicy>,
+    /// In a TD (outside a cloud): this node's own TDX report, for the platform whose
+    /// Intel collateral it fetches to check the service's TD quote with.
+    pub own_td: Option<veil_attest::Evidence>,
     /// On a cloud's CVM: the cloud's evidence (Azure's HCL report, GCE's certified
     /// AK; on AWS the TPM quote with the SEV-SNP report that binds its AK), presented
     /// instead of the TPM quote. Its own proof names the AK, so the node activates
@@ -133,13 +136,17 @@ impl JoinConfig {
         )
         .context("loading the image's TPM CA")?;
         let cluster_id = launch.cluster_id.map(ClusterId);
-        let service_hardware = service_hardware(root, platform)?;
+        let (service_hardware, own_td) = match service_hardware(root, platform)? {
+            Some((policy, own)) => (Some(policy), own),
+            None => (None, None),
+        };
         Ok(Some(JoinConfig {
             endpoint,
             trust,
             role,
             cluster_id,
             service_hardware,
+            own_td,
             cloud_evidence: None,
             gcp: None,
         }))
@@ -148,8 +155,12 @@ impl JoinConfig {
 
 /// What a confidential VM requires of its join service's hardware evidence: what its
 /// own report shows (the kind, vendor root, launch measurement, TCB). A node on
-/// SEV-SNP or TDX that cannot read its own report does not join at all.
-fn service_hardware(root: &Path, platform: &Platform) -> Result<Option<PlatformPolicy>> {
+/// SEV-SNP or TDX that cannot read its own report does not join at all. In a TD, with
+/// its own report (for the platform whose collateral it fetches).
+fn service_hardware(
+    root: &Path,
+    platform: &Platform,
+) -> Result<Option<(PlatformPolicy, Option<veil_attest::Evidence>)>> {
     let Some(mut own) = veil_attest::HardwareAttester::for_platform(platform, root) else {
         return Ok(None);
     };
@@ -163,7 +174,11 @@ fn service_hardware(root: &Path, platform: &Platform) -> Result<Option<PlatformP
         accepts = %policy.accepts(),
         "the join service must show hardware evidence like this node's"
     );
-    Ok(Some(policy))
+    let own_td = match report {
+        veil_attest::cvm::HardwareEvidence::Tdx(td) => Some(veil_attest::Evidence::Tdx(td)),
+        veil_attest::cvm::HardwareEvidence::SevSnp(_) => None,
+    };
+    Ok(Some((policy, own_td)))
 }
 
 /// What the join service gave.
@@ -372,14 +387,20 @@ pub async fn connect(tpm: &SharedTpm, config: &JoinConfig) -> Result<tonic::tran
             let mut verifier = TpmVerifier::new(config.trust.clone());
             verifier.add_trusted_ak(activate_peer(plain.clone(), ep, &verifier).await?);
             match &config.service_hardware {
-                Some(policy) => Arc::new(VerifierValidator(
-                    PlatformVerifier::new(
-                        verifier,
-                        policy,
-                        "this node's policy for its join service",
-                    )
-                    .context("the join service's hardware policy")?,
-                )),
+                Some(policy) => {
+                    let mut policy = policy.clone();
+                    if let Some(own) = &config.own_td {
+                        with_own_collateral(own, &mut policy).await?;
+                    }
+                    Arc::new(VerifierValidator(
+                        PlatformVerifier::new(
+                            verifier,
+                            &policy,
+                            "this node's policy for its join service",
+                        )
+                        .context("the join service's hardware policy")?,
+                    ))
+                }
                 None => Arc::new(VerifierValidator(verifier)),
             }
         }
@@ -416,23 +437,33 @@ async fn service_policy_like(own: Arc<dyn EvidenceIssuer>) -> Result<PlatformPol
     let own = veil_attest::Evidence::decode(&encoded).context("our own cloud evidence")?;
     let mut policy = veil_attest::peer::cloud_policy_like_own(&own)
         .context("deriving what the join service's evidence must show")?;
-    // A TD quote is checked with Intel's collateral, which neither evidence need
-    // carry: fetched from Intel for this node's own platform (Intel signs it; the
-    // verifier checks it against the pinned root).
-    if policy.missing_tdx_collateral(&own).is_some() {
-        veil_cloud::pcs::PcsClient::intel()
-            .context("reaching Intel's PCS for the join service's TD quote")?
-            .complete_policy(&own, &mut policy)
-            .await
-            .context(
-                "Intel's collateral to check the join service's TD quote with (for this node's own platform)",
-            )?;
-    }
+    with_own_collateral(&own, &mut policy).await?;
     tracing::info!(
         accepts = %policy.accepts(),
         "the join service must show cloud evidence like this node's"
     );
     Ok(policy)
+}
+
+/// A TD quote is checked with Intel's collateral, which neither side's evidence need
+/// carry: where `policy` checks TD quotes like `own`'s and holds none, it is fetched
+/// from Intel's PCS for this node's own platform (Intel signs it; the verifier checks
+/// it against the pinned root).
+async fn with_own_collateral(
+    own: &veil_attest::Evidence,
+    policy: &mut PlatformPolicy,
+) -> Result<()> {
+    if policy.missing_tdx_collateral(own).is_none() {
+        return Ok(());
+    }
+    veil_cloud::pcs::PcsClient::intel()
+        .context("reaching Intel's PCS for the join service's TD quote")?
+        .complete_policy(own, policy)
+        .await
+        .context(
+            "Intel's collateral to check the join service's TD quote with (for this node's own platform)",
+        )?;
+    Ok(())
 }
 
 /// Credential activation of our TPM's AK at the service, over the plain channel.

@@ -186,6 +186,7 @@ fn main() -> Result<(), BoxError> {
         role: Role::Worker,
         cluster_id: None,
         service_hardware: None,
+        own_td: None,
         cloud_evidence: None,
         gcp: None,
     };
@@ -326,6 +327,7 @@ fn crowd(
                 role: Role::Worker,
                 cluster_id: None,
                 service_hardware: None,
+                own_td: None,
                 cloud_evidence: None,
                 gcp: None,
             };

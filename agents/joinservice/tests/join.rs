@@ -248,6 +248,7 @@ fn config(service: &Service, ca: &LocalCa) -> JoinConfig {
         role: Role::Worker,
         cluster_id: None,
         service_hardware: None,
+        own_td: None,
         cloud_evidence: None,
         gcp: None,
     }
@@ -525,6 +526,7 @@ fn a_joiner_in_a_confidential_vm_refuses_a_service_whose_quote_has_no_hardware_r
     // service's quote must carry a report with that launch measurement.
     let cvm = JoinConfig {
         service_hardware: Some(hardware_required()),
+        own_td: None,
         ..config(&f.service, LocalCa::shared())
     };
     let e = client_runtime()
