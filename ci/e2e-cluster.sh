@@ -660,7 +660,7 @@ integrity_checks() {
 }
 
 # The nodes must not outlive a failed check or an error exit.
-trap 'for n in boot joiner tampered sealed; do "$VEIL_ROOT/ci/boot-node" --stop $n >/dev/null 2>&1 || true; done; rm -rf "$work"' EXIT
+trap 'for n in boot joiner tampered sealed; do "$VEIL_ROOT/ci/boot-node" --stop $n >/dev/null 2>&1 || true; done; "$VEIL_ROOT/ci/test-registry" stop >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 # The operator's init secret; the first nodes are launched with its hash.
 "$veil" init-secret new --output json "$work/init-secret.json" >"$work/init-secret.out"
 init_hash=$(jq -r .initSecretHash "$work/init-secret.out")
