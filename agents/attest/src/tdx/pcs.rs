@@ -23,6 +23,7 @@ use x509_cert::crl::CertificateList;
 use x509_cert::der::{Decode as _, Encode as _};
 
 use super::dcap::certified_auth_data;
+use super::dcap::pki::pem_chain;
 use super::error::TdxVerifyError;
 
 /// Intel's PCS. Its TLS certificate is checked by the caller against the system's roots;
@@ -95,10 +96,7 @@ impl CollateralRequest {
             })
         })?;
         let auth = certified_auth_data(&parsed).map_err(PcsError::Quote)?;
-        let pem = &auth.qe_report_data.certification_data.body.data;
-        // The QE writes the chain NUL-terminated, for C.
-        let end = pem.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
-        let chain = Certificate::load_pem_chain(&pem[..end])
+        let chain = pem_chain(&auth.qe_report_data.certification_data.body.data)
             .map_err(|e| PcsError::Pck(format!("the PEM chain does not parse: {e}")))?;
         let leaf = chain
             .first()

@@ -24,7 +24,7 @@
 //! is appraised too, and Intel's "relaunch advised" applies), not TD 1.5ex. The
 //! differential tests hold its verdicts to dcap-qvl's on the same evidence.
 
-mod pki;
+pub(crate) mod pki;
 mod tcb;
 
 use dcap_qvl::QuoteCollateralV3;

@@ -30,6 +30,13 @@ pub(super) struct IntelPki<'a> {
 /// something else and is refused.
 struct NoExtendedKeyUsage;
 
+/// The certificates of the PEM chain `pem`, end entity first. The quote's chain ends in
+/// a NUL, as the QE writes it for C.
+pub(crate) fn pem_chain(pem: &[u8]) -> Result<Vec<Certificate>, x509_cert::der::Error> {
+    let end = pem.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    Certificate::load_pem_chain(&pem[..end])
+}
+
 impl webpki::ExtendedKeyUsageValidator for NoExtendedKeyUsage {
     fn validate(&self, iter: KeyPurposeIdIter<'_, '_>) -> Result<(), webpki::Error> {
         // Every usage it names, for the error.
@@ -85,13 +92,10 @@ impl<'a> IntelPki<'a> {
     /// Verifies the PEM chain `pem` (end entity first) up to the root, each certificate
     /// checked against the CRL of its issuer: a certificate no CRL speaks for is refused.
     pub fn verify_path(&self, what: &str, pem: &[u8]) -> Result<VerifiedLeaf, TdxVerifyError> {
-        // The quote's chain ends in a NUL, as the QE writes it for C.
-        let end = pem.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
-        let certs =
-            Certificate::load_pem_chain(&pem[..end]).map_err(|e| TdxVerifyError::Malformed {
-                what: "certificate chain",
-                reason: format!("{what}: {e}"),
-            })?;
+        let certs = pem_chain(pem).map_err(|e| TdxVerifyError::Malformed {
+            what: "certificate chain",
+            reason: format!("{what}: {e}"),
+        })?;
         let ders = certs
             .iter()
             .map(|c| c.to_der().map(CertificateDer::from))
