@@ -99,7 +99,7 @@ pub fn policy_like_own(own: &HardwareEvidence) -> Result<PlatformPolicy, PeerPol
 /// defaults otherwise.
 ///
 /// On Azure TDX the policy holds no collateral: Intel's for this node's platform is
-/// the caller's to fetch (`veil_cloud::pcs`), as this crate holds no network code.
+/// the caller's to fetch (`veil_fetch::pcs`), as this crate holds no network code.
 ///
 /// A GCE vTPM without a CPU report (no configfs-tsm in the guest) gives a policy that
 /// takes Google's certified AK alone: that is all such a node can check, and all it

@@ -456,7 +456,7 @@ async fn with_own_collateral(
     if policy.missing_tdx_collateral(own).is_none() {
         return Ok(());
     }
-    veil_cloud::pcs::PcsClient::intel()
+    veil_fetch::pcs::PcsClient::intel()
         .context("reaching Intel's PCS for the join service's TD quote")?
         .complete_policy(own, policy)
         .await

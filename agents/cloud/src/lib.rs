@@ -11,20 +11,12 @@
 //! is fetched over plain HTTP (certificates, TD quotes) is checked by the verifier
 //! against pinned roots; nothing fetched here is believed by the node itself.
 //!
-//! The HTTP client is hyper's own (already in the tree through tonic): one bounded
-//! request at a time needs no more. Intel's PCS ([`pcs`]) is HTTPS only: hyper-rustls
-//! with the same rustls (ring) as everything else, and the system's CA roots.
+//! The requests themselves, bounded in time and size, are `veil-fetch`'s.
 
-pub mod pcs;
 pub mod user_data;
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Bytes;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use thiserror::Error;
 use veil_atls::{AttesterIssuer, EvidenceIssuer};
 use veil_attest::HardwareAttester;
@@ -38,32 +30,12 @@ use veil_attest::azure::{
 use veil_attest::gcp::attester::{GcpAttester, ak_cert_present};
 use veil_attest::gcp::{GcpError, issuer_url};
 use veil_attest::tpm::TpmAttestError;
-
-/// How long a metadata or certificate server may take.
-const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
-/// Certificates and THIM's answer are a few KiB.
-const HTTP_MAX_BYTES: usize = 64 * 1024;
+use veil_fetch::{Bytes, FetchError, Method, http_get, http_request};
 
 #[derive(Debug, Error)]
 pub enum CloudError {
-    #[error("a request for {url} cannot be made: {reason}")]
-    Request { url: String, reason: String },
-    #[error("{url} did not answer within {HTTP_TIMEOUT:?}")]
-    Timeout { url: String },
-    #[error("asking {url}: {reason}")]
-    Transport { url: String, reason: String },
-    #[error("reading {url}'s answer (at most {max_bytes} bytes): {reason}")]
-    Body {
-        url: String,
-        max_bytes: usize,
-        reason: String,
-    },
-    #[error("{url} answered {status}: {excerpt}")]
-    Status {
-        url: String,
-        status: hyper::StatusCode,
-        excerpt: String,
-    },
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
     #[error("the answer of {url}: {source}")]
     Answer {
         url: String,
@@ -82,110 +54,8 @@ pub enum CloudError {
     Gcp(#[source] GcpError),
     #[error("the instance's user data from {url}: {reason}")]
     UserData { url: String, reason: String },
-    #[error("fetching Intel's collateral: {0}")]
-    Pcs(String),
-    #[error("Intel's collateral for the TD quote: {0}")]
-    Collateral(#[source] veil_attest::tdx::pcs::PcsError),
     #[error(transparent)]
     Launch(#[from] veil_protocol::launch::LaunchError),
-}
-
-/// One plain HTTP GET with `headers`: the body of a 2xx answer. Used only for what
-/// the verifier checks against pinned roots (VCEKs, intermediates, TD quotes).
-pub async fn http_get(url: &str, headers: &[(&str, &str)]) -> Result<Bytes, CloudError> {
-    http_request(hyper::Method::GET, url, headers, Bytes::new()).await
-}
-
-/// [`http_get`] for any method, with a body.
-pub async fn http_request(
-    method: hyper::Method,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: Bytes,
-) -> Result<Bytes, CloudError> {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    send(&client, method, url, headers, body, HTTP_MAX_BYTES)
-        .await
-        .map(|(_, body)| body)
-}
-
-/// One request through `client`: the headers and body (at most `max_bytes`) of a 2xx
-/// answer; any other status is an error with the start of the body.
-pub(crate) async fn send<C>(
-    client: &Client<C, Full<Bytes>>,
-    method: hyper::Method,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: Bytes,
-    max_bytes: usize,
-) -> Result<(hyper::HeaderMap, Bytes), CloudError>
-where
-    C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
-{
-    let mut request = hyper::Request::builder().method(method).uri(url);
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let request = request
-        .body(Full::new(body))
-        .map_err(|e| CloudError::Request {
-            url: url.to_owned(),
-            reason: e.to_string(),
-        })?;
-    let response = tokio::time::timeout(HTTP_TIMEOUT, client.request(request))
-        .await
-        .map_err(|_| CloudError::Timeout {
-            url: url.to_owned(),
-        })?
-        .map_err(|e| CloudError::Transport {
-            url: url.to_owned(),
-            reason: with_sources(&e),
-        })?;
-    let (parts, body) = response.into_parts();
-    let body = tokio::time::timeout(HTTP_TIMEOUT, Limited::new(body, max_bytes).collect())
-        .await
-        .map_err(|_| CloudError::Timeout {
-            url: url.to_owned(),
-        })?
-        .map_err(|e| CloudError::Body {
-            url: url.to_owned(),
-            max_bytes,
-            reason: e.to_string(),
-        })?
-        .to_bytes();
-    if !parts.status.is_success() {
-        return Err(CloudError::Status {
-            url: url.to_owned(),
-            status: parts.status,
-            excerpt: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
-        });
-    }
-    Ok((parts.headers, body))
-}
-
-/// `e` and what caused it (hyper's own message is only "client error (Connect)").
-fn with_sources(e: &dyn std::error::Error) -> String {
-    let mut reason = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        reason.push_str(": ");
-        reason.push_str(&s.to_string());
-        source = s.source();
-    }
-    reason
-}
-
-/// [`http_get`], where a 404 means there is nothing (no user data, say).
-pub async fn http_get_optional(
-    url: &str,
-    headers: &[(&str, &str)],
-) -> Result<Option<Bytes>, CloudError> {
-    match http_get(url, headers).await {
-        Err(CloudError::Status { status, .. }) if status == hyper::StatusCode::NOT_FOUND => {
-            Ok(None)
-        }
-        other => other.map(Some),
-    }
 }
 
 /// The chip's VCEK (DER), from Azure's metadata service at `url`.
@@ -202,7 +72,7 @@ pub async fn fetch_vcek(url: &str) -> Result<Vec<u8>, CloudError> {
 pub async fn fetch_td_quote(url: &str, hcl: &[u8]) -> Result<Vec<u8>, CloudError> {
     let report = HclReport::parse(hcl).map_err(CloudError::Hcl)?;
     let body = http_request(
-        hyper::Method::POST,
+        Method::POST,
         url,
         &[("Metadata", "true"), ("Content-Type", "application/json")],
         Bytes::from(td_quote_request(report.hw_report())),
@@ -327,7 +197,8 @@ pub async fn presented(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
+    pub(crate) use veil_fetch::test_support::read_request;
 
     /// A TEST DOUBLE of the metadata service: answers one request with `status` and
     /// `body`, and hands back what it was asked.
@@ -365,33 +236,6 @@ pub(crate) mod tests {
             requests
         });
         (base, served)
-    }
-
-    /// A whole HTTP/1.1 request from `s`: headers, then as many bytes as
-    /// content-length says.
-    pub(crate) async fn read_request(s: &mut (impl tokio::io::AsyncRead + Unpin)) -> Vec<u8> {
-        let mut request = Vec::new();
-        let mut chunk = [0u8; 4096];
-        loop {
-            let n = s.read(&mut chunk).await.expect("read");
-            request.extend_from_slice(&chunk[..n]);
-            let text = String::from_utf8_lossy(&request).to_ascii_lowercase();
-            let Some(end) = text.find("\r\n\r\n") else {
-                if n == 0 {
-                    break;
-                }
-                continue;
-            };
-            let length = text
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse::<usize>().ok())
-                .unwrap_or(0);
-            if n == 0 || request.len() >= end + 4 + length {
-                break;
-            }
-        }
-        request
     }
 
     #[tokio::test]

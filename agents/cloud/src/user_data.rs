@@ -13,10 +13,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use base64::Engine as _;
-use hyper::body::Bytes;
 use veil_protocol::launch::{CloudLaunch, MAX_USER_DATA};
 
-use crate::{CloudError, http_get_optional, http_request};
+use veil_fetch::{Bytes, Method, http_get_optional, http_request};
+
+use crate::CloudError;
 
 /// The metadata service's address on all three clouds.
 pub const METADATA_BASE: &str = "http://169.254.169.254";
@@ -87,7 +88,7 @@ impl Cloud {
             }
             Cloud::Aws => {
                 let token = http_request(
-                    hyper::Method::PUT,
+                    Method::PUT,
                     &format!("{base}/latest/api/token"),
                     &[("X-aws-ec2-metadata-token-ttl-seconds", "60")],
                     Bytes::new(),
@@ -127,9 +128,7 @@ pub async fn launch_settings(
     let data = loop {
         tried += 1;
         match cloud.user_data(base).await {
-            Err(e @ (CloudError::Transport { .. } | CloudError::Timeout { .. }))
-                if tried < attempts =>
-            {
+            Err(CloudError::Fetch(e)) if e.is_unreachable() && tried < attempts => {
                 tracing::info!(
                     cloud = cloud.name(),
                     "the metadata service is not reachable yet: {e}"
@@ -263,6 +262,12 @@ mod tests {
         let e = launch_settings(Cloud::Gcp, &closed, 2, Duration::from_millis(10))
             .await
             .expect_err("unreachable");
-        assert!(matches!(e, CloudError::Transport { .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                CloudError::Fetch(veil_fetch::FetchError::Transport { .. })
+            ),
+            "{e}"
+        );
     }
 }

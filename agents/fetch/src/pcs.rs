@@ -1,6 +1,7 @@
-//! Intel's collateral for a TD quote, fetched when a node needs it: an Azure TDX joiner
+//! Intel's collateral for a TD quote, fetched when it is needed: an Azure TDX joiner
 //! has nothing else to check its join service's TD quote with (its evidence carries no
-//! collateral, and a joiner has no cluster policy yet).
+//! collateral, and a joiner has no cluster policy yet); a join service keeps its own
+//! fresh; `veil` on a workstation fetches it for the node it verifies.
 //!
 //! The answers come over HTTPS checked against the system's CA roots, but that is for
 //! availability only: every part is signed by Intel and checked by the verifier against
@@ -10,7 +11,7 @@
 //! image, not read from anything the host writes.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use http_body_util::Full;
@@ -25,7 +26,7 @@ use veil_attest::tdx::pcs::{
 
 use veil_attest::{Evidence, PlatformPolicy};
 
-use crate::{CloudError, send};
+use crate::{FetchError, send};
 
 /// TCB info and CRLs are tens of KiB at most; a bound keeps a hostile answer small.
 const PCS_MAX_BYTES: usize = 1024 * 1024;
@@ -46,6 +47,24 @@ fn cached(key: &CacheKey) -> Option<String> {
         .map(|(_, json)| json.clone())
 }
 
+/// Where a PCCS serves the root CA's CRL.
+pub const PCCS_ROOT_CA_CRL_PATH: &str = "/sgx/certification/v4/rootcacrl";
+
+/// The system's CA roots (the image has `ca-certificates`).
+fn system_roots() -> Result<rustls::RootCertStore, FetchError> {
+    let found = rustls_native_certs::load_native_certs();
+    let mut roots = rustls::RootCertStore::empty();
+    let (added, _ignored) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        return Err(FetchError::Pcs(format!(
+            "no CA certificate in the system's store to check a PCS's TLS certificate with ({} errors: {:?})",
+            found.errors.len(),
+            found.errors.first().map(ToString::to_string)
+        )));
+    }
+    Ok(roots)
+}
+
 /// Where collateral is fetched from.
 #[derive(Clone)]
 pub struct PcsClient {
@@ -64,19 +83,33 @@ impl std::fmt::Debug for PcsClient {
 }
 
 impl PcsClient {
-    /// Intel's PCS, over TLS checked against the system's CA roots.
-    pub fn intel() -> Result<Self, CloudError> {
-        let found = rustls_native_certs::load_native_certs();
-        let mut roots = rustls::RootCertStore::empty();
-        let (added, _ignored) = roots.add_parsable_certificates(found.certs);
-        if added == 0 {
-            return Err(CloudError::Pcs(format!(
-                "no CA certificate in the system's store to check {INTEL_PCS_URL} with ({} errors: {:?})",
-                found.errors.len(),
-                found.errors.first().map(ToString::to_string)
+    /// Intel's PCS, over TLS checked against the system's CA roots. The roots are read
+    /// once per process: a joiner asks at every join attempt.
+    pub fn intel() -> Result<Self, FetchError> {
+        static INTEL: OnceLock<PcsClient> = OnceLock::new();
+        if let Some(client) = INTEL.get() {
+            return Ok(client.clone());
+        }
+        // A failure is not kept: a CA bundle installed later is then found.
+        let client = Self::with_roots(INTEL_PCS_URL, INTEL_ROOT_CA_CRL_URL, system_roots()?)?;
+        Ok(INTEL.get_or_init(|| client).clone())
+    }
+
+    /// The PCCS (Intel's caching service, PCS API v4) at `base`, for networks that do
+    /// not reach Intel: HTTPS against the system's CA roots, or plain HTTP where `base`
+    /// says so. Its root CA CRL is its own `rootcacrl` (hex, which [`assemble`] reads).
+    pub fn pccs(base: &str) -> Result<Self, FetchError> {
+        let base = base.trim_end_matches('/');
+        if !(base.starts_with("https://") || base.starts_with("http://")) {
+            return Err(FetchError::Pcs(format!(
+                "{base} is not an http:// or https:// URL"
             )));
         }
-        Self::with_roots(INTEL_PCS_URL, INTEL_ROOT_CA_CRL_URL, roots)
+        Self::with_roots(
+            base,
+            &format!("{base}{PCCS_ROOT_CA_CRL_PATH}"),
+            system_roots()?,
+        )
     }
 
     /// Another PCS-compatible service at `base` (a PCCS, or a test double), with the
@@ -86,12 +119,12 @@ impl PcsClient {
         base: &str,
         root_ca_crl_url: &str,
         roots: rustls::RootCertStore,
-    ) -> Result<Self, CloudError> {
+    ) -> Result<Self, FetchError> {
         let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
         .with_safe_default_protocol_versions()
-        .map_err(|e| CloudError::Pcs(format!("TLS settings: {e}")))?
+        .map_err(|e| FetchError::Pcs(format!("TLS settings: {e}")))?
         .with_root_certificates(roots)
         .with_no_client_auth();
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
@@ -106,14 +139,19 @@ impl PcsClient {
         })
     }
 
+    /// The service asked.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     /// The collateral (`QuoteCollateralV3` JSON) for the platform of the PCK
     /// certificate in `quote`: its TCB info, the TD QE's identity, its PCK CA's CRL
     /// and the root CA's CRL.
     ///
     /// Kept in this process for [`CACHE_FOR`]: a member reconnecting to its join
     /// service asks again, and Intel's answers change only at a TCB recovery.
-    pub async fn collateral_for(&self, quote: &[u8]) -> Result<String, CloudError> {
-        let request = CollateralRequest::for_quote(quote).map_err(CloudError::Collateral)?;
+    pub async fn collateral_for(&self, quote: &[u8]) -> Result<String, FetchError> {
+        let request = CollateralRequest::for_quote(quote).map_err(FetchError::Collateral)?;
         let key = (self.base.clone(), request);
         if let Some(json) = cached(&key) {
             return Ok(json);
@@ -126,7 +164,7 @@ impl PcsClient {
         Ok(json)
     }
 
-    async fn fetch(&self, request: &CollateralRequest) -> Result<String, CloudError> {
+    async fn fetch(&self, request: &CollateralRequest) -> Result<String, FetchError> {
         let urls = [
             request.tcb_info_url(&self.base),
             request.qe_identity_url(&self.base),
@@ -144,7 +182,7 @@ impl PcsClient {
             pck_crl,
             root_ca_crl: root_ca_crl.body,
         };
-        let collateral = assemble(request, &answers).map_err(CloudError::Collateral)?;
+        let collateral = assemble(request, &answers).map_err(FetchError::Collateral)?;
         tracing::info!(
             fmspc = %request.fmspc_hex(),
             service = %self.base,
@@ -160,7 +198,7 @@ impl PcsClient {
         &self,
         own: &Evidence,
         policy: &mut PlatformPolicy,
-    ) -> Result<bool, CloudError> {
+    ) -> Result<bool, FetchError> {
         let (Some(quote), Some(slot)) = (
             veil_attest::cvm::td_quote(own),
             policy.missing_tdx_collateral(own),
@@ -172,7 +210,7 @@ impl PcsClient {
     }
 
     /// One answer, with the issuer-chain header `chain_header` if it has one.
-    async fn get(&self, url: &str, chain_header: &str) -> Result<PcsAnswer, CloudError> {
+    async fn get(&self, url: &str, chain_header: &str) -> Result<PcsAnswer, FetchError> {
         let (headers, body) = send(
             &self.client,
             hyper::Method::GET,
@@ -205,26 +243,10 @@ mod pcs_support;
 mod tests {
     use std::collections::BTreeMap;
 
-    use tokio::io::AsyncWriteExt as _;
-
     use super::*;
     use crate::pcs::pcs_support;
-    use crate::tests::read_request;
+    use crate::test_support::{Answer, pcs_routes, serve as pcs_test_double_over};
 
-    const AZURE_QUOTE: &[u8] = include_bytes!("../../attest/tests/data/azure/tdx-td-quote.bin");
-    const AZURE_COLLATERAL: &str =
-        include_str!("../../attest/tests/data/azure/tdx-collateral-00806f050000.json");
-    const ROOT_CRL_PATH: &str = "/IntelSGXRootCA.der";
-
-    trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
-    impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
-
-    /// One answer of the test double: status, headers, body.
-    type Answer = (&'static str, Vec<(&'static str, String)>, Vec<u8>);
-
-    /// A TEST DOUBLE of Intel's PCS (and its root CA CRL): serves `routes` by request
-    /// path, one connection each, for `connections` requests; its base URL, and the
-    /// paths it was asked for.
     async fn pcs_test_double(
         routes: BTreeMap<String, Answer>,
         connections: usize,
@@ -232,85 +254,18 @@ mod tests {
         pcs_test_double_over(routes, connections, None).await
     }
 
-    /// [`pcs_test_double`] over TLS with `tls` (HTTPS, as Intel's PCS), or plain HTTP.
-    async fn pcs_test_double_over(
-        routes: BTreeMap<String, Answer>,
-        connections: usize,
-        tls: Option<tokio_rustls::TlsAcceptor>,
-    ) -> (String, tokio::task::JoinHandle<Vec<String>>) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let scheme = if tls.is_some() { "https" } else { "http" };
-        let base = format!("{scheme}://{}", listener.local_addr().expect("addr"));
-        let served = tokio::spawn(async move {
-            let mut paths = Vec::new();
-            for _ in 0..connections {
-                let (tcp, _) = listener.accept().await.expect("accept");
-                let mut s: Box<dyn Stream> = match &tls {
-                    Some(tls) => match tls.accept(tcp).await {
-                        Ok(s) => Box::new(s),
-                        // A client that refuses the certificate: nothing to serve.
-                        Err(_) => continue,
-                    },
-                    None => Box::new(tcp),
-                };
-                let request = String::from_utf8_lossy(&read_request(&mut s).await).into_owned();
-                let path = request.split(' ').nth(1).unwrap_or_default().to_owned();
-                let (status, headers, body) = routes.get(&path).cloned().unwrap_or((
-                    "404 Not Found",
-                    Vec::new(),
-                    b"no such path".to_vec(),
-                ));
-                let mut head = format!(
-                    "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n",
-                    body.len()
-                );
-                for (name, value) in headers {
-                    head.push_str(&format!("{name}: {value}\r\n"));
-                }
-                head.push_str("\r\n");
-                s.write_all(head.as_bytes()).await.expect("write");
-                s.write_all(&body).await.expect("write");
-                s.shutdown().await.ok();
-                paths.push(path);
-            }
-            paths
-        });
-        (base, served)
-    }
+    const AZURE_QUOTE: &[u8] = include_bytes!("../../attest/tests/data/azure/tdx-td-quote.bin");
+    const AZURE_COLLATERAL: &str =
+        include_str!("../../attest/tests/data/azure/tdx-collateral-00806f050000.json");
+    const ROOT_CRL_PATH: &str = "/IntelSGXRootCA.der";
 
     /// What Intel's PCS served for the recorded Azure TD quote's platform.
     fn intel_routes() -> BTreeMap<String, Answer> {
-        let a = pcs_support::served(AZURE_COLLATERAL);
-        let chain = |c: &Option<String>| c.clone().expect("issuer chain");
-        BTreeMap::from([
-            (
-                "/tdx/certification/v4/tcb?fmspc=00806F050000".into(),
-                (
-                    "200 OK",
-                    vec![(TCB_INFO_ISSUER_CHAIN, chain(&a.tcb_info.issuer_chain))],
-                    a.tcb_info.body,
-                ),
-            ),
-            (
-                "/tdx/certification/v4/qe/identity".into(),
-                (
-                    "200 OK",
-                    vec![(QE_IDENTITY_ISSUER_CHAIN, chain(&a.qe_identity.issuer_chain))],
-                    a.qe_identity.body,
-                ),
-            ),
-            (
-                "/sgx/certification/v4/pckcrl?ca=platform&encoding=der".into(),
-                (
-                    "200 OK",
-                    vec![(PCK_CRL_ISSUER_CHAIN, chain(&a.pck_crl.issuer_chain))],
-                    a.pck_crl.body,
-                ),
-            ),
-            (ROOT_CRL_PATH.into(), ("200 OK", Vec::new(), a.root_ca_crl)),
-        ])
+        pcs_routes(
+            &CollateralRequest::for_quote(AZURE_QUOTE).expect("request"),
+            pcs_support::served(AZURE_COLLATERAL),
+            ROOT_CRL_PATH,
+        )
     }
 
     fn client(base: &str) -> PcsClient {
@@ -337,9 +292,16 @@ mod tests {
         assert_eq!(again, collateral);
         let mut paths = served.await.expect("served");
         paths.sort();
-        let mut asked: Vec<String> = intel_routes().into_keys().collect();
-        asked.sort();
-        assert_eq!(paths, asked, "each part asked for once, for this platform");
+        assert_eq!(
+            paths,
+            [
+                ROOT_CRL_PATH,
+                "/sgx/certification/v4/pckcrl?ca=platform&encoding=der",
+                "/tdx/certification/v4/qe/identity",
+                "/tdx/certification/v4/tcb?fmspc=00806F050000",
+            ],
+            "each part asked for once, for this platform"
+        );
         let parsed = |s: &str| serde_json::from_str::<serde_json::Value>(s).expect("JSON");
         assert_eq!(parsed(&collateral), parsed(AZURE_COLLATERAL));
 
@@ -400,6 +362,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_pccs_is_asked_at_its_own_paths_and_its_hex_root_crl_read() {
+        let mut routes = intel_routes();
+        let (status, headers, der) = routes.remove(ROOT_CRL_PATH).expect("root CRL");
+        // A PCCS sends the root CA's CRL as hex text.
+        routes.insert(
+            PCCS_ROOT_CA_CRL_PATH.into(),
+            (status, headers, hex::encode(der).into_bytes()),
+        );
+        let (base, served) = pcs_test_double(routes, 4).await;
+        let pccs = PcsClient::pccs(&format!("{base}/")).expect("client");
+        assert_eq!(pccs.base(), base);
+        let collateral = pccs.collateral_for(AZURE_QUOTE).await.expect("collateral");
+        let parsed = |s: &str| serde_json::from_str::<serde_json::Value>(s).expect("JSON");
+        assert_eq!(parsed(&collateral), parsed(AZURE_COLLATERAL));
+        assert!(
+            served
+                .await
+                .expect("served")
+                .contains(&PCCS_ROOT_CA_CRL_PATH.to_owned())
+        );
+
+        let e = PcsClient::pccs("pccs.example:8081").expect_err("no scheme");
+        assert!(
+            e.to_string().contains("not an http:// or https:// URL"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
     async fn a_missing_part_or_header_is_named() {
         let mut routes = intel_routes();
         routes.remove("/tdx/certification/v4/qe/identity");
@@ -438,7 +429,7 @@ mod tests {
             .collateral_for(&AZURE_QUOTE[..100])
             .await
             .expect_err("not a quote");
-        assert!(matches!(e, CloudError::Collateral(_)), "{e}");
+        assert!(matches!(e, FetchError::Collateral(_)), "{e}");
     }
 
     #[tokio::test]

@@ -227,7 +227,7 @@ pub struct Credentials {
     pub verifier: PlatformVerifier,
     /// Where this node, a TD, fetches Intel's collateral for its own platform to keep
     /// the policy's fresh ([`keep_collateral_fresh`]); `None` elsewhere.
-    pub collateral: Option<veil_cloud::pcs::PcsClient>,
+    pub collateral: Option<veil_fetch::pcs::PcsClient>,
 }
 
 /// How often collateral is fetched anew: Intel's TCB info and CRLs are dated for a
@@ -244,7 +244,7 @@ const COLLATERAL_RETRY: std::time::Duration = std::time::Duration::from_secs(15 
 pub async fn keep_collateral_fresh(
     admission: Arc<Admission>,
     issuer: Arc<dyn EvidenceIssuer>,
-    pcs: veil_cloud::pcs::PcsClient,
+    pcs: veil_fetch::pcs::PcsClient,
 ) {
     loop {
         let wait = match refresh_collateral_once(&admission, &issuer, &pcs).await {
@@ -269,7 +269,7 @@ pub async fn keep_collateral_fresh(
 async fn refresh_collateral_once(
     admission: &Admission,
     issuer: &Arc<dyn EvidenceIssuer>,
-    pcs: &veil_cloud::pcs::PcsClient,
+    pcs: &veil_fetch::pcs::PcsClient,
 ) -> Result<Option<veil_attest::tdx::CollateralRefresh>, String> {
     let issuer = issuer.clone();
     // Any data will do: only the quote's platform is used.
@@ -392,8 +392,8 @@ mod tests {
     }
 
     /// Nothing listens here: a fetch from it fails, naming it.
-    fn unreachable_pcs() -> veil_cloud::pcs::PcsClient {
-        veil_cloud::pcs::PcsClient::with_roots(
+    fn unreachable_pcs() -> veil_fetch::pcs::PcsClient {
+        veil_fetch::pcs::PcsClient::with_roots(
             "http://127.0.0.1:9",
             "http://127.0.0.1:9/IntelSGXRootCA.der",
             rustls::RootCertStore::empty(),

@@ -96,7 +96,7 @@ fn main() -> Result<()> {
         // In a TD, the policy's Intel collateral is kept fresh from Intel's PCS.
         let in_td = presented.platform == "azure-tdx"
             || matches!(config.hardware, Some(veil_attest::HardwareAttester::Tdx(_)));
-        let collateral = match in_td.then(veil_cloud::pcs::PcsClient::intel) {
+        let collateral = match in_td.then(veil_fetch::pcs::PcsClient::intel) {
             Some(Ok(pcs)) => Some(pcs),
             Some(Err(e)) => {
                 tracing::warn!("the policy's TD collateral will not be refreshed: {e}");

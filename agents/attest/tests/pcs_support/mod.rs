@@ -4,8 +4,8 @@
 //! header, the CRLs in DER. Intel's signatures cover the parts, which are unchanged, so
 //! what the verifier checks is Intel's own data.
 //!
-//! Shared by `veil-attest`'s tests of assembling answers and `veil-cloud`'s test double
-//! of the PCS.
+//! Shared by `veil-attest`'s tests of assembling answers, and by the tests that serve
+//! them from a PCS test double (`veil-fetch`, the join service, `veil`).
 
 #![allow(dead_code)]
 
