@@ -5,6 +5,7 @@
 //! `veil recover`).
 
 mod bootstrap;
+mod collateral;
 mod eventlog;
 mod init_secret;
 mod measure;

@@ -36,11 +36,11 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let master = MasterSecret::read_file(&args.master_secret)?;
     let cluster = master.cluster_id();
     let extra = BTreeMap::from([(15, (cluster.member_pcr(), false))]);
-    let Prepared {
-        verifier, expected, ..
-    } = prepare(&args.node, extra)?;
     let node = args.node.node.as_str();
     let removed = runtime()?.block_on(async {
+        let Prepared {
+            verifier, expected, ..
+        } = prepare(&args.node, extra).await?;
         let (channel, verified) = attested_channel(node, verifier, Some(expected.clone())).await?;
         let Some(channel) = channel else {
             let differ: Vec<String> = veil_attest::check_pcrs(&verified.pcrs, &expected)

@@ -26,6 +26,7 @@ use veil_protocol::pb::attestation::attestation_client::AttestationClient;
 use veil_protocol::pb::attestation::{GetNodeInfoRequest, NodeInfo};
 
 use crate::Output;
+use crate::collateral::{self, Fetched};
 
 /// Which node, and what it must prove: shared by verify, init and recover.
 #[derive(clap::Args)]
@@ -54,6 +55,15 @@ pub struct NodeArgs {
     /// policy's "profile" if it names one.
     #[arg(long)]
     pub profile: Option<Profile>,
+    /// Where the policy checks TD quotes and holds no Intel collateral for them, fetch
+    /// it for the node's platform from Intel's PCS (over TLS; Intel signs it, and it is
+    /// checked against Intel's pinned root like collateral in the policy).
+    #[arg(long)]
+    pub fetch_collateral: bool,
+    /// Fetch from this PCCS (PCS API v4, e.g. https://pccs.internal:8081) instead of
+    /// Intel's PCS.
+    #[arg(long, requires = "fetch_collateral")]
+    pub pcs_url: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -152,7 +162,8 @@ pub async fn attest_node(
         reference,
         reference_text,
         policy_text,
-    } = prepare(args, extra)?;
+        collateral,
+    } = prepare(args, extra).await?;
     let profile = verifier.profile();
     let (channel, verified, info) =
         attest(&args.node, verifier, enforce.then(|| expected.clone())).await?;
@@ -182,7 +193,7 @@ pub async fn attest_node(
             expected,
             why,
             evidence: verified.platform,
-            platform: platform_facts(&verified),
+            platform: platform_facts(&verified, collateral.as_ref()),
             profile,
             ok,
         },
@@ -197,9 +208,11 @@ pub struct Prepared {
     pub reference: ReferenceMeasurements,
     pub reference_text: String,
     pub policy_text: Option<String>,
+    /// Intel's collateral fetched for the node (`--fetch-collateral`).
+    pub collateral: Option<Fetched>,
 }
 
-pub fn prepare(
+pub async fn prepare(
     args: &NodeArgs,
     extra: BTreeMap<u32, ([u8; 32], bool)>,
 ) -> anyhow::Result<Prepared> {
@@ -266,6 +279,13 @@ pub fn prepare(
             ));
         }
     };
+    let collateral = match args.fetch_collateral {
+        false => None,
+        true => {
+            let pcs = collateral::pcs(args.pcs_url.as_deref())?;
+            collateral::complete(&args.node, &mut policy, &pcs).await?
+        }
+    };
     let verifier = PlatformVerifier::new(TpmVerifier::new(trust), &policy, &policy_name)?;
 
     let mut expected: BTreeMap<u32, ([u8; 32], bool)> = reference
@@ -280,11 +300,16 @@ pub fn prepare(
         reference,
         reference_text,
         policy_text,
+        collateral,
     })
 }
 
 /// What hardware evidence proved, as (name, value) lines; empty for TPM evidence.
-fn platform_facts(verified: &Verified) -> Vec<(&'static str, String)> {
+/// With the Intel collateral fetched for it, if any.
+fn platform_facts(
+    verified: &Verified,
+    collateral: Option<&Fetched>,
+) -> Vec<(&'static str, String)> {
     let mut facts = Vec::new();
     if let Some(snp) = &verified.snp {
         facts.push(("SEV-SNP launch measurement", hex::encode(snp.measurement)));
@@ -301,6 +326,12 @@ fn platform_facts(verified: &Verified) -> Vec<(&'static str, String)> {
             ));
         }
         facts.push(("TDX TCB status", tdx.tcb_status.clone()));
+        if let Some(fetched) = collateral {
+            facts.push((
+                "TDX collateral",
+                format!("fetched from {} for FMSPC {}", fetched.from, fetched.fmspc),
+            ));
+        }
         if !tdx.advisory_ids.is_empty() {
             facts.push(("TDX advisories at that TCB", tdx.advisory_ids.join(", ")));
         }
@@ -578,7 +609,7 @@ mod tests {
         .expect("collateral");
         let verified = veil_attest::azure::verify_azure_tdx(&ev, &verifier, b"challenge")
             .expect("the recorded evidence verifies");
-        let facts: BTreeMap<_, _> = platform_facts(&verified).into_iter().collect();
+        let facts: BTreeMap<_, _> = platform_facts(&verified, None).into_iter().collect();
         assert_eq!(facts["TDX TCB status"], "OutOfDate");
         assert!(
             facts["TD attributes"].ends_with("(SEPT_VE_DISABLE clear)"),

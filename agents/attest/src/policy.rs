@@ -488,6 +488,13 @@ impl HardwareFacts {
 }
 
 impl PlatformPolicy {
+    /// Whether a TDX section of this policy holds no collateral: evidence with a TD
+    /// quote then needs some fetched for its platform ([`Self::missing_tdx_collateral`]).
+    pub fn lacks_tdx_collateral(&self) -> bool {
+        matches!(self.azure_tdx, Some((_, None)))
+            || (self.tdx.is_some() && self.tdx_collateral.is_none())
+    }
+
     /// Where Intel's collateral for TD quotes like `own`'s goes, if this policy checks
     /// such quotes and holds none for them: what a joiner fills in (fetched for its own
     /// platform) before it checks its join service.
