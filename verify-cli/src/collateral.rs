@@ -114,10 +114,10 @@ pub async fn complete_for(
 /// TEST DATA shared with `veil-attest`'s tests: Intel's answers from recorded collateral.
 #[cfg(test)]
 #[path = "../../agents/attest/tests/pcs_support/mod.rs"]
-mod pcs_support;
+pub(crate) mod pcs_support;
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use veil_atls::EvidenceIssuer;
     use veil_fetch::test_support::{pcs_routes, serve};
@@ -137,7 +137,7 @@ mod tests {
         }
     }
 
-    async fn node_double(evidence: Vec<u8>, connections: usize) -> String {
+    pub(crate) async fn node_double(evidence: Vec<u8>, connections: usize) -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -154,7 +154,8 @@ mod tests {
         addr
     }
 
-    fn pcs_double_routes() -> std::collections::BTreeMap<String, veil_fetch::test_support::Answer> {
+    pub(crate) fn pcs_double_routes()
+    -> std::collections::BTreeMap<String, veil_fetch::test_support::Answer> {
         pcs_routes(
             &CollateralRequest::for_quote(AZURE_QUOTE).expect("request"),
             pcs_support::served(AZURE_COLLATERAL),

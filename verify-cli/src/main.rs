@@ -51,8 +51,18 @@ pub enum Output {
     Json,
 }
 
-fn main() -> anyhow::Result<std::process::ExitCode> {
-    match Cli::parse().command {
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse().command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", render(&e));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
+    match command {
         Command::Measure(args) => measure::run(&args)?,
         Command::Eventlog(args) => {
             if !eventlog::run(&args)? {
@@ -70,4 +80,55 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
         Command::Remove(args) => remove::run(&args)?,
     }
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// `e` and its causes on one line, each said once. Many of Veil's errors name their
+/// cause in their own message as well as through `source()`, so anyhow's own report
+/// ("Caused by:") would repeat whole chains; a refused node's reason is long enough
+/// once.
+fn render(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::render;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("the peer's evidence was refused: report data differs")]
+    struct Refused;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("aTLS handshake with node-1 failed: {source}")]
+    struct Handshake {
+        #[source]
+        source: Refused,
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot connect")]
+    struct Connect(#[source] std::io::Error);
+
+    #[test]
+    fn each_cause_is_said_once_and_none_is_lost() {
+        let e = anyhow::Error::new(Handshake { source: Refused }).context("attesting node-1");
+        assert_eq!(
+            render(&e),
+            "attesting node-1: aTLS handshake with node-1 failed: the peer's evidence was refused: report data differs"
+        );
+        // A cause the message does not name is added.
+        let e = anyhow::Error::new(Connect(std::io::Error::other("refused (os error 111)")));
+        assert_eq!(render(&e), "cannot connect: refused (os error 111)");
+    }
 }

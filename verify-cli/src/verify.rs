@@ -163,10 +163,18 @@ pub async fn attest_node(
         reference_text,
         policy_text,
         collateral,
+        lacks_collateral,
     } = prepare(args, extra).await?;
     let profile = verifier.profile();
-    let (channel, verified, info) =
-        attest(&args.node, verifier, enforce.then(|| expected.clone())).await?;
+    let (channel, verified, info) = attest(&args.node, verifier, enforce.then(|| expected.clone()))
+        .await
+        .map_err(|e| {
+            if lacks_collateral && format!("{e:#}").contains(veil_attest::tdx::NO_COLLATERAL) {
+                e.context("the policy holds no Intel collateral for TD quotes: --fetch-collateral fetches it for the node's platform")
+            } else {
+                e
+            }
+        })?;
     let checks = check_pcrs(&verified.pcrs, &expected);
     let ok = checks.iter().all(|c| {
         !matches!(
@@ -210,6 +218,9 @@ pub struct Prepared {
     pub policy_text: Option<String>,
     /// Intel's collateral fetched for the node (`--fetch-collateral`).
     pub collateral: Option<Fetched>,
+    /// Whether the policy still checks TD quotes without collateral (then a refusal for
+    /// that says how to fetch some).
+    pub lacks_collateral: bool,
 }
 
 pub async fn prepare(
@@ -286,6 +297,7 @@ pub async fn prepare(
             collateral::complete(&args.node, &mut policy, &pcs).await?
         }
     };
+    let lacks_collateral = policy.lacks_tdx_collateral();
     let verifier = PlatformVerifier::new(TpmVerifier::new(trust), &policy, &policy_name)?;
 
     let mut expected: BTreeMap<u32, ([u8; 32], bool)> = reference
@@ -301,6 +313,7 @@ pub async fn prepare(
         reference_text,
         policy_text,
         collateral,
+        lacks_collateral,
     })
 }
 
@@ -624,5 +637,97 @@ mod tests {
             "false"
         );
         assert!(!facts.keys().any(|k| k.contains("SEV-SNP")), "{facts:?}");
+        assert!(!facts.contains_key("TDX collateral"), "{facts:?}");
+
+        let fetched = Fetched {
+            fmspc: "00806F050000".into(),
+            from: "https://pccs.internal:8081".into(),
+        };
+        let facts: BTreeMap<_, _> = platform_facts(&verified, Some(&fetched))
+            .into_iter()
+            .collect();
+        assert_eq!(
+            facts["TDX collateral"],
+            "fetched from https://pccs.internal:8081 for FMSPC 00806F050000"
+        );
+    }
+
+    /// A node (TEST DOUBLE) presenting the recorded Azure TDX evidence, and a policy
+    /// for it without collateral.
+    async fn td_node_and_args(connections: usize) -> (NodeArgs, tempfile::TempDir) {
+        use crate::collateral::{pcs_support, tests::node_double};
+        let own = veil_attest::Evidence::AzureTdx(pcs_support::recorded_azure_tdx());
+        let veil_attest::Evidence::AzureTdx(ev) = &own else {
+            unreachable!()
+        };
+        let mr_td = veil_attest::tdx::TdQuote::parse(&ev.td_quote)
+            .expect("quote")
+            .mr_td;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let policy = dir.path().join("policy.json");
+        std::fs::write(
+            &policy,
+            format!(
+                r#"{{"profile": "azure-tdx", "azureTdx": {{"mrtd": ["{}"], "tcbStatus": ["OutOfDate"]}}}}"#,
+                hex::encode(mr_td)
+            ),
+        )
+        .expect("policy");
+        let measurements = dir.path().join("reference.json");
+        std::fs::write(
+            &measurements,
+            format!(
+                r#"{{"pcrs": {{"4": {{"expected": "{}", "warnOnly": false}}}},
+                    "image": {{"ukiSha256": "{0}", "osRelease": {{}}}}}}"#,
+                "00".repeat(32)
+            ),
+        )
+        .expect("reference");
+        let args = NodeArgs {
+            node: node_double(own.encode(), connections).await,
+            measurements,
+            tpm_ca: None,
+            tpm_intermediate: None,
+            policy: Some(policy),
+            profile: None,
+            fetch_collateral: false,
+            pcs_url: None,
+        };
+        (args, dir)
+    }
+
+    #[tokio::test]
+    async fn a_td_refused_for_want_of_collateral_is_told_how_to_get_it_and_gets_it_so() {
+        let (mut args, _dir) = td_node_and_args(3).await;
+        let e = attest_node(&args, BTreeMap::new(), false)
+            .await
+            .err()
+            .expect("no collateral");
+        let text = format!("{e:#}");
+        assert!(
+            text.contains(veil_attest::tdx::NO_COLLATERAL)
+                && text.contains("--fetch-collateral fetches it"),
+            "{text}"
+        );
+
+        // Fetched for the node's platform from a PCS (TEST DOUBLE serving Intel's
+        // recorded answers): the TD quote is then checked with it, and refused further
+        // on (this 2025 collateral is out of its dates now), not for want of it.
+        let (base, served) =
+            veil_fetch::test_support::serve(crate::collateral::tests::pcs_double_routes(), 4, None)
+                .await;
+        args.fetch_collateral = true;
+        args.pcs_url = Some(base);
+        let e = attest_node(&args, BTreeMap::new(), false)
+            .await
+            .err()
+            .expect("the recorded evidence is not this handshake's");
+        assert_eq!(served.await.expect("served").len(), 4);
+        let text = format!("{e:#}");
+        assert!(
+            !text.contains(veil_attest::tdx::NO_COLLATERAL) && !text.contains("--fetch-collateral"),
+            "{text}"
+        );
+        assert!(text.contains("TCB info expired at 1750965902"), "{text}");
     }
 }

@@ -456,6 +456,84 @@ fn a_profile_is_named_in_the_report_and_a_node_of_another_kind_is_refused() {
     );
 }
 
+/// A policy for Azure TDX CVMs with the recorded paravisor's MRTD and no collateral.
+fn azure_tdx_policy(node: &Node) -> std::path::PathBuf {
+    let quote = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../agents/attest/tests/data/azure/tdx-td-quote.bin"
+    ))
+    .expect("recorded TD quote");
+    let mr_td = veil_attest::tdx::TdQuote::parse(&quote)
+        .expect("quote")
+        .mr_td;
+    let policy = node.dir.path().join("azure-tdx.json");
+    std::fs::write(
+        &policy,
+        format!(
+            r#"{{"profile": "azure-tdx", "azureTdx": {{"mrtd": ["{}"]}}}}"#,
+            hex::encode(mr_td)
+        ),
+    )
+    .expect("policy");
+    policy
+}
+
+#[test]
+fn fetching_collateral_asks_nothing_for_evidence_without_a_td_quote() {
+    let n = node();
+    let good = reference(&n, &"00".repeat(32));
+    let policy = azure_tdx_policy(&n);
+    let policy_arg = policy.to_string_lossy().into_owned();
+    let bare = |args: &[&str]| {
+        support::command(env!("CARGO_BIN_EXE_veil"))
+            .args(args)
+            .args(["--node", &n.addr])
+            .arg("--measurements")
+            .arg(&good)
+            .output()
+            .expect("run veil")
+    };
+    // The TPM node's evidence holds no TD quote: no PCS is asked (nothing listens
+    // at this one), and the node is refused for its kind as without the flag.
+    let out = bare(&[
+        "verify",
+        "--policy",
+        &policy_arg,
+        "--fetch-collateral",
+        "--pcs-url",
+        "http://127.0.0.1:9",
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("must present azure-tdx evidence"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("PCS") && !stderr.contains("127.0.0.1:9"),
+        "{stderr}"
+    );
+    // Without the flag, the refusal is for its kind, not for collateral.
+    let out = bare(&["verify", "--policy", &policy_arg]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("must present azure-tdx evidence")
+            && !stderr.contains("--fetch-collateral"),
+        "{stderr}"
+    );
+    // A PCCS is only asked with --fetch-collateral.
+    let out = bare(&[
+        "verify",
+        "--policy",
+        &policy_arg,
+        "--pcs-url",
+        "http://127.0.0.1:9",
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--fetch-collateral"), "{stderr}");
+}
+
 #[test]
 fn a_profile_in_the_reference_holds_and_a_disagreeing_one_is_named() {
     let n = node();

@@ -21,7 +21,7 @@ pub use attester::{TdxAttestError, TdxAttester};
 pub use error::TdxVerifyError;
 pub use evidence::TdxEvidence;
 pub use quote::{TdQuote, check_td_attributes};
-pub use verifier::{CollateralRefresh, TdxPolicy, TdxVerifier};
+pub use verifier::{CollateralRefresh, NO_COLLATERAL, TdxPolicy, TdxVerifier};
 
 /// DER of the Intel SGX Root CA (CN=Intel SGX Root CA, valid 2018-05-21 to 2049-12-31),
 /// SHA-256 fingerprint

@@ -18,6 +18,10 @@ use super::quote::{TdQuote, check_td_attributes};
 use crate::evidence::{Evidence, EvidencePlatform, Verified, Verifier};
 
 /// TDX-specific facts of a verified quote.
+/// Why a TD quote is refused when neither its evidence nor the verifier holds Intel's
+/// collateral (tools match it to say how to get some).
+pub const NO_COLLATERAL: &str = "the evidence carries no collateral and none is configured";
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TdxVerifiedInfo {
     /// Quote format version (4 or 5).
@@ -204,7 +208,7 @@ impl TdxVerifier {
             (Some(json), None) => parse_collateral(json)?,
             (None, None) => {
                 return Err(TdxVerifyError::CollateralInvalid {
-                    reason: "the evidence carries no collateral and none is configured".into(),
+                    reason: NO_COLLATERAL.into(),
                 });
             }
         };
