@@ -26,6 +26,10 @@ pub struct TdQuote {
     pub report_data: [u8; 64],
     /// TD attributes (little-endian bit field; byte 0 is the TUD group).
     pub td_attributes: [u8; 8],
+    /// SERVTD_HASH of the service TDs bound to the TD: MRSERVICETD of a TD 1.5 report,
+    /// the initial or else the current binding of a TD 1.5ex report. Zeros when none
+    /// are bound, and for a TD 1.0 report, which has no such field.
+    pub service_tds: [u8; 48],
 }
 
 impl TdQuote {
@@ -60,6 +64,12 @@ impl TdQuote {
                 ),
             });
         }
+        let service_tds = match &quote.report {
+            Report::TD15(r) => r.mr_service_td,
+            Report::TD15Ex(r) if r.base.mr_service_td != [0; 48] => r.base.mr_service_td,
+            Report::TD15Ex(r) => r.cur_service_td_hash,
+            _ => [0; 48],
+        };
         let td = match &quote.report {
             Report::TD10(r) => r,
             Report::TD15(r) => &r.base,
@@ -77,6 +87,23 @@ impl TdQuote {
             rtmrs: [td.rt_mr0, td.rt_mr1, td.rt_mr2, td.rt_mr3],
             report_data: td.report_data,
             td_attributes: td.td_attributes,
+            service_tds,
+        })
+    }
+
+    /// Refuses a TD bound to service TDs: one bound before launch could read or change
+    /// its state without any attribute saying so (SERVTD_EXT is checked with the
+    /// attributes), and none are part of Veil's design.
+    pub fn check_no_service_tds(&self) -> Result<(), TdxVerifyError> {
+        if self.service_tds == [0; 48] {
+            return Ok(());
+        }
+        Err(TdxVerifyError::Unsupported {
+            what: "TD report",
+            reason: format!(
+                "service TDs are bound (SERVTD_HASH {})",
+                hex::encode(self.service_tds)
+            ),
         })
     }
 

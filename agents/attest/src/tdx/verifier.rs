@@ -242,6 +242,7 @@ impl TdxVerifier {
             self.policy.allow_debug,
             kind == TdKind::AzureParavisor,
         )?;
+        td.check_no_service_tds()?;
         if !self.policy.allowed_tcb_status.contains(&tcb_status) {
             return Err(TdxVerifyError::TcbStatus {
                 got: tcb_status,

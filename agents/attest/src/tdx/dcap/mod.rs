@@ -230,14 +230,8 @@ fn td_report(quote: &Quote) -> Result<(&TDReport10, Option<&[u8; 16]>), TdxVerif
     }
     match &quote.report {
         Report::TD10(td) => Ok((td, None)),
-        // Service TDs could read the TD's state: none are part of Veil's design.
-        Report::TD15(td) if td.mr_service_td != [0; 48] => Err(unsupported(
-            "TD report",
-            format!(
-                "service TDs are bound (MRSERVICETD {})",
-                hex::encode(td.mr_service_td)
-            ),
-        )),
+        // Bound service TDs are refused with the attributes, once the report is known
+        // to be signed (`TdQuote::check_no_service_tds`).
         Report::TD15(td) => Ok((&td.base, Some(&td.tee_tcb_svn2))),
         Report::TD15Ex(_) => Err(unsupported(
             "TD report",
@@ -458,7 +452,7 @@ mod tests {
 
     /// A real TD 1.5 quote (v5) of another platform: every signature holds, and its CPU
     /// SVN meets no TCB level of its collateral (component 7 is 3, every level wants 5).
-    /// Both refuse it there; and a TD 1.5 bound to service TDs is refused as such.
+    /// Both refuse it there.
     #[test]
     fn a_td_1_5_quote_goes_through_the_chain_to_its_tcb_level() {
         let quote = data("tdx/tdx_quote_outdated.bin");
@@ -484,11 +478,27 @@ mod tests {
             e.to_string().contains("signature by its attestation key"),
             "{e}"
         );
-        // MRSERVICETD: header (48), body header (6), TD 1.0 fields (584), TEE_TCB_SVN2 (16).
-        let mut q = quote;
+        // MRSERVICETD: header (48), body header (6), TD 1.0 fields (584), TEE_TCB_SVN2
+        // (16). Signed like the rest; a TD bound to service TDs is refused once its
+        // report is known to be signed (`TdQuote::check_no_service_tds`).
+        let mut q = quote.clone();
         q[48 + 6 + 584 + 16] ^= 1;
-        let e = verify_chain(&q, &c, INTEL_SGX_ROOT_CA_DER, now).expect_err("service TD");
-        assert!(e.to_string().contains("service TDs are bound"), "{e}");
+        let e = verify_chain(&q, &c, INTEL_SGX_ROOT_CA_DER, now).expect_err("changed");
+        assert!(
+            e.to_string().contains("signature by its attestation key"),
+            "{e}"
+        );
+        let td = crate::tdx::TdQuote::parse(&quote).expect("quote");
+        assert_eq!(td.service_tds, [0; 48]);
+        td.check_no_service_tds().expect("none bound");
+        let bound = crate::tdx::TdQuote::parse(&q).expect("quote");
+        assert_eq!(bound.service_tds[0], 1);
+        let e = bound.check_no_service_tds().expect_err("bound");
+        assert!(
+            e.to_string()
+                .contains("service TDs are bound (SERVTD_HASH 0100000000"),
+            "{e}"
+        );
     }
 
     #[test]
